@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests and demo need. Idempotent: installs only what is missing.
+set -euo pipefail
+need=()
+for pkg in bzip2 xz-utils zstd parallel; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup-system: missing Debian packages: ${need[*]} (run as root to install)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,1 @@
+"""Command lines: parse arguments, call the library, print. Nothing else lives here."""

@@ -1,0 +1,77 @@
+"""Fixtures shared by every test: isolated ess state directories and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT.parent / "shared"
+ACCEPTANCE = SHARED / "acceptance"
+DATA = ACCEPTANCE / "data"
+GOLDEN = ACCEPTANCE / "golden"
+WOODWORKING = DATA / "woodworking" / "diy_woodworking"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class EssEnv:
+    """A sandboxed ess installation: its own work, cache and aws directories and cwd."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.env["ESS_WORK_DIR"])
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.env["ESS_CACHE_DIR"])
+
+    def run(self, *args: str, tool: str = "ess", input: str | bytes | None = None,
+            check: bool = False, timeout: float = 120) -> Result:
+        text = not isinstance(input, bytes)
+        proc = subprocess.run(
+            [str(BIN / tool), *args], cwd=self.root, env=self.env, input=input,
+            capture_output=True, text=text, timeout=timeout,
+        )
+        out = proc.stdout if text else proc.stdout.decode()
+        err = proc.stderr if text else proc.stderr.decode()
+        result = Result(proc.returncode, out, err)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{tool} {args} failed ({proc.returncode}): {err}")
+        return result
+
+    def ess(self, *args: str, **kw: object) -> Result:
+        return self.run(*args, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ess_env(tmp_path: Path) -> Iterator[EssEnv]:
+    env = dict(os.environ)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        env.pop(var, None)
+    env.update(
+        ESS_WORK_DIR=str(tmp_path / ".conf"),
+        ESS_CACHE_DIR=str(tmp_path / ".ess"),
+        ESS_AWS_DIR=str(tmp_path / ".aws"),
+        HOME=str(tmp_path),
+        TZ="UTC",
+        LC_ALL="C",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    yield EssEnv(root=tmp_path, env=env)
