@@ -42,12 +42,23 @@ class EssEnv:
     def cache_dir(self) -> Path:
         return Path(self.env["ESS_CACHE_DIR"])
 
-    def run(self, *args: str, tool: str = "ess", input: str | bytes | None = None,
-            check: bool = False, timeout: float = 120) -> Result:
+    def run(
+        self,
+        *args: str,
+        tool: str = "ess",
+        input: str | bytes | None = None,
+        check: bool = False,
+        timeout: float = 120,
+    ) -> Result:
         text = not isinstance(input, bytes)
         proc = subprocess.run(
-            [str(BIN / tool), *args], cwd=self.root, env=self.env, input=input,
-            capture_output=True, text=text, timeout=timeout,
+            [str(BIN / tool), *args],
+            cwd=self.root,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
         )
         out = proc.stdout if text else proc.stdout.decode()
         err = proc.stderr if text else proc.stderr.decode()

@@ -96,8 +96,9 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
         write_bytes_atomic(path, payload, mode=mode)
 
 
-def update_json(path: Path, change: Callable[[Any], Any], *, default: Any = None,
-                mode: int = 0o644) -> Any:
+def update_json(
+    path: Path, change: Callable[[Any], Any], *, default: Any = None, mode: int = 0o644
+) -> Any:
     """Read-modify-write ``path`` under its lock; ``change`` returns the new content.
 
     If ``change`` raises, the file is left exactly as it was.

@@ -1,9 +1,412 @@
-"""Datastore commands (being written)."""
+"""Datastore commands: select, repository, purge, summary, ls, probe, category, cat, lsa."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
+
+from ess.cli.common import add_command, note, out
+from ess.workspace import Workspace
 
 
 def register(subparsers: Any) -> None:
-    pass
+    _register_select(subparsers)
+    _register_summary(subparsers)
+    p = add_command(
+        subparsers,
+        "repository",
+        help="list the registered datastores",
+        example="ess repository",
+        handler=cmd_repository,
+    )
+    p = add_command(
+        subparsers,
+        "purge",
+        help="forget a datastore's categories (data untouched)",
+        example="ess purge local",
+        handler=cmd_purge,
+    )
+    p.add_argument("label")
+    _register_ls(subparsers)
+    _register_probe(subparsers)
+    _register_category(subparsers)
+    p = add_command(
+        subparsers,
+        "cat",
+        help="print a datastore file to stdout",
+        example="ess cat --decompress /data/browse_20140901.gz",
+        handler=cmd_cat,
+    )
+    p.add_argument("--label")
+    p.add_argument("--decompress", action="store_true", help="decompress by content")
+    p.add_argument("filename")
+    p = add_command(
+        subparsers,
+        "lsa",
+        help="list the members of an archive file",
+        example="ess lsa logs/all.tar.gz --pattern '*0114* *0115*'",
+        handler=cmd_lsa,
+    )
+    p.add_argument("--pattern", help="glob(s) selecting members")
+    p.add_argument("--label")
+    p.add_argument("filename")
+
+
+# ---------------------------------------------------------------------- select & co.
+def _register_select(subparsers: Any) -> None:
+    p = add_command(
+        subparsers,
+        "select",
+        help="register / choose the active datastore",
+        example="ess select local\ness select s3://my-bucket --credentials=~/my_credentials.csv",
+        handler=cmd_select,
+    )
+    p.add_argument("--region")
+    creds = p.add_mutually_exclusive_group()
+    creds.add_argument("--credentials", help="AWS console credentials CSV")
+    creds.add_argument("--aws_access_key")
+    creds.add_argument("--account_name", help="Azure account (not supported yet)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--aws_secret_access_key")
+    secret.add_argument("--account_key", help="Azure key (not supported yet)")
+    p.add_argument("--label", help="name to remember the datastore by")
+    p.add_argument("--overwrite", action="store_true", help="replace stored credentials")
+    p.add_argument("source", help="local, s3://bucket[/prefix] or a registered label")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from ess.datastore.registry import Registry, credentials_from_args
+    from ess.errors import NotSupportedError
+
+    if args.account_name or args.account_key:
+        raise NotSupportedError("Azure blob datastores (--account_name/--account_key)")
+    creds = credentials_from_args(args.credentials, args.aws_access_key, args.aws_secret_access_key)
+    result = Registry(Workspace.from_env()).select(
+        args.source,
+        credentials=creds,
+        label=args.label,
+        overwrite=args.overwrite,
+        region=args.region,
+    )
+    for warning in result.warnings:
+        note(f"ess select: {warning}")
+    return 0
+
+
+def cmd_repository(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from ess.datastore.registry import Registry
+
+    registry = Registry(Workspace.from_env())
+    current = registry.current_label()
+    rows = [
+        ["*" if label == current else "", label, d.kind, d.describe()]
+        for label, d in sorted(registry.all().items())
+    ]
+    out(tabulate(rows, headers=["", "Label", "Type", "Location"]))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from ess.datastore.registry import Registry
+
+    Registry(Workspace.from_env()).purge(args.label)
+    return 0
+
+
+def _register_summary(subparsers: Any) -> None:
+    p = add_command(
+        subparsers,
+        "summary",
+        help="summarize a datastore, a category or one attribute",
+        example="ess summary\ness summary browse\ness summary browse columnspec",
+        handler=cmd_summary,
+    )
+    p.add_argument("--label", nargs="?")
+    p.add_argument("--scan", action="store_true", help="rescan the datastore first")
+    p.add_argument("--short", action="store_true", help="with --scan: only totals")
+    p.add_argument("category", nargs="?")
+    p.add_argument(
+        "attribute",
+        nargs="?",
+        choices=["pkey", "columnspec", "schema", "delimiter", "compression", "preprocess"],
+    )
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ess.datastore import summary
+    from ess.datastore.api import open_catalog
+
+    catalog = open_catalog(Workspace.from_env(), args.label)
+    if args.category:
+        category = catalog.get(args.category)
+        if args.attribute:
+            sys.stdout.write(summary.attribute(category, args.attribute))
+            return 0
+        files = catalog.files(category.name, refresh=args.scan or None)
+        sys.stdout.write(
+            summary.category_summary(category, summary.CategoryStats.of(category.name, files))
+        )
+        return 0
+    stats = [
+        summary.CategoryStats.of(
+            name,
+            catalog.files(name, refresh=args.scan) if args.scan else catalog.cached_files(name),
+        )
+        for name in catalog.all()
+    ]
+    sys.stdout.write(summary.datastore_summary(catalog.datastore.label, stats, short=args.short))
+    return 0
+
+
+# ---------------------------------------------------------------------- ls / probe
+def _register_ls(subparsers: Any) -> None:
+    p = add_command(
+        subparsers,
+        "ls",
+        help="list datastore files (name, size, date; tab-separated)",
+        example='ess ls -r "$PWD/diy_woodworking/*browse*"\ness ls --cat browse',
+        handler=cmd_ls,
+    )
+    p.add_argument("--exclude", nargs="?")
+    p.add_argument("--cat", help="list the files of this category")
+    p.add_argument("--label")
+    p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument("--dateregex", help="auto | none | a rule with [:%%Y:]-style tokens")
+    p.add_argument("--limit", nargs="?", type=int)
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--nameonly", action="store_true")
+    shape.add_argument("--nosize", action="store_true", help="names and dates")
+    shape.add_argument("--nodate", action="store_true", help="names and sizes")
+    p.add_argument("pattern", nargs="?")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from ess.datastore.listing import ListRequest, list_files
+
+    entries = list_files(
+        Workspace.from_env(),
+        ListRequest(
+            pattern=args.pattern,
+            exclude=args.exclude,
+            category=args.cat,
+            label=args.label,
+            recursive=args.recursive,
+            dateregex=args.dateregex,
+            limit=args.limit,
+        ),
+    )
+    for entry in entries:
+        if args.nameonly:
+            out(entry.path)
+        elif args.nosize:
+            out(f"{entry.path}\t{entry.date}")
+        elif args.nodate:
+            out(f"{entry.path}\t{entry.size}")
+        else:
+            out(f"{entry.path}\t{entry.size}\t{entry.date}")
+    return 0
+
+
+def _register_probe(subparsers: Any) -> None:
+    p = add_command(
+        subparsers,
+        "probe",
+        help="detect compression, delimiter and columns",
+        example="ess probe browse\ness probe purchase --file /data/purchase_20140901.gz",
+        handler=cmd_probe,
+    )
+    p.add_argument("--file")
+    p.add_argument("--label", nargs="?")
+    p.add_argument("--pcmd", nargs="?", help="command printing one Type:Name per line")
+    p.add_argument("--size", nargs="?", type=int, help="bytes sampled (default 1 MiB)")
+    p.add_argument("category")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ess.datastore.api import probe_category
+
+    result = probe_category(
+        Workspace.from_env(),
+        args.category,
+        label=args.label,
+        file=args.file,
+        pcmd=args.pcmd,
+        size=args.size,
+    )
+    out(f"File:        {result.file}")
+    out(f"Compression: {result.compression}")
+    out(f"Delimiter:   {result.delimiter}")
+    out(f"Header:      {'yes' if result.has_header else 'no'}")
+    out(f"# columns:   {result.ncolumns}")
+    out(f"Column Spec: {result.columnspec}")
+    return 0
+
+
+# ---------------------------------------------------------------------- category
+def _register_category(subparsers: Any) -> None:
+    p = add_command(
+        subparsers,
+        "category",
+        help="add / change / delete / copy categories",
+        example='ess category add browse "$PWD/diy_woodworking/*browse_*"',
+    )
+    sub = p.add_subparsers(dest="action", metavar="{add,change,delete,copy}")
+    sub.required = True
+    add = add_command(
+        sub,
+        "add",
+        help="define a category: files matching a pattern, dated from their names",
+        example='ess category add browse "$PWD/diy_woodworking/*browse_*"\n'
+        "ess category add zips '*.zip' --dateregex='[:%y:][:%m:][:%d:].zip'",
+        handler=cmd_add,
+    )
+    add.add_argument("--exclude", nargs="?")
+    add.add_argument("--dateregex")
+    add.add_argument("--dateformat", help="deprecated glob-like date format (*Y-M-D*)")
+    add.add_argument("--archive")
+    add.add_argument("--compression")
+    add.add_argument("--delimiter")
+    add.add_argument("--columnspec")
+    add.add_argument("--preprocess")
+    kinds = add.add_mutually_exclusive_group()
+    kinds.add_argument("--alls", action="store_true", help="every column a string")
+    kinds.add_argument("--allx", action="store_true", help="every column ignored")
+    add.add_argument("--overwrite", action="store_true")
+    add.add_argument("--label")
+    add.add_argument("--comment")
+    add.add_argument("--noprobe", action="store_true")
+    add.add_argument("--usecache", action="store_true")
+    add.add_argument("--pkey")
+    add.add_argument("name")
+    add.add_argument("pattern")
+
+    change = add_command(
+        sub,
+        "change",
+        help="change columnspec, dateformat, dateregex, usecache or comment",
+        example='ess category change columnspec browse "S:eventDate S:userID I:articleID"\n'
+        "ess category change usecache browse --usecache",
+        handler=cmd_change,
+    )
+    change.add_argument(
+        "attribute", choices=["columnspec", "dateformat", "dateregex", "usecache", "comment"]
+    )
+    change.add_argument("category")
+    change.add_argument("value", nargs="?")
+    change.add_argument("--label")
+    kinds = change.add_mutually_exclusive_group()
+    kinds.add_argument("--alls", action="store_true")
+    kinds.add_argument("--allx", action="store_true")
+    cache = change.add_mutually_exclusive_group()
+    cache.add_argument("--usecache", dest="cache", action="store_const", const=True)
+    cache.add_argument("--nocache", dest="cache", action="store_const", const=False)
+
+    delete = add_command(
+        sub,
+        "delete",
+        help="remove a category (files untouched)",
+        example="ess category delete browse",
+        handler=cmd_delete,
+    )
+    delete.add_argument("--label")
+    delete.add_argument("category")
+    copy = add_command(
+        sub,
+        "copy",
+        help="copy a category's definition under a new name",
+        example="ess category copy browse browse2",
+        handler=cmd_copy,
+    )
+    copy.add_argument("--label")
+    copy.add_argument("src")
+    copy.add_argument("dest")
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ess.datastore.api import add_category
+    from ess.datastore.category import Category
+
+    category = Category(
+        name=args.name,
+        pattern=args.pattern,
+        exclude=args.exclude,
+        dateregex=args.dateregex,
+        dateformat=args.dateformat,
+        archive=args.archive,
+        compression=args.compression,
+        delimiter=args.delimiter,
+        columnspec=" ".join(args.columnspec.split()) if args.columnspec else None,
+        preprocess=args.preprocess,
+        comment=args.comment,
+        usecache=args.usecache,
+        pkey=args.pkey,
+    )
+    warnings = add_category(
+        Workspace.from_env(),
+        category,
+        label=args.label,
+        overwrite=args.overwrite,
+        noprobe=args.noprobe,
+        alls=args.alls,
+        allx=args.allx,
+    )
+    for warning in warnings:
+        note(f"ess category add: {warning}")
+    return 0
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    from ess.datastore.api import change_category
+
+    change_category(
+        Workspace.from_env(),
+        args.attribute,
+        args.category,
+        args.value,
+        label=args.label,
+        alls=args.alls,
+        allx=args.allx,
+        usecache=args.cache,
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from ess.datastore.api import open_catalog
+
+    open_catalog(Workspace.from_env(), args.label).delete(args.category)
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from ess.datastore.api import open_catalog
+
+    open_catalog(Workspace.from_env(), args.label).rename_copy(args.src, args.dest)
+    return 0
+
+
+# ---------------------------------------------------------------------- cat / lsa
+def cmd_cat(args: argparse.Namespace) -> int:
+    from ess.datastore.api import copy_file
+
+    copy_file(
+        Workspace.from_env(),
+        args.filename,
+        sys.stdout.buffer,
+        label=args.label,
+        decompress=args.decompress,
+    )
+    return 0
+
+
+def cmd_lsa(args: argparse.Namespace) -> int:
+    from ess.datastore.api import archive_members
+
+    for name in archive_members(
+        Workspace.from_env(), args.filename, pattern=args.pattern, label=args.label
+    ):
+        out(name)
+    return 0

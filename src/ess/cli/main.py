@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ess",
         description="The Essentia ETL Engine",
-        epilog="example:\n  ess select local\n  ess category add browse \"$PWD/data/*browse*\"\n"
+        epilog='example:\n  ess select local\n  ess category add browse "$PWD/data/*browse*"\n'
         "  ess stream browse 2014-09-01 2014-09-07 'wc -l'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,1 @@
+"""Datastores (local disk, S3), categories of their files, dates, probing and decompression."""
