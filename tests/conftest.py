@@ -60,8 +60,8 @@ class EssEnv:
             text=text,
             timeout=timeout,
         )
-        out = proc.stdout if text else proc.stdout.decode()
-        err = proc.stderr if text else proc.stderr.decode()
+        out = proc.stdout if text else proc.stdout.decode(errors="surrogateescape")
+        err = proc.stderr if text else proc.stderr.decode(errors="replace")
         result = Result(proc.returncode, out, err)
         if check and proc.returncode != 0:
             raise AssertionError(f"{tool} {args} failed ({proc.returncode}): {err}")

@@ -21,8 +21,13 @@ from ess.errors import DecompressError
 
 try:  # isal is a hard dependency, but keep a working fallback for odd platforms.
     from isal import igzip as _gzip
+    from isal.igzip_lib import IsalError
 except ImportError:  # pragma: no cover
     import gzip as _gzip  # type: ignore[no-redef]
+
+    IsalError = zlib.error  # type: ignore[misc,assignment]
+
+_DECODE_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, IsalError)
 
 _SNIFF_BYTES = 512
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -82,7 +87,7 @@ class _ErrorNaming(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             data = self._inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        except _DECODE_ERRORS as exc:
             raise DecompressError(f"{self._name}: corrupt {self._kind} data ({exc})") from exc
         n = len(data)
         buffer[:n] = data

@@ -37,7 +37,8 @@ _TOKENS = {
     "z": r"(?P<z>[+-]\d{4}|Z)",
     "p": r"(?P<p>[AaPp][Mm])",
 }
-_TOKEN = re.compile(r"\[:%(?:(?P<letter>[A-Za-z])|f:\{(?P<min>\d*)(?P<comma>,?)(?P<max>\d*)\}):\]")
+# Tokens are `[:%Y:]` and `[:%f:{min,max}]` (no colon before the closing bracket of the latter).
+_TOKEN = re.compile(r"\[:%(?:(?P<letter>[A-Za-z]):|f:\{(?P<min>\d*)(?P<comma>,?)(?P<max>\d*)\})\]")
 _AUTO = re.compile(
     r"(?<!\d)(?P<Y>19[7-9]\d|20\d\d)(?P<sep>[-_/]?)(?P<m>\d\d)(?P=sep)(?P<d>\d\d)"
     r"(?:[T _-]?(?P<H>\d\d)(?:[:-]?(?P<M>\d\d)(?:[:-]?(?P<S>\d\d))?)?)?(?!\d)"
@@ -99,7 +100,7 @@ def _stamp_from_fields(fields: dict[str, str | None]) -> str | None:
     hour = int(fields.get("H") or 0)
     ampm = (fields.get("p") or "").lower()
     if ampm:
-        if not 1 <= hour <= 12:
+        if hour > 12:
             return None
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     try:
@@ -203,7 +204,7 @@ def dateformat_to_regex(fmt: str) -> str:
         elif char in _FORMAT_LETTERS:
             out.append(_FORMAT_LETTERS[char])
         else:
-            out.append(re.escape(char))
+            out.append(char if char in "-_/ " or char.isalnum() else re.escape(char))
         i += run if char in "YMD" else 1
     return "".join(out)
 
