@@ -86,3 +86,47 @@ def ess_env(tmp_path: Path) -> Iterator[EssEnv]:
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     yield EssEnv(root=tmp_path, env=env)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real moto server (S3, EC2, ...) on 127.0.0.1 for the whole session, stopped at the end."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def aws_env(ess_env: EssEnv, moto_endpoint: str) -> EssEnv:
+    """ess_env pointed at the moto server; no credentials in the environment."""
+    ess_env.env.update(AWS_ENDPOINT_URL=moto_endpoint, AWS_DEFAULT_REGION="us-east-1",
+                       AWS_EC2_METADATA_DISABLED="true")
+    return ess_env
