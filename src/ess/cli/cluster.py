@@ -1,11 +1,176 @@
-"""`ess cluster` and the legacy `ess instance` (placeholder until the engine issue lands)."""
+"""`ess cluster ...`: choose the platform and manage its nodes (through the provider registry)."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ess.cli._unsupported import register_unsupported
+from ess.cli.common import add_command, note, out
+from ess.workspace import Workspace
+
+if TYPE_CHECKING:  # keeps the provider modules out of `ess --help`
+    from ess.cluster.provider import CloudAuth, ClusterStatus
+
+
+def _auth(args: argparse.Namespace) -> CloudAuth:
+    from ess.cluster.provider import CloudAuth
+
+    creds = getattr(args, "credentials", None)
+    return CloudAuth(credentials_file=Path(creds).expanduser() if creds else None,
+                     access_key=getattr(args, "aws_access_key", None),
+                     secret_key=getattr(args, "aws_secret_access_key", None))
+
+
+def _add_auth(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--credentials", help="AWS credential CSV (cloud clusters)")
+    group.add_argument("--aws_access_key", help="AWS access key id (cloud clusters)")
+    parser.add_argument("--aws_secret_access_key", help="AWS secret access key (cloud clusters)")
+
+
+def _provider() -> Any:
+    from ess.cluster.provider import provider_for
+
+    return provider_for(Workspace.from_env())
+
+
+def format_status(status: ClusterStatus) -> str:
+    from tabulate import tabulate
+
+    headers = ["ID", "state", "publicIP", "privateIP", "cpu", "mem", "disk"]
+    extra = [("reservation", "reservation"), ("version", "version")]
+    extra = [(h, a) for h, a in extra if any(getattr(n, a) for n in status.nodes)]
+    rows = [[n.id, n.state, n.public_ip, n.private_ip, n.cpu, n.mem, n.disk,
+             *[getattr(n, a) or "" for _, a in extra]] for n in status.nodes]
+    table = tabulate(rows, headers=headers + [h for h, _ in extra], tablefmt="simple",
+                     disable_numparse=True)
+    return f"Summary for cluster {status.cluster_id}\n\n{table}"
+
+
+def _print_status(status: ClusterStatus) -> int:
+    out(format_status(status))
+    for problem in status.problems:
+        note(problem)
+    return 1 if status.problems else 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    from ess.cluster.provider import set_platform
+
+    set_platform(Workspace.from_env(), args.platform)
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    from ess.cluster.provider import CreateOptions
+
+    options = CreateOptions(number=args.number, instance_type=args.type, add=args.add,
+                            auth=_auth(args), error_return_code=args.error_return_code)
+    status = _provider().create(options)
+    note(f"cluster {status.cluster_id}: {sum(n.id != 'master' for n in status.nodes)} workers")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    status = _provider().start(_auth(args))
+    note(f"cluster {status.cluster_id} running")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    _provider().stop(_auth(args))
+    return 0
+
+
+def _terminate(args: argparse.Namespace) -> int:
+    provider = _provider()
+    if args.all and not args.y and sys.stdin.isatty():
+        answer = input("terminate the cluster and forget its keys and groups? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            note("nothing terminated")
+            return 1
+    provider.terminate(forget=args.all, auth=_auth(args))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    return _print_status(_provider().status())
+
+
+def _reset(args: argparse.Namespace) -> int:
+    _provider().reset()
+    return 0
+
+
+def _iplist(args: argparse.Namespace) -> int:
+    kind = "private" if args.private else "public" if args.public else None
+    for ip in _provider().iplist(kind=kind):
+        out(ip)
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    _provider().add(args.reservation)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    _provider().remove(args.reservation)
+    return 0
 
 
 def register(subparsers: Any) -> None:
-    register_unsupported(subparsers, "cluster", "manage worker nodes", "ess cluster status")
+    parser = add_command(
+        subparsers, "cluster", help="manage worker nodes",
+        example="ess cluster set local\ness cluster create --number 2\ness cluster status",
+        description="Manage worker nodes. Local clusters run a TLS Dask scheduler and worker "
+        "processes on this machine (pid and log files in $ESS_WORK_DIR/cluster/).")
+    sub = parser.add_subparsers(dest="cluster_command", metavar="{set,create,add,remove,"
+                                "terminate,stop,start,status,reset,iplist}")
+    sub.required = True
+
+    p = add_command(sub, "set", help="choose the platform: local, cloud or custom",
+                    example="ess cluster set local", handler=_set)
+    p.add_argument("platform", choices=["local", "cloud", "custom"])
+
+    p = add_command(sub, "create", help="start worker nodes (local: worker processes)",
+                    example="ess cluster create --number 2", handler=_create)
+    p.add_argument("--number", type=int, metavar="NumberOfWorkers",
+                   help="number of workers (local default: one per core)")
+    p.add_argument("--type", help="instance type (cloud clusters)")
+    p.add_argument("--add", action="store_true", help="add workers to the existing cluster")
+    _add_auth(p)
+    p.add_argument("--error_return_code", action="store_true",
+                   help="exit non-zero if some workers failed to come up")
+
+    p = add_command(sub, "add", help="attach running instances by reservation id",
+                    example="ess cluster add r-6b1f57d5", handler=_add)
+    p.add_argument("reservation", nargs="+")
+    p = add_command(sub, "remove", help="detach instances of these reservations",
+                    example="ess cluster remove r-6b1f57d5", handler=_remove)
+    p.add_argument("reservation", nargs="+")
+
+    p = add_command(sub, "terminate", help="stop the workers and remove the cluster",
+                    example="ess cluster terminate -y", handler=_terminate)
+    p.add_argument("--all", action="store_true",
+                   help="also forget keys and security groups (cloud)")
+    p.add_argument("-y", action="store_true", help="do not ask for confirmation")
+    _add_auth(p)
+
+    p = add_command(sub, "stop", help="stop the cluster's daemons/instances (kept for start)",
+                    example="ess cluster stop", handler=_stop)
+    _add_auth(p)
+    p = add_command(sub, "start", help="start a stopped cluster; restarts dead daemons",
+                    example="ess cluster start", handler=_start)
+    _add_auth(p)
+    add_command(sub, "status", help="summarize master and workers",
+                example="ess cluster status", handler=_status)
+    add_command(sub, "reset", help="clear and reset the cluster configuration",
+                example="ess cluster reset", handler=_reset)
+    p = add_command(sub, "iplist", help="print the workers' IP addresses",
+                    example="ess cluster iplist --private", handler=_iplist)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--private", action="store_true")
+    group.add_argument("--public", action="store_true")

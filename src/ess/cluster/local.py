@@ -1,0 +1,282 @@
+"""Local clusters: a TLS Dask scheduler and N worker processes on this machine, as daemons.
+
+State lives in ``<ESS_WORK_DIR>/cluster/``: ``cluster.json`` (id, port, number of workers,
+stopped flag; no secrets), ``tls/`` (the cluster CA and certificates, keys 0600), and a
+``NAME.pid`` / ``NAME.log`` pair per daemon (``scheduler``, ``worker-1`` ... ``worker-N``).
+Everything binds to 127.0.0.1.
+
+Supervision: :meth:`LocalProvider.connection` (used by every command that needs the cluster)
+and ``ess cluster start`` restart whichever daemon is not running, under a lock, so a crashed
+scheduler or worker never needs manual pid-file cleanup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ess.cluster.provider import (
+    CloudAuth,
+    ClusterProvider,
+    ClusterStatus,
+    Connection,
+    CreateOptions,
+    NodeStatus,
+    register_provider,
+)
+from ess.engine import daemon
+from ess.engine.security import TlsFiles, create_tls
+from ess.errors import ClusterError
+from ess.workspace import locked, read_json, write_json_atomic
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LocalState:
+    id: str
+    workers: int
+    port: int
+    stopped: bool = False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def worker_name(index: int) -> str:
+    return f"worker-{index}"
+
+
+@register_provider
+class LocalProvider(ClusterProvider):
+    platform = "local"
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        return (self.ws.work_dir / "cluster").resolve()
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    @property
+    def address_file(self) -> Path:
+        return self.directory / "scheduler.address"
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.directory / "tls")
+
+    def load_state(self) -> LocalState | None:
+        data = read_json(self.state_file)
+        if not data:
+            return None
+        try:
+            return LocalState(id=str(data["id"]), workers=int(data["workers"]),
+                              port=int(data["port"]), stopped=bool(data.get("stopped", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{self.state_file}: corrupt cluster state ({exc})") from exc
+
+    def _save(self, state: LocalState) -> None:
+        write_json_atomic(self.state_file, asdict(state))
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with locked(self.directory / "daemons"):
+            yield
+
+    # -- daemons -------------------------------------------------------------------------------
+    def _spec(self, name: str, argv: list[str]) -> daemon.DaemonSpec:
+        marker = f"{self.directory}/{name}"
+        full = [sys.executable, "-m", "ess.engine.serve", *argv,
+                "--tls-dir", str(self.tls.directory), "--cluster-dir", marker]
+        return daemon.DaemonSpec(name=name, argv=tuple(full),
+                                 pid_file=self.directory / f"{name}.pid",
+                                 log_file=self.directory / f"{name}.log", marker=marker)
+
+    def scheduler_spec(self, state: LocalState) -> daemon.DaemonSpec:
+        return self._spec("scheduler", ["scheduler", "--host", LOOPBACK, "--port",
+                                        str(state.port), "--address-file",
+                                        str(self.address_file)])
+
+    def worker_spec(self, state: LocalState, index: int) -> daemon.DaemonSpec:
+        name = worker_name(index)
+        return self._spec(name, [
+            "worker", "--host", LOOPBACK, "--scheduler", f"tls://{LOOPBACK}:{state.port}",
+            "--name", name, "--local-dir", str(self.directory / "scratch" / name)])
+
+    def specs(self, state: LocalState) -> list[daemon.DaemonSpec]:
+        return [self.scheduler_spec(state)] + [
+            self.worker_spec(state, i) for i in range(1, state.workers + 1)]
+
+    def _start_scheduler(self, spec: daemon.DaemonSpec) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.address_file.unlink()
+        pid = daemon.start(spec)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.address_file.exists():
+            if not daemon.is_ours(pid, spec.marker):
+                raise ClusterError(f"the scheduler exited at start; see {spec.log_file}:\n"
+                                   + _tail(spec.log_file))
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the scheduler did not start in {START_TIMEOUT:.0f} s; "
+                                   f"see {spec.log_file}")
+            time.sleep(0.02)
+
+    def _revive(self, state: LocalState) -> list[str]:
+        """Start every daemon of ``state`` that is not running; return the names started."""
+        started = []
+        sched, *workers = self.specs(state)
+        if daemon.running_pid(sched) is None:
+            # Workers of a dead scheduler exit by themselves; restart them cleanly too.
+            for spec in workers:
+                daemon.stop(spec)
+            self._start_scheduler(sched)
+            started.append(sched.name)
+        for spec in workers:
+            if daemon.running_pid(spec) is None:
+                daemon.start(spec)
+                started.append(spec.name)
+        return started
+
+    def _connection(self, state: LocalState) -> Connection:
+        try:
+            address = self.address_file.read_text().strip()
+        except FileNotFoundError as exc:
+            raise ClusterError(f"{self.address_file}: scheduler address missing") from exc
+        return Connection(cluster_id=state.id, address=address, tls=self.tls,
+                          worker_names=tuple(worker_name(i) for i in range(1, state.workers + 1)),
+                          shared_filesystem=True)
+
+    def _wait_for_workers(self, conn: Connection) -> None:
+        from ess.engine.client import connect
+
+        client = connect(conn, timeout=START_TIMEOUT)
+        client.close()
+
+    # -- interface -----------------------------------------------------------------------------
+    def create(self, options: CreateOptions) -> ClusterStatus:
+        number = options.number if options.number is not None else (os.cpu_count() or 1)
+        if number < 1:
+            raise ClusterError("--number must be at least 1")
+        with self._lock():
+            state = self.load_state()
+            if state is not None and not options.add:
+                raise ClusterError(
+                    f"cluster {state.id} already exists in {self.directory}; use "
+                    "'ess cluster start', 'ess cluster create --add', or "
+                    "'ess cluster terminate' first")
+            if state is None:
+                cluster_id = f"local-{secrets.token_hex(4)}"
+                create_tls(self.tls.directory, cluster_id=cluster_id, hosts=(LOOPBACK,))
+                state = LocalState(id=cluster_id, workers=number, port=_free_port())
+            else:
+                state = replace(state, workers=state.workers + number, stopped=False)
+            self._save(state)
+            try:
+                self._revive(state)
+            except BaseException:
+                self._stop_all(state)
+                raise
+        self._wait_for_workers(self._connection(state))
+        return self.status()
+
+    def start(self, auth: CloudAuth) -> ClusterStatus:
+        state = self._require_state()
+        with self._lock():
+            state = replace(state, stopped=False)
+            self._save(state)
+            self._revive(state)
+        self._wait_for_workers(self._connection(state))
+        return self.status()
+
+    def _stop_all(self, state: LocalState) -> None:
+        sched, *workers = self.specs(state)
+        for spec in [*workers, sched]:
+            daemon.stop(spec)
+
+    def stop(self, auth: CloudAuth) -> None:
+        state = self._require_state()
+        with self._lock():
+            self._stop_all(state)
+            self._save(replace(state, stopped=True))
+
+    def terminate(self, *, forget: bool, auth: CloudAuth) -> None:
+        state = self.load_state()
+        if state is None:
+            return
+        with self._lock():
+            self._stop_all(state)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def reset(self) -> None:
+        self.terminate(forget=True, auth=CloudAuth())
+
+    def iplist(self, *, kind: str | None = None) -> list[str]:
+        state = self._require_state()
+        return [LOOPBACK] * state.workers
+
+    def connection(self, *, revive: bool = True) -> Connection | None:
+        state = self.load_state()
+        if state is None or state.stopped:
+            return None
+        if revive:
+            specs = self.specs(state)
+            if any(daemon.running_pid(s) is None for s in specs):
+                with self._lock():
+                    self._revive(state)
+        return self._connection(state)
+
+    def status(self) -> ClusterStatus:
+        state = self._require_state()
+        from ess.cluster.metrics import sample
+
+        pids: dict[str, int | None] = {s.name: daemon.running_pid(s) for s in self.specs(state)}
+        metrics = sample(pids, work_dir=self.directory)
+        nodes, problems = [], []
+        for name, pid in pids.items():
+            if state.stopped:
+                st = "stopped"
+            elif pid is None:
+                st = "dead"
+                problems.append(f"{name} is not running (see {self.directory / name}.log); "
+                                "'ess cluster start' restarts it")
+            else:
+                st = "running"
+            m = metrics[name]
+            nodes.append(NodeStatus(id="master" if name == "scheduler" else name, state=st,
+                                    public_ip=LOOPBACK, private_ip=LOOPBACK,
+                                    cpu=m.cpu, mem=m.mem, disk=m.disk))
+        return ClusterStatus(cluster_id=state.id, nodes=tuple(nodes), problems=tuple(problems))
+
+    def _require_state(self) -> LocalState:
+        state = self.load_state()
+        if state is None:
+            raise ClusterError("no local cluster here; create one with 'ess cluster create "
+                               "--number N'")
+        return state
+
+    def pids(self) -> dict[str, int | None]:
+        """Pids of the running daemons (tests and ``status`` use them)."""
+        state = self._require_state()
+        return {s.name: daemon.running_pid(s) for s in self.specs(state)}
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

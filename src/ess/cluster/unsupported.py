@@ -1,0 +1,57 @@
+"""Placeholders for the ``cloud`` (EC2) and ``custom`` (SSH) platforms until their issues land.
+
+They are registered so ``ess cluster set cloud|custom`` works and every operation fails with a
+clear NotSupportedError instead of silently running somewhere else.
+"""
+
+from __future__ import annotations
+
+from ess.cluster.provider import (
+    CloudAuth,
+    ClusterProvider,
+    ClusterStatus,
+    Connection,
+    CreateOptions,
+    register_provider,
+)
+from ess.errors import NotSupportedError
+
+
+class _NotYet(ClusterProvider):
+    def _no(self, what: str) -> NotSupportedError:
+        return NotSupportedError(f"ess cluster {what} ({self.platform} clusters)")
+
+    def create(self, options: CreateOptions) -> ClusterStatus:
+        raise self._no("create")
+
+    def start(self, auth: CloudAuth) -> ClusterStatus:
+        raise self._no("start")
+
+    def stop(self, auth: CloudAuth) -> None:
+        raise self._no("stop")
+
+    def terminate(self, *, forget: bool, auth: CloudAuth) -> None:
+        raise self._no("terminate")
+
+    def status(self) -> ClusterStatus:
+        raise self._no("status")
+
+    def reset(self) -> None:
+        raise self._no("reset")
+
+    def iplist(self, *, kind: str | None = None) -> list[str]:
+        raise self._no("iplist")
+
+    def connection(self, *, revive: bool = True) -> Connection | None:
+        raise NotSupportedError(f"running commands on {self.platform} clusters")
+
+
+@register_provider
+class CloudProvider(_NotYet):
+    platform = "cloud"
+
+
+@register_provider
+class CustomProvider(_NotYet):
+    platform = "custom"
+    manages_nodes = False

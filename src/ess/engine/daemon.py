@@ -1,0 +1,109 @@
+"""Start, find and stop daemon processes (scheduler, workers) by pid file.
+
+A pid file alone is not trusted: a pid is ours only while ``/proc/PID/cmdline`` still contains
+the daemon's marker (its cluster directory), so a stale pid file whose number the kernel gave to
+another process is treated as "not running" and never signalled. That is what lets ``ess cluster
+start`` bring back a dead daemon without anyone cleaning pid files by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str
+    argv: tuple[str, ...]
+    pid_file: Path
+    log_file: Path
+    marker: str  # a string that appears in argv and identifies this daemon as ours
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if not raw:  # zombie or kernel thread
+        return None
+    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+
+
+def is_ours(pid: int, marker: str) -> bool:
+    cmd = _cmdline(pid)
+    return cmd is not None and marker in cmd
+
+
+def running_pid(spec: DaemonSpec) -> int | None:
+    """The daemon's pid if it is alive and really ours, else None."""
+    pid = read_pid(spec.pid_file)
+    if pid is not None and is_ours(pid, spec.marker):
+        return pid
+    return None
+
+
+def start(spec: DaemonSpec, *, env: dict[str, str] | None = None) -> int:
+    """Start the daemon in its own session (it outlives this command); record its pid."""
+    spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log_file, "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            list(spec.argv), stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, env=env,
+        )
+    tmp = spec.pid_file.with_name(spec.pid_file.name + ".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    os.replace(tmp, spec.pid_file)
+    # The Popen object is dropped on purpose; keep Python from warning that it still runs.
+    proc.returncode = 0
+    return proc.pid
+
+
+def stop(spec: DaemonSpec, *, timeout: float = 5.0) -> int | None:
+    """Stop the daemon (SIGTERM, then SIGKILL after ``timeout``); remove its pid file.
+
+    Returns the pid that was stopped, or None if it was not running.
+    """
+    pid = running_pid(spec)
+    if pid is not None:
+        kill_and_wait(pid, spec.marker, timeout=timeout)
+    with contextlib.suppress(FileNotFoundError):
+        spec.pid_file.unlink()
+    return pid
+
+
+def kill_and_wait(pid: int, marker: str, *, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_ours(pid, marker):
+            _reap(pid)
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_ours(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the daemon is our own child (same process started it)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

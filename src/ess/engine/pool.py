@@ -1,0 +1,180 @@
+"""Where tasks run: a Dask cluster (``DaskPool``) or this machine's cores (``LocalPool``).
+
+Both expose the same small interface over futures, so stream/exec/file code does not care
+which one it got: ``submit`` a picklable callable, learn about completions through
+:class:`Completions` (a queue fed by ``add_done_callback``), and ``outcomes`` to fetch the
+results of finished futures in one round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ess.errors import ClusterError
+
+#: Mirrors ess.engine.serve (not imported here to keep Dask out of this module's imports).
+SLOTS = 5040
+WORKER_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: Any = None
+    error: BaseException | None = None
+
+
+class TaskPool(ABC):
+    #: Names of the nodes tasks can be pinned to (``worker-1`` ...; ``master`` for LocalPool).
+    node_names: tuple[str, ...]
+    #: Concurrent tasks per node.
+    threads_per_node: int
+    #: Nodes see this machine's files and current directory.
+    shared_filesystem: bool
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_names)
+
+    @property
+    def total_slots(self) -> int:
+        return self.num_nodes * self.threads_per_node
+
+    @abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Any: ...
+
+    @abstractmethod
+    def outcomes(self, futures: list[Any]) -> list[Outcome]: ...
+
+    @abstractmethod
+    def wait(self, futures: list[Any]) -> None:
+        """Block until every future is done (finished, failed or cancelled)."""
+
+    @abstractmethod
+    def cancel(self, futures: Iterable[Any]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> TaskPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Completions:
+    """Futures report here when they finish (from whatever thread finishes them)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def watch(self, future: Any) -> None:
+        future.add_done_callback(self._queue.put)
+
+    def wait(self, timeout: float | None = None) -> list[Any]:
+        """Block until at least one future is done; return every future done so far."""
+        done = [self._queue.get(timeout=timeout)]
+        while True:
+            try:
+                done.append(self._queue.get_nowait())
+            except queue.Empty:
+                return done
+
+
+class LocalPool(TaskPool):
+    """Threads of this process. Pipelines run as subprocesses and gzip decompression (isal)
+    releases the GIL, so threads use all cores without the cost of starting processes."""
+
+    shared_filesystem = True
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads_per_node = max(1, threads or os.cpu_count() or 1)
+        self.node_names = ("master",)
+        self._executor = ThreadPoolExecutor(self.threads_per_node, thread_name_prefix="ess")
+
+    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Future[Any]:
+        return self._executor.submit(fn, *args)
+
+    def outcomes(self, futures: list[Any]) -> list[Outcome]:
+        result = []
+        for f in futures:
+            if f.cancelled():
+                result.append(Outcome(error=ClusterError("cancelled")))
+                continue
+            exc = f.exception()
+            result.append(Outcome(error=exc) if exc is not None else Outcome(value=f.result()))
+        return result
+
+    def wait(self, futures: list[Any]) -> None:
+        from concurrent.futures import wait
+
+        wait(futures)
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        for f in futures:
+            f.cancel()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskPool(TaskPool):
+    """The workers of a running cluster. Worker death is handled by Dask: the scheduler
+    re-runs the lost tasks on the remaining workers (tasks are idempotent by design)."""
+
+    def __init__(self, client: Any, *, shared_filesystem: bool, threads: int | None = None
+                 ) -> None:
+        self.client = client
+        self.shared_filesystem = shared_filesystem
+        self.threads_per_node = min(max(1, threads or 1), WORKER_THREADS)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        by_name = {str(info.get("name", addr)): addr for addr, info in workers.items()}
+        self._address = dict(sorted(by_name.items(), key=lambda kv: _node_order(kv[0])))
+        self.node_names = tuple(self._address)
+        if not self.node_names:
+            raise ClusterError("the cluster has no workers")
+        self._resources = {"slots": SLOTS // self.threads_per_node}
+
+    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Any:
+        if node is None:
+            return self.client.submit(fn, *args, pure=False, resources=self._resources)
+        return self.client.submit(fn, *args, pure=False, workers=[self._address[node]],
+                                  allow_other_workers=False)
+
+    def outcomes(self, futures: list[Any]) -> list[Outcome]:
+        ok = [f for f in futures if f.status == "finished"]
+        gathered = self.client.gather(ok, errors="raise") if ok else []
+        values = {id(f): v for f, v in zip(ok, gathered, strict=True)}
+        result = []
+        for f in futures:
+            if id(f) in values:
+                result.append(Outcome(value=values[id(f)]))
+            elif f.status == "error":
+                result.append(Outcome(error=f.exception()))
+            else:
+                result.append(Outcome(error=ClusterError(f"task {f.status}")))
+        return result
+
+    def wait(self, futures: list[Any]) -> None:
+        from distributed import wait
+
+        wait(futures)
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        futures = list(futures)
+        if futures:
+            self.client.cancel(futures)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _node_order(name: str) -> tuple[int, str]:
+    head, _, num = name.rpartition("-")
+    return (int(num), head) if num.isdigit() else (1 << 30, name)

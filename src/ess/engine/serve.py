@@ -1,0 +1,92 @@
+"""Entry point of the daemons: ``python -m ess.engine.serve scheduler|worker ...``.
+
+Started by :mod:`ess.engine.daemon` in its own session with stdout/stderr going to a log file.
+The scheduler writes its address to ``--address-file`` once it listens. Workers run one Dask
+``Worker`` (no nanny: supervision is ours, see :mod:`ess.cluster.local`), with a ``slots``
+resource that stream tasks use to cap concurrent pipelines per worker (``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ess.engine.security import TlsFiles
+
+#: Every worker owns this many "slots"; a stream task with --threads T takes SLOTS // T of them.
+SLOTS = 5040  # divisible by 1..10 and many more
+#: Threads per worker process: pipelines mostly wait on their subprocess, so this only caps
+#: ``--threads``.
+WORKER_THREADS = 16
+
+
+def _configure() -> None:
+    import dask
+
+    dask.config.set({
+        "distributed.comm.timeouts.connect": "20s",
+        "distributed.scheduler.work-stealing": True,
+        # stream tasks are independent shell pipelines; a task killed with its worker is re-run
+        # elsewhere, up to this many times, before the stream reports it as failed.
+        "distributed.scheduler.allowed-failures": 3,
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": False,
+        "distributed.logging.distributed": "info",
+    })
+
+
+async def _scheduler(args: argparse.Namespace) -> None:
+    from distributed import Scheduler
+
+    tls = TlsFiles(Path(args.tls_dir))
+    async with Scheduler(host=args.host, port=args.port, protocol="tls",
+                         security=tls.dask_security("scheduler"), dashboard=False,
+                         dashboard_address=None) as scheduler:
+        tmp = Path(args.address_file + ".tmp")
+        tmp.write_text(scheduler.address + "\n")
+        os.replace(tmp, args.address_file)
+        await scheduler.finished()
+
+
+async def _worker(args: argparse.Namespace) -> None:
+    from distributed import Worker
+
+    tls = TlsFiles(Path(args.tls_dir))
+    async with Worker(args.scheduler, name=args.name, nthreads=args.nthreads,
+                      host=args.host, protocol="tls", security=tls.dask_security("worker"),
+                      resources={"slots": SLOTS}, local_directory=args.local_dir,
+                      memory_limit=0, dashboard=False, death_timeout=args.death_timeout
+                      ) as worker:
+        await worker.finished()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ess.engine.serve")
+    parser.add_argument("role", choices=["scheduler", "worker"])
+    parser.add_argument("--tls-dir", required=True)
+    parser.add_argument("--cluster-dir", required=True, help="marks the process as ours")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--address-file")
+    parser.add_argument("--scheduler")
+    parser.add_argument("--name")
+    parser.add_argument("--nthreads", type=int, default=WORKER_THREADS)
+    parser.add_argument("--local-dir")
+    parser.add_argument("--death-timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    _configure()
+    runner = _scheduler if args.role == "scheduler" else _worker
+    try:
+        asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
