@@ -35,7 +35,7 @@ def _stream(args: argparse.Namespace) -> int:
 
     ws = Workspace.from_env()
     req = StreamRequest(category=args.category, lower=args.lower, upper=args.upper,
-                        command=args.command, exclude=args.exclude, master=args.master,
+                        command=args.shell_command, exclude=args.exclude, master=args.master,
                         debug=args.debug, bulk=args.bulk, threads=args.threads,
                         archive=args.archive, label=args.label, limit=args.limit,
                         quitonerror=args.quitonerror, s3out=args.s3out)
@@ -81,11 +81,11 @@ def _exec(args: argparse.Namespace) -> int:
 
         output = resolve_location(ws, args.s3out)
     if args.debug:
-        out(args.command)
+        out(args.shell_command)
         sys.stdout.flush()
     failed = []
     with open_pool(ws, master=args.master) as pool:
-        for r in run_exec(pool, exec_pipelines(pool, args.command, output=output)):
+        for r in run_exec(pool, exec_pipelines(pool, args.shell_command, output=output)):
             sys.stdout.buffer.write(r.stdout)
             sys.stdout.flush()
             sys.stderr.buffer.write(r.stderr)
@@ -172,7 +172,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("category")
     p.add_argument("lower")
     p.add_argument("upper")
-    p.add_argument("command", nargs="?", default="cat")
+    p.add_argument("shell_command", metavar="command", nargs="?", default="cat",
+                   help="shell command fed each file on stdin (default: cat)")
 
     p = add_command(subparsers, "exec", help="run a command on every worker (or the master)",
                     example="ess exec 'hostname'\ness exec --master 'aq_udb -cnt wood:usersales'",
@@ -180,4 +181,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--master", action="store_true", help="run only on the master")
     p.add_argument("--debug", action="store_true", help="echo the command before running it")
     p.add_argument("--s3out", help="write the output to datastore location label:path")
-    p.add_argument("command")
+    p.add_argument("shell_command", metavar="command", help="shell command string")

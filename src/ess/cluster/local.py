@@ -128,7 +128,7 @@ class LocalProvider(ClusterProvider):
         pid = daemon.start(spec)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.address_file.exists():
-            if not daemon.is_ours(pid, spec.marker):
+            if not daemon.alive(pid):
                 raise ClusterError(f"the scheduler exited at start; see {spec.log_file}:\n"
                                    + _tail(spec.log_file))
             if time.monotonic() > deadline:

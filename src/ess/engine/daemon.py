@@ -49,6 +49,21 @@ def is_ours(pid: int, marker: str) -> bool:
     return cmd is not None and marker in cmd
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (right after ``start`` its cmdline may still
+    be empty while the kernel finishes the exec, so this does not look at the cmdline)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        wpid, _ = os.waitpid(pid, os.WNOHANG)
+        if wpid == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 def running_pid(spec: DaemonSpec) -> int | None:
     """The daemon's pid if it is alive and really ours, else None."""
     pid = read_pid(spec.pid_file)

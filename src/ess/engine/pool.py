@@ -8,6 +8,7 @@ results of finished futures in one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 from abc import ABC, abstractmethod
@@ -162,9 +163,9 @@ class DaskPool(TaskPool):
         return result
 
     def wait(self, futures: list[Any]) -> None:
-        from distributed import wait
-
-        wait(futures)
+        for f in futures:
+            with contextlib.suppress(Exception):
+                f.exception()  # blocks until done; the error itself is read by outcomes()
 
     def cancel(self, futures: Iterable[Any]) -> None:
         futures = list(futures)

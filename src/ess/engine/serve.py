@@ -37,6 +37,9 @@ def _configure() -> None:
         "distributed.worker.memory.pause": False,
         "distributed.worker.memory.terminate": False,
         "distributed.logging.distributed": "info",
+        # no dashboard: the HTTP server keeps only its bare routes, on the loopback address
+        "distributed.scheduler.http.routes": [],
+        "distributed.worker.http.routes": [],
     })
 
 
@@ -46,7 +49,7 @@ async def _scheduler(args: argparse.Namespace) -> None:
     tls = TlsFiles(Path(args.tls_dir))
     async with Scheduler(host=args.host, port=args.port, protocol="tls",
                          security=tls.dask_security("scheduler"), dashboard=False,
-                         dashboard_address=None) as scheduler:
+                         dashboard_address=f"{args.host}:0") as scheduler:
         tmp = Path(args.address_file + ".tmp")
         tmp.write_text(scheduler.address + "\n")
         os.replace(tmp, args.address_file)
@@ -60,7 +63,8 @@ async def _worker(args: argparse.Namespace) -> None:
     async with Worker(args.scheduler, name=args.name, nthreads=args.nthreads,
                       host=args.host, protocol="tls", security=tls.dask_security("worker"),
                       resources={"slots": SLOTS}, local_directory=args.local_dir,
-                      memory_limit=0, dashboard=False, death_timeout=args.death_timeout
+                      memory_limit=0, dashboard=False, dashboard_address=f"{args.host}:0",
+                      death_timeout=args.death_timeout
                       ) as worker:
         await worker.finished()
 

@@ -24,6 +24,7 @@ class Payload:
     name: str  # relative path under the destination
     data: bytes
     mode: int
+    origin: str = ""  # absolute path where the node read it (get)
 
 
 def _targets(pool: TaskPool) -> tuple[str, ...]:
@@ -71,9 +72,11 @@ def read_paths(names: list[str], cwd: str | None) -> list[Payload]:
                 for f in sorted(files):
                     full = Path(root) / f
                     rel = Path(top) / full.relative_to(path)
-                    result.append(Payload(str(rel), full.read_bytes(), full.stat().st_mode))
+                    result.append(Payload(str(rel), full.read_bytes(), full.stat().st_mode,
+                                          str(full.resolve())))
         elif path.is_file():
-            result.append(Payload(path.name, path.read_bytes(), path.stat().st_mode))
+            result.append(Payload(path.name, path.read_bytes(), path.stat().st_mode,
+                                  str(path.resolve())))
         else:
             raise FileNotFoundError(f"{name}: no such file or directory")
     return result
@@ -135,10 +138,8 @@ def get(pool: TaskPool, names: list[str], *, into: Path | None = None) -> list[s
         for p in payloads:
             name = p.name if counts[p.name] == 1 else _prefixed(node, p.name)
             target = into / name
-            if pool.shared_filesystem and target.exists():
-                source = _base(cwd) / p.name
-                if source.exists() and target.samefile(source):
-                    continue  # already on the master
+            if pool.shared_filesystem and target.exists() and target.samefile(p.origin):
+                continue  # already on the master
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(p.data)
             os.chmod(target, p.mode & 0o777)
