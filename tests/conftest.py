@@ -105,7 +105,8 @@ def moto_endpoint() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -127,6 +128,9 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def aws_env(ess_env: EssEnv, moto_endpoint: str) -> EssEnv:
     """ess_env pointed at the moto server; no credentials in the environment."""
-    ess_env.env.update(AWS_ENDPOINT_URL=moto_endpoint, AWS_DEFAULT_REGION="us-east-1",
-                       AWS_EC2_METADATA_DISABLED="true")
+    ess_env.env.update(
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     return ess_env

@@ -90,8 +90,14 @@ def read_json(path: Path, default: Any = None) -> Any:
         raise ConfigError(f"{path}: cannot read state file ({exc.strerror})") from exc
 
 
-def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
-    payload = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644, compact: bool = False) -> None:
+    """``compact`` skips indentation: large lists then go through json's C encoder (10x faster)."""
+    text = (
+        json.dumps(data, separators=(",", ":"))
+        if compact
+        else json.dumps(data, indent=1, sort_keys=True)
+    )
+    payload = text.encode() + b"\n"
     with locked(path):
         write_bytes_atomic(path, payload, mode=mode)
 

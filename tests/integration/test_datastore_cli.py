@@ -35,8 +35,13 @@ def setup_woodworking(env: EssEnv) -> None:
         ("category", "add", "browse", f"{WOODWORKING}/*browse_*"),
         ("category", "change", "columnspec", "browse", "S:eventDate S:userID I:articleID"),
         ("category", "add", "purchase", f"{WOODWORKING}/*purchase_*"),
-        ("category", "change", "columnspec", "purchase",
-         "S:purchaseDate S:userID I:articleID f:price I:refID"),
+        (
+            "category",
+            "change",
+            "columnspec",
+            "purchase",
+            "S:purchaseDate S:userID I:articleID f:price I:refID",
+        ),
     ):
         result = env.ess(*args)
         assert result.returncode == 0, result.stderr
@@ -90,25 +95,41 @@ def test_readd_without_overwrite_keeps_the_old_definition(ess_env: EssEnv) -> No
     assert again.returncode == 0 and again.stdout == ""
     assert "already exists" in again.stderr
     assert state_digest(ess_env) == before
-    replaced = ess_env.ess("category", "add", "browse", f"{WOODWORKING}/*browse_2014090*",
-                           "--overwrite")
+    replaced = ess_env.ess(
+        "category", "add", "browse", f"{WOODWORKING}/*browse_2014090*", "--overwrite"
+    )
     assert replaced.returncode == 0
     assert "# of files:  9\n" in ess_env.ess("summary", "browse").stdout
 
 
 def test_exclude_multiple_patterns_and_dateregex(ess_env: EssEnv) -> None:
     ess_env.ess(
-        "category", "add", "mix",
+        "category",
+        "add",
+        "mix",
         f"{WOODWORKING}/*browse_2014090[1-3]* {WOODWORKING}/*purchase_2014091*",
-        "--exclude", f"{WOODWORKING}/purchase_2014091[5-9]*", "--noprobe", check=True,
+        "--exclude",
+        f"{WOODWORKING}/purchase_2014091[5-9]*",
+        "--noprobe",
+        check=True,
     )
     names = ess_env.ess("ls", "--cat", "mix", "--nameonly").stdout.split()
     assert [Path(n).name for n in names] == [
-        "browse_20140901.gz", "browse_20140902.gz", "browse_20140903.gz",
+        "browse_20140901.gz",
+        "browse_20140902.gz",
+        "browse_20140903.gz",
         *[f"purchase_2014091{d}.gz" for d in range(5)],
     ]
-    ess_env.ess("category", "add", "nodate", f"{WOODWORKING}/*browse_2014090[12]*",
-                "--dateregex", "none", "--noprobe", check=True)
+    ess_env.ess(
+        "category",
+        "add",
+        "nodate",
+        f"{WOODWORKING}/*browse_2014090[12]*",
+        "--dateregex",
+        "none",
+        "--noprobe",
+        check=True,
+    )
     assert "1970-01-01  1970-01-01" in ess_env.ess("summary").stdout
     ess_env.ess("category", "change", "dateregex", "nodate", "_[:%Y:][:%m:][:%d:]", check=True)
     row = [r for r in ess_env.ess("summary").stdout.splitlines() if r.startswith("nodate")]
@@ -121,11 +142,15 @@ def test_exclude_multiple_patterns_and_dateregex(ess_env: EssEnv) -> None:
     [
         (("summary", "nosuch"), "unknown category 'nosuch'"),
         (("category", "add", "empty", "/nonexistent/dir/*.gz"), "matches no file"),
-        (("category", "add", "bad", f"{WOODWORKING}/*", "--dateregex", "[:%Y:]("),
-         "invalid regular expression"),
+        (
+            ("category", "add", "bad", f"{WOODWORKING}/*", "--dateregex", "[:%Y:]("),
+            "invalid regular expression",
+        ),
         (("category", "change", "dateregex", "browse", "[:%Q:]"), "unknown token"),
-        (("select", "s3://bucket", "--credentials", "/nonexistent/creds.csv"),
-         "credentials file /nonexistent/creds.csv"),
+        (
+            ("select", "s3://bucket", "--credentials", "/nonexistent/creds.csv"),
+            "credentials file /nonexistent/creds.csv",
+        ),
         (("select", "nosuchlabel"), "unknown datastore 'nosuchlabel'"),
         (("category", "add", "bad name", f"{WOODWORKING}/*"), "category name"),
         (("category", "delete", "nosuch"), "unknown category"),
@@ -150,11 +175,13 @@ def test_cat_decompresses_by_content_and_reports_corruption(ess_env: EssEnv) -> 
     assert ess_env.ess("cat", "--decompress", str(plain)).stdout == "not compressed\n"
     raw = ess_env.run("cat", str(WOODWORKING / "browse_20140901.gz"), input=b"")
     assert raw.returncode == 0
-    assert raw.stdout.encode(errors="surrogateescape") == (
-        WOODWORKING / "browse_20140901.gz"
-    ).read_bytes()
-    text = ess_env.run("cat", "--decompress", str(WOODWORKING / "browse_20140901.gz"),
-                       input=b"").stdout
+    assert (
+        raw.stdout.encode(errors="surrogateescape")
+        == (WOODWORKING / "browse_20140901.gz").read_bytes()
+    )
+    text = ess_env.run(
+        "cat", "--decompress", str(WOODWORKING / "browse_20140901.gz"), input=b""
+    ).stdout
     assert text.count("\n") == 9896 and text.startswith("eventDate,userID,articleID\r\n")
     corrupt = ess_env.root / "corrupt.gz"
     data = bytearray(gzip.compress(b"x,y\n" * 50000))
@@ -200,11 +227,14 @@ def test_ls_delete_copy_and_purge(ess_env: EssEnv) -> None:
 def test_concurrent_category_adds_are_all_kept(ess_env: EssEnv) -> None:
     names = [f"day{d}" for d in range(1, 7)]
     with ThreadPoolExecutor(len(names)) as pool:
-        results = list(pool.map(
-            lambda n: ess_env.ess("category", "add", n,
-                                  f"{WOODWORKING}/*browse_2014090{n[-1]}*", "--noprobe"),
-            names,
-        ))
+        results = list(
+            pool.map(
+                lambda n: ess_env.ess(
+                    "category", "add", n, f"{WOODWORKING}/*browse_2014090{n[-1]}*", "--noprobe"
+                ),
+                names,
+            )
+        )
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     summary = ess_env.ess("summary").stdout
     for name in names:

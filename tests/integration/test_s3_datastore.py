@@ -1,4 +1,4 @@
-"""An S3 datastore in a real moto server: select with a credentials CSV, categorize, summary, cat."""
+"""An S3 datastore in a real moto server: select with credentials, categorize, summary, cat."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ CSV = "User Name,Access Key Id,Secret Access Key\nanalyst,AKIATESTKEY,testsecret
 
 def make_bucket(endpoint: str, files: bool = True) -> str:
     name = f"ess-test-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="AKIATESTKEY", aws_secret_access_key="testsecret")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="AKIATESTKEY",
+        aws_secret_access_key="testsecret",
+    )
     s3.create_bucket(Bucket=name)
     if files:
         for path in sorted(WOODWORKING.iterdir()):
@@ -42,8 +47,9 @@ def test_s3_woodworking(aws_env: EssEnv, moto_endpoint: str) -> None:
     assert aws_env.ess("summary", "browse", "columnspec").stdout == (
         "S:eventDate I:userID S:articleID\n"
     )
-    text = aws_env.run("cat", "--decompress", "diy_woodworking/purchase_20140901.gz",
-                       input=b"").stdout
+    text = aws_env.run(
+        "cat", "--decompress", "diy_woodworking/purchase_20140901.gz", input=b""
+    ).stdout
     assert text.startswith("purchaseDate,userID,articleID,price,refID\r\n")
     listing = aws_env.ess("ls", "diy_woodworking/*2014090[1-2]*").stdout.split("\n")
     assert [line.split("\t")[0] for line in listing if line] == [
@@ -80,7 +86,14 @@ def test_s3_bad_input(aws_env: EssEnv, moto_endpoint: str) -> None:
     no_creds = aws_env.ess("select", f"s3://{bucket}")
     assert no_creds.returncode == 3 and "no AWS credentials" in no_creds.stderr
     assert not (aws_env.cache_dir / "datastores.json").exists()
-    aws_env.ess("select", f"s3://{bucket}", "--aws_access_key", "AKIATESTKEY",
-                "--aws_secret_access_key", "testsecret", check=True)
+    aws_env.ess(
+        "select",
+        f"s3://{bucket}",
+        "--aws_access_key",
+        "AKIATESTKEY",
+        "--aws_secret_access_key",
+        "testsecret",
+        check=True,
+    )
     nothing = aws_env.ess("category", "add", "browse", "diy_woodworking/*browse*")
     assert nothing.returncode == 4 and "matches no file" in nothing.stderr

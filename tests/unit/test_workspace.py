@@ -45,7 +45,7 @@ def test_failed_change_leaves_file_untouched(tmp_path: Path) -> None:
 def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     target.write_text("{not json")
-    with pytest.raises(ConfigError, match="state.json: corrupt state file"):
+    with pytest.raises(ConfigError, match=r"state\.json: corrupt state file"):
         read_json(target)
 
 

@@ -115,8 +115,8 @@ def scan(store: Store, category: Category) -> list[CategoryFile]:
     rule = category.date_rule
     found: dict[str, CategoryFile] = {}
     for root in matcher.roots:
-        for info in store.walk(root):
-            if info.path not in found and matcher(info.path):
+        for info in store.walk(root, keep=matcher):
+            if info.path not in found:
                 found[info.path] = CategoryFile(
                     info.path, info.size, info.mtime, rule.stamp(info.path)
                 )
@@ -201,7 +201,7 @@ class Catalog:
     # ------------------------------------------------------------------ writing
     def _write_files(self, name: str, files: list[CategoryFile]) -> None:
         payload = {"files": [[f.path, f.size, f.mtime, f.stamp] for f in files]}
-        write_json_atomic(self.files_path(name), payload)
+        write_json_atomic(self.files_path(name), payload, compact=True)
 
     def _write_definition(self, category: Category | None, name: str) -> None:
         def change(current: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Decompression by content: the magic bytes decide, never the file name.
 
 Essentia's ``localget`` passed a plain-text file named ``x.gz`` through unchanged; so do we.
-gzip goes through isal (igzip, about 4x faster than zlib here) with the zlib module as fallback.
+gzip goes through isal (igzip, about 4x faster than zlib here).
 Errors inside a compressed stream surface as :class:`DecompressError` naming the file.
 """
 
@@ -17,17 +17,19 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, cast
 
+from isal import igzip as _gzip
+from isal.igzip_lib import IsalError
+
 from ess.errors import DecompressError
 
-try:  # isal is a hard dependency, but keep a working fallback for odd platforms.
-    from isal import igzip as _gzip
-    from isal.igzip_lib import IsalError
-except ImportError:  # pragma: no cover
-    import gzip as _gzip  # type: ignore[no-redef]
-
-    IsalError = zlib.error  # type: ignore[misc,assignment]
-
-_DECODE_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, IsalError)
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    ValueError,
+    IsalError,
+)
 
 _SNIFF_BYTES = 512
 _MAGIC: tuple[tuple[bytes, str], ...] = (

@@ -39,9 +39,17 @@ _TOKENS = {
 }
 # Tokens are `[:%Y:]` and `[:%f:{min,max}]` (no colon before the closing bracket of the latter).
 _TOKEN = re.compile(r"\[:%(?:(?P<letter>[A-Za-z]):|f:\{(?P<min>\d*)(?P<comma>,?)(?P<max>\d*)\})\]")
-_AUTO = re.compile(
-    r"(?<!\d)(?P<Y>19[7-9]\d|20\d\d)(?P<sep>[-_/]?)(?P<m>\d\d)(?P=sep)(?P<d>\d\d)"
-    r"(?:[T _-]?(?P<H>\d\d)(?:[:-]?(?P<M>\d\d)(?:[:-]?(?P<S>\d\d))?)?)?(?!\d)"
+# auto: a separated date may carry a separated time; a compact YYYYMMDD only a compact time
+# (so `access_20140901_000123.log` is the 1st of September, not 00:01:23 on it).
+_AUTO = (
+    re.compile(
+        r"(?<!\d)(?P<Y>19[7-9]\d|20\d\d)(?P<sep>[-_/])(?P<m>\d\d)(?P=sep)(?P<d>\d\d)"
+        r"(?:[T _-](?P<H>\d\d)(?:[:-](?P<M>\d\d)(?:[:-](?P<S>\d\d))?)?)?(?!\d)"
+    ),
+    re.compile(
+        r"(?<!\d)(?P<Y>19[7-9]\d|20\d\d)(?P<m>\d\d)(?P<d>\d\d)"
+        r"(?:(?P<H>\d\d)(?P<M>\d\d)?(?P<S>\d\d)?)?(?!\d)"
+    ),
 )
 
 
@@ -65,15 +73,32 @@ class DateRule:
             return NONE_STAMP if self.kind == "regex" else 0
         if self.kind == "number":
             return int(found.group("f"))
-        return _stamp_from_fields(found.groupdict()) or NONE_STAMP
+        return _cached_stamp(found) or NONE_STAMP
 
 
 def _auto_stamp(text: str) -> str | None:
-    for found in _AUTO.finditer(text):
-        stamp = _stamp_from_fields(found.groupdict())
-        if stamp is not None:
-            return stamp
-    return None
+    best: tuple[int, str] | None = None
+    for regex in _AUTO:
+        for found in regex.finditer(text):
+            if best is not None and found.start() >= best[0]:
+                break
+            stamp = _cached_stamp(found)
+            if stamp is not None:
+                best = (found.start(), stamp)
+                break
+    return best[1] if best else None
+
+
+_STAMP_CACHE: dict[tuple[str | None, ...], str | None] = {}
+
+
+def _cached_stamp(found: re.Match[str]) -> str | None:
+    """Files of one day share their date fields: build each distinct stamp once."""
+    key = found.groups()
+    stamp = _STAMP_CACHE.get(key, "")
+    if stamp == "":
+        stamp = _STAMP_CACHE[key] = _stamp_from_fields(found.groupdict())
+    return stamp
 
 
 def _month(fields: dict[str, str | None]) -> int | None:

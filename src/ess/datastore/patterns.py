@@ -47,15 +47,56 @@ class PathMatcher:
     include: re.Pattern[str]
     exclude: re.Pattern[str] | None
     roots: tuple[str, ...]
+    bulk: re.Pattern[str]
 
     def __call__(self, path: str) -> bool:
         if self.include.match(path) is None:
             return False
         return self.exclude is None or self.exclude.match(path) is None
 
+    def select(self, listing: str) -> list[str]:
+        """The matching paths of a NUL-separated listing, found by one regex scan in C."""
+        found = [m.group(0) for m in self.bulk.finditer(listing)]
+        if self.exclude is None:
+            return found
+        return [p for p in found if self.exclude.match(p) is None]
+
 
 def _compile(globs: list[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+def _glob_body(glob: str) -> str:
+    """fnmatch semantics with every wildcard kept inside one NUL-separated record."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        char = glob[i]
+        i += 1
+        if char == "*":
+            out.append("[^\\x00]*")
+        elif char == "?":
+            out.append("[^\\x00]")
+        elif char == "[":
+            end = glob.find("]", i + 1 if i < len(glob) and glob[i] in "!]" else i)
+            if end < 0:
+                out.append("\\[")
+                continue
+            body = glob[i:end].replace("\\", "\\\\")
+            i = end + 1
+            if body.startswith("!"):
+                body = "^\\x00" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{body}]")
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
+def _compile_bulk(globs: list[str]) -> re.Pattern[str]:
+    body = "|".join(f"(?:{_glob_body(g)})" for g in globs)
+    return re.compile(f"(?<![^\\x00])(?:{body})(?![^\\x00])")
 
 
 def outermost_roots(roots: list[str]) -> tuple[str, ...]:
@@ -72,6 +113,7 @@ def compile_matcher(patterns: list[str], excludes: list[str] | None = None) -> P
         include=_compile(patterns),
         exclude=_compile(excludes) if excludes else None,
         roots=outermost_roots([literal_root(p) for p in patterns]),
+        bulk=_compile_bulk(patterns),
     )
 
 

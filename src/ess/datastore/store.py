@@ -8,7 +8,10 @@ in well under a second); ``S3Store`` goes through s3fs. Both are built from a pi
 from __future__ import annotations
 
 import os
+import shutil
 import stat as statmod
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar, Protocol
@@ -35,7 +38,10 @@ class FileInfo:
 class Store(Protocol):
     spec: StoreSpec
 
-    def walk(self, root: str) -> Iterator[FileInfo]: ...
+    def walk(self, root: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileInfo]:
+        """Every file below ``root`` (or ``root`` itself if a file) whose path ``keep``s."""
+        ...
+
     def listdir(self, directory: str) -> list[FileInfo]: ...
     def is_dir(self, path: str) -> bool: ...
     def info(self, path: str) -> FileInfo: ...
@@ -63,6 +69,56 @@ def open_store(spec: StoreSpec) -> Store:
     return factory(spec)
 
 
+_FIND = shutil.which("find")
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def _find_walk(root: str, keep: Callable[[str], bool] | None) -> Iterator[FileInfo]:
+    """List file names with GNU find, filter them, and stat only the files kept.
+
+    find's C walk takes names from readdir without a stat per file; a PathMatcher then picks
+    the wanted paths out of the whole NUL-separated listing with one regex scan. Regular files
+    and symlinks to them are listed; symlinked directories are not descended (as os.walk).
+    """
+    assert _FIND is not None
+    listing = subprocess.run(
+        [_FIND, root, "(", "-type", "f", "-o", "-xtype", "f", ")", "-print0"],
+        capture_output=True,
+        check=False,
+    ).stdout.decode(_FS_ENCODING, "surrogateescape")
+    select = getattr(keep, "select", None)
+    if select is not None:
+        paths = select(listing)
+    else:
+        paths = [p for p in listing.split("\0") if p and (keep is None or keep(p))]
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # vanished since the listing
+        yield FileInfo(path, st.st_size, st.st_mtime)
+
+
+def _scandir_walk(root: str, keep: Callable[[str], bool] | None) -> Iterator[FileInfo]:
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # unreadable directory: skip it as `find` would
+        for entry in entries:
+            try:
+                # is_dir/is_file come free from readdir; stat only the files we keep.
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file() and (keep is None or keep(entry.path)):
+                    est = entry.stat()
+                    yield FileInfo(entry.path, est.st_size, est.st_mtime)
+            except OSError:
+                continue
+
+
 def _os_error(path: str, exc: OSError) -> DatastoreError:
     return DatastoreError(f"{path}: {exc.strerror or exc}")
 
@@ -79,7 +135,7 @@ class LocalStore:
     def qualify(self, pattern: str) -> str:
         return pattern if pattern.startswith("/") else os.path.join(os.getcwd(), pattern)
 
-    def walk(self, root: str) -> Iterator[FileInfo]:
+    def walk(self, root: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileInfo]:
         if not root:
             root = "/"
         try:
@@ -87,24 +143,13 @@ class LocalStore:
         except OSError:
             return
         if not statmod.S_ISDIR(st.st_mode):
-            yield FileInfo(root, st.st_size, st.st_mtime)
+            if keep is None or keep(root):
+                yield FileInfo(root, st.st_size, st.st_mtime)
             return
-        stack = [root]
-        while stack:
-            directory = stack.pop()
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue  # unreadable directory: skip it as `find` would
-            for entry in entries:
-                try:
-                    if entry.is_dir():
-                        stack.append(entry.path)
-                    elif entry.is_file():
-                        est = entry.stat()
-                        yield FileInfo(entry.path, est.st_size, est.st_mtime)
-                except OSError:
-                    continue
+        if _FIND is not None:
+            yield from _find_walk(root, keep)
+        else:  # pragma: no cover - Debian always has GNU find
+            yield from _scandir_walk(root, keep)
 
     def listdir(self, directory: str) -> list[FileInfo]:
         try:
@@ -171,11 +216,11 @@ class S3Store:
         except OSError as exc:
             raise DatastoreError(f"s3://{path}: {exc}") from exc
 
-    def walk(self, root: str) -> Iterator[FileInfo]:
+    def walk(self, root: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileInfo]:
         prefix = root.rstrip("/") or self.root
         found = self._call(prefix, lambda: self.fs.find(prefix, detail=True))
         for path, meta in sorted(found.items()):
-            if meta.get("type") == "directory":
+            if meta.get("type") == "directory" or (keep is not None and not keep(path)):
                 continue
             yield FileInfo(path, int(meta.get("size") or 0), _mtime(meta))
 

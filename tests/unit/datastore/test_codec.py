@@ -49,7 +49,7 @@ def test_forced_compression_is_trusted() -> None:
 def test_corrupt_gzip_names_the_file() -> None:
     data = bytearray(gzip.compress(TEXT))
     data[20:40] = b"\x00" * 20
-    with pytest.raises(DecompressError, match="bad.gz: corrupt gzip data"):
+    with pytest.raises(DecompressError, match=r"bad\.gz: corrupt gzip data"):
         codec.open_decompressed(io.BytesIO(bytes(data)), name="bad.gz").read()
 
 
@@ -90,8 +90,10 @@ def test_archive_members(make: object) -> None:
         for name, reader in codec.iter_archive_members(io.BytesIO(data), ["*Site*"])
     }
     assert members == {"file_1_Site_1": b"site\n"}
-    assert sorted(codec.list_archive(io.BytesIO(data), [])) == ["file_1_Placement_1",
-                                                                "file_1_Site_1"]
+    assert sorted(codec.list_archive(io.BytesIO(data), [])) == [
+        "file_1_Placement_1",
+        "file_1_Site_1",
+    ]
 
 
 def test_archive_through_open_decompressed_is_refused() -> None:

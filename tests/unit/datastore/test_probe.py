@@ -15,8 +15,10 @@ def test_column_types() -> None:
 
 
 def test_woodworking_browse_shape() -> None:
-    sample = b"eventDate,userID,articleID\r\n2014-09-12T00:00:10,8917,50\r\n" \
-             b"2014-09-12T00:00:11,2410,TBD\r\n"
+    sample = (
+        b"eventDate,userID,articleID\r\n2014-09-12T00:00:10,8917,50\r\n"
+        b"2014-09-12T00:00:11,2410,TBD\r\n"
+    )
     delim, spec, header, lines = analyse(sample, complete=True)
     assert (delim, spec, header) == (",", "S:eventDate I:userID S:articleID", True)
     assert lines[0] == "eventDate,userID,articleID"
