@@ -28,7 +28,7 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     lzma.LZMAError,
     ValueError,
-    IsalError,
+    cast(type[BaseException], IsalError),  # the stubs declare it as an instance
 )
 
 _SNIFF_BYTES = 512
