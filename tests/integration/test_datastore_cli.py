@@ -247,3 +247,42 @@ def test_version_and_help(ess_env: EssEnv) -> None:
     assert version.stderr.splitlines()[0].split(" ")[2]
     for command in ("select", "summary", "ls", "category", "cat", "lsa", "probe", "purge"):
         assert "example:" in ess_env.ess(command, "-h").stdout
+
+
+def test_usecache_keeps_the_cached_list_until_rescanned(ess_env: EssEnv) -> None:
+    data = ess_env.root / "data"
+    data.mkdir()
+    (data / "log_20140901.csv").write_text("a,b\n1,2\n")
+    ess_env.ess("category", "add", "cached", f"{data}/*.csv", "--usecache", check=True)
+    ess_env.ess("category", "add", "fresh", f"{data}/*.csv", check=True)
+    (data / "log_20140902.csv").write_text("a,b\n3,4\n")
+    assert len(ess_env.ess("ls", "--cat", "cached").stdout.splitlines()) == 1
+    assert len(ess_env.ess("ls", "--cat", "fresh").stdout.splitlines()) == 2
+    ess_env.ess("category", "change", "usecache", "cached", "--nocache", check=True)
+    assert len(ess_env.ess("ls", "--cat", "cached").stdout.splitlines()) == 2
+    assert "usecache:    False" in ess_env.ess("summary", "cached").stdout
+
+
+def test_archive_category_probes_the_selected_member(ess_env: EssEnv) -> None:
+    import zipfile
+
+    data = ess_env.root / "zips"
+    data.mkdir()
+    with zipfile.ZipFile(data / "export_20150101.zip", "w") as archive:
+        archive.writestr("file_1_Site_12345", "site,visits\nhome,10\nshop,7\n")
+        archive.writestr("file_1_Placement_12345", "slot|price|ip\ntop|1.5|10.0.0.1\n")
+    ess_env.ess("category", "add", "place", f"{data}/*.zip", "--archive", "*Placement*", check=True)
+    assert ess_env.ess("summary", "place", "columnspec").stdout == "S:slot F:price IP:ip\n"
+    assert ess_env.ess("summary", "place", "delimiter").stdout == "|\n"
+    assert ess_env.ess("summary", "place", "compression").stdout == "zip\n"
+    listing = ess_env.ess("lsa", f"{data}/export_20150101.zip").stdout.split()
+    assert sorted(listing) == ["file_1_Placement_12345", "file_1_Site_12345"]
+
+
+def test_ls_shows_dates_with_a_rule(ess_env: EssEnv) -> None:
+    rows = ess_env.ess(
+        "ls", "-r", f"{WOODWORKING}/browse_2014090[1]*", "--dateregex", "_[:%Y:][:%d:][:%m:]"
+    ).stdout.splitlines()
+    assert rows == [f"{WOODWORKING}/browse_20140901.gz\t66696\t2014-01-09"]
+    rows = ess_env.ess("ls", "-r", f"{WOODWORKING}/browse_2014090[1]*", "--nosize").stdout
+    assert rows == f"{WOODWORKING}/browse_20140901.gz\t2014-09-01\n"
