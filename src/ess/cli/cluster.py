@@ -18,9 +18,11 @@ def _auth(args: argparse.Namespace) -> CloudAuth:
     from ess.cluster.provider import CloudAuth
 
     creds = getattr(args, "credentials", None)
-    return CloudAuth(credentials_file=Path(creds).expanduser() if creds else None,
-                     access_key=getattr(args, "aws_access_key", None),
-                     secret_key=getattr(args, "aws_secret_access_key", None))
+    return CloudAuth(
+        credentials_file=Path(creds).expanduser() if creds else None,
+        access_key=getattr(args, "aws_access_key", None),
+        secret_key=getattr(args, "aws_secret_access_key", None),
+    )
 
 
 def _add_auth(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +44,22 @@ def format_status(status: ClusterStatus) -> str:
     headers = ["ID", "state", "publicIP", "privateIP", "cpu", "mem", "disk"]
     extra = [("reservation", "reservation"), ("version", "version")]
     extra = [(h, a) for h, a in extra if any(getattr(n, a) for n in status.nodes)]
-    rows = [[n.id, n.state, n.public_ip, n.private_ip, n.cpu, n.mem, n.disk,
-             *[getattr(n, a) or "" for _, a in extra]] for n in status.nodes]
-    table = tabulate(rows, headers=headers + [h for h, _ in extra], tablefmt="simple",
-                     disable_numparse=True)
+    rows = [
+        [
+            n.id,
+            n.state,
+            n.public_ip,
+            n.private_ip,
+            n.cpu,
+            n.mem,
+            n.disk,
+            *[getattr(n, a) or "" for _, a in extra],
+        ]
+        for n in status.nodes
+    ]
+    table = tabulate(
+        rows, headers=headers + [h for h, _ in extra], tablefmt="simple", disable_numparse=True
+    )
     return f"Summary for cluster {status.cluster_id}\n\n{table}"
 
 
@@ -66,8 +80,13 @@ def _set(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from ess.cluster.provider import CreateOptions
 
-    options = CreateOptions(number=args.number, instance_type=args.type, add=args.add,
-                            auth=_auth(args), error_return_code=args.error_return_code)
+    options = CreateOptions(
+        number=args.number,
+        instance_type=args.type,
+        add=args.add,
+        auth=_auth(args),
+        error_return_code=args.error_return_code,
+    )
     status = _provider().create(options)
     note(f"cluster {status.cluster_id}: {sum(n.id != 'master' for n in status.nodes)} workers")
     return 0
@@ -123,54 +142,117 @@ def _remove(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     parser = add_command(
-        subparsers, "cluster", help="manage worker nodes",
+        subparsers,
+        "cluster",
+        help="manage worker nodes",
         example="ess cluster set local\ness cluster create --number 2\ness cluster status",
         description="Manage worker nodes. Local clusters run a TLS Dask scheduler and worker "
-        "processes on this machine (pid and log files in $ESS_WORK_DIR/cluster/).")
-    sub = parser.add_subparsers(dest="cluster_command", metavar="{set,create,add,remove,"
-                                "terminate,stop,start,status,reset,iplist}")
+        "processes on this machine (pid and log files in $ESS_WORK_DIR/cluster/).",
+    )
+    sub = parser.add_subparsers(
+        dest="cluster_command",
+        metavar="{set,create,add,remove,terminate,stop,start,status,reset,iplist}",
+    )
     sub.required = True
 
-    p = add_command(sub, "set", help="choose the platform: local, cloud or custom",
-                    example="ess cluster set local", handler=_set)
+    p = add_command(
+        sub,
+        "set",
+        help="choose the platform: local, cloud or custom",
+        example="ess cluster set local",
+        handler=_set,
+    )
     p.add_argument("platform", choices=["local", "cloud", "custom"])
 
-    p = add_command(sub, "create", help="start worker nodes (local: worker processes)",
-                    example="ess cluster create --number 2", handler=_create)
-    p.add_argument("--number", type=int, metavar="NumberOfWorkers",
-                   help="number of workers (local default: one per core)")
+    p = add_command(
+        sub,
+        "create",
+        help="start worker nodes (local: worker processes)",
+        example="ess cluster create --number 2",
+        handler=_create,
+    )
+    p.add_argument(
+        "--number",
+        type=int,
+        metavar="NumberOfWorkers",
+        help="number of workers (local default: one per core)",
+    )
     p.add_argument("--type", help="instance type (cloud clusters)")
     p.add_argument("--add", action="store_true", help="add workers to the existing cluster")
     _add_auth(p)
-    p.add_argument("--error_return_code", action="store_true",
-                   help="exit non-zero if some workers failed to come up")
+    p.add_argument(
+        "--error_return_code",
+        action="store_true",
+        help="exit non-zero if some workers failed to come up",
+    )
 
-    p = add_command(sub, "add", help="attach running instances by reservation id",
-                    example="ess cluster add r-6b1f57d5", handler=_add)
+    p = add_command(
+        sub,
+        "add",
+        help="attach running instances by reservation id",
+        example="ess cluster add r-6b1f57d5",
+        handler=_add,
+    )
     p.add_argument("reservation", nargs="+")
-    p = add_command(sub, "remove", help="detach instances of these reservations",
-                    example="ess cluster remove r-6b1f57d5", handler=_remove)
+    p = add_command(
+        sub,
+        "remove",
+        help="detach instances of these reservations",
+        example="ess cluster remove r-6b1f57d5",
+        handler=_remove,
+    )
     p.add_argument("reservation", nargs="+")
 
-    p = add_command(sub, "terminate", help="stop the workers and remove the cluster",
-                    example="ess cluster terminate -y", handler=_terminate)
-    p.add_argument("--all", action="store_true",
-                   help="also forget keys and security groups (cloud)")
+    p = add_command(
+        sub,
+        "terminate",
+        help="stop the workers and remove the cluster",
+        example="ess cluster terminate -y",
+        handler=_terminate,
+    )
+    p.add_argument(
+        "--all", action="store_true", help="also forget keys and security groups (cloud)"
+    )
     p.add_argument("-y", action="store_true", help="do not ask for confirmation")
     _add_auth(p)
 
-    p = add_command(sub, "stop", help="stop the cluster's daemons/instances (kept for start)",
-                    example="ess cluster stop", handler=_stop)
+    p = add_command(
+        sub,
+        "stop",
+        help="stop the cluster's daemons/instances (kept for start)",
+        example="ess cluster stop",
+        handler=_stop,
+    )
     _add_auth(p)
-    p = add_command(sub, "start", help="start a stopped cluster; restarts dead daemons",
-                    example="ess cluster start", handler=_start)
+    p = add_command(
+        sub,
+        "start",
+        help="start a stopped cluster; restarts dead daemons",
+        example="ess cluster start",
+        handler=_start,
+    )
     _add_auth(p)
-    add_command(sub, "status", help="summarize master and workers",
-                example="ess cluster status", handler=_status)
-    add_command(sub, "reset", help="clear and reset the cluster configuration",
-                example="ess cluster reset", handler=_reset)
-    p = add_command(sub, "iplist", help="print the workers' IP addresses",
-                    example="ess cluster iplist --private", handler=_iplist)
+    add_command(
+        sub,
+        "status",
+        help="summarize master and workers",
+        example="ess cluster status",
+        handler=_status,
+    )
+    add_command(
+        sub,
+        "reset",
+        help="clear and reset the cluster configuration",
+        example="ess cluster reset",
+        handler=_reset,
+    )
+    p = add_command(
+        sub,
+        "iplist",
+        help="print the workers' IP addresses",
+        example="ess cluster iplist --private",
+        handler=_iplist,
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--private", action="store_true")
     group.add_argument("--public", action="store_true")

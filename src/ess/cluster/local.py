@@ -85,8 +85,12 @@ class LocalProvider(ClusterProvider):
         if not data:
             return None
         try:
-            return LocalState(id=str(data["id"]), workers=int(data["workers"]),
-                              port=int(data["port"]), stopped=bool(data.get("stopped", False)))
+            return LocalState(
+                id=str(data["id"]),
+                workers=int(data["workers"]),
+                port=int(data["port"]),
+                stopped=bool(data.get("stopped", False)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{self.state_file}: corrupt cluster state ({exc})") from exc
 
@@ -101,26 +105,59 @@ class LocalProvider(ClusterProvider):
     # -- daemons -------------------------------------------------------------------------------
     def _spec(self, name: str, argv: list[str]) -> daemon.DaemonSpec:
         marker = f"{self.directory}/{name}"
-        full = [sys.executable, "-m", "ess.engine.serve", *argv,
-                "--tls-dir", str(self.tls.directory), "--cluster-dir", marker]
-        return daemon.DaemonSpec(name=name, argv=tuple(full),
-                                 pid_file=self.directory / f"{name}.pid",
-                                 log_file=self.directory / f"{name}.log", marker=marker)
+        full = [
+            sys.executable,
+            "-m",
+            "ess.engine.serve",
+            *argv,
+            "--tls-dir",
+            str(self.tls.directory),
+            "--cluster-dir",
+            marker,
+        ]
+        return daemon.DaemonSpec(
+            name=name,
+            argv=tuple(full),
+            pid_file=self.directory / f"{name}.pid",
+            log_file=self.directory / f"{name}.log",
+            marker=marker,
+        )
 
     def scheduler_spec(self, state: LocalState) -> daemon.DaemonSpec:
-        return self._spec("scheduler", ["scheduler", "--host", LOOPBACK, "--port",
-                                        str(state.port), "--address-file",
-                                        str(self.address_file)])
+        return self._spec(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(state.port),
+                "--address-file",
+                str(self.address_file),
+            ],
+        )
 
     def worker_spec(self, state: LocalState, index: int) -> daemon.DaemonSpec:
         name = worker_name(index)
-        return self._spec(name, [
-            "worker", "--host", LOOPBACK, "--scheduler", f"tls://{LOOPBACK}:{state.port}",
-            "--name", name, "--local-dir", str(self.directory / "scratch" / name)])
+        return self._spec(
+            name,
+            [
+                "worker",
+                "--host",
+                LOOPBACK,
+                "--scheduler",
+                f"tls://{LOOPBACK}:{state.port}",
+                "--name",
+                name,
+                "--local-dir",
+                str(self.directory / "scratch" / name),
+            ],
+        )
 
     def specs(self, state: LocalState) -> list[daemon.DaemonSpec]:
         return [self.scheduler_spec(state)] + [
-            self.worker_spec(state, i) for i in range(1, state.workers + 1)]
+            self.worker_spec(state, i) for i in range(1, state.workers + 1)
+        ]
 
     def _start_scheduler(self, spec: daemon.DaemonSpec) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -129,11 +166,13 @@ class LocalProvider(ClusterProvider):
         deadline = time.monotonic() + START_TIMEOUT
         while not self.address_file.exists():
             if not daemon.alive(pid):
-                raise ClusterError(f"the scheduler exited at start; see {spec.log_file}:\n"
-                                   + _tail(spec.log_file))
+                raise ClusterError(
+                    f"the scheduler exited at start; see {spec.log_file}:\n" + _tail(spec.log_file)
+                )
             if time.monotonic() > deadline:
-                raise ClusterError(f"the scheduler did not start in {START_TIMEOUT:.0f} s; "
-                                   f"see {spec.log_file}")
+                raise ClusterError(
+                    f"the scheduler did not start in {START_TIMEOUT:.0f} s; see {spec.log_file}"
+                )
             time.sleep(0.02)
 
     def _revive(self, state: LocalState) -> list[str]:
@@ -157,9 +196,13 @@ class LocalProvider(ClusterProvider):
             address = self.address_file.read_text().strip()
         except FileNotFoundError as exc:
             raise ClusterError(f"{self.address_file}: scheduler address missing") from exc
-        return Connection(cluster_id=state.id, address=address, tls=self.tls,
-                          worker_names=tuple(worker_name(i) for i in range(1, state.workers + 1)),
-                          shared_filesystem=True)
+        return Connection(
+            cluster_id=state.id,
+            address=address,
+            tls=self.tls,
+            worker_names=tuple(worker_name(i) for i in range(1, state.workers + 1)),
+            shared_filesystem=True,
+        )
 
     def _wait_for_workers(self, conn: Connection) -> None:
         from ess.engine.client import connect
@@ -178,7 +221,8 @@ class LocalProvider(ClusterProvider):
                 raise ClusterError(
                     f"cluster {state.id} already exists in {self.directory}; use "
                     "'ess cluster start', 'ess cluster create --add', or "
-                    "'ess cluster terminate' first")
+                    "'ess cluster terminate' first"
+                )
             if state is None:
                 cluster_id = f"local-{secrets.token_hex(4)}"
                 create_tls(self.tls.directory, cluster_id=cluster_id, hosts=(LOOPBACK,))
@@ -252,21 +296,32 @@ class LocalProvider(ClusterProvider):
                 st = "stopped"
             elif pid is None:
                 st = "dead"
-                problems.append(f"{name} is not running (see {self.directory / name}.log); "
-                                "'ess cluster start' restarts it")
+                problems.append(
+                    f"{name} is not running (see {self.directory / name}.log); "
+                    "'ess cluster start' restarts it"
+                )
             else:
                 st = "running"
             m = metrics[name]
-            nodes.append(NodeStatus(id="master" if name == "scheduler" else name, state=st,
-                                    public_ip=LOOPBACK, private_ip=LOOPBACK,
-                                    cpu=m.cpu, mem=m.mem, disk=m.disk))
+            nodes.append(
+                NodeStatus(
+                    id="master" if name == "scheduler" else name,
+                    state=st,
+                    public_ip=LOOPBACK,
+                    private_ip=LOOPBACK,
+                    cpu=m.cpu,
+                    mem=m.mem,
+                    disk=m.disk,
+                )
+            )
         return ClusterStatus(cluster_id=state.id, nodes=tuple(nodes), problems=tuple(problems))
 
     def _require_state(self) -> LocalState:
         state = self.load_state()
         if state is None:
-            raise ClusterError("no local cluster here; create one with 'ess cluster create "
-                               "--number N'")
+            raise ClusterError(
+                "no local cluster here; create one with 'ess cluster create --number N'"
+            )
         return state
 
     def pids(self) -> dict[str, int | None]:

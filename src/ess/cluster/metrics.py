@@ -44,8 +44,11 @@ def sample(pids: dict[str, int | None], *, work_dir: Path) -> dict[str, Metrics]
     for name in pids:
         if name == "scheduler":
             per_cpu = psutil.cpu_percent(None, percpu=True)
-            out[name] = Metrics(cpu="[" + ", ".join(f"{c:.1f}" for c in per_cpu) + "]",
-                                mem=f"{total.percent:.1f}", disk=disk)
+            out[name] = Metrics(
+                cpu="[" + ", ".join(f"{c:.1f}" for c in per_cpu) + "]",
+                mem=f"{total.percent:.1f}",
+                disk=disk,
+            )
             continue
         proc = procs.get(name)
         try:

@@ -24,16 +24,23 @@ def connect(conn: Connection, *, timeout: float = 30.0) -> Any:
     _quiet_logs()
     dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"})
     try:
-        client = Client(conn.address, security=conn.tls.dask_security("client"),
-                        timeout=timeout, set_as_default=False)
+        client = Client(
+            conn.address,
+            security=conn.tls.dask_security("client"),
+            timeout=timeout,
+            set_as_default=False,
+        )
     except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot connect to the scheduler of cluster {conn.cluster_id} at "
-                           f"{conn.address}: {exc}") from exc
+        raise ClusterError(
+            f"cannot connect to the scheduler of cluster {conn.cluster_id} at {conn.address}: {exc}"
+        ) from exc
     try:
         client.wait_for_workers(len(conn.worker_names), timeout=timeout)
     except (TimeoutError, OSError) as exc:
         have = len(client.scheduler_info(n_workers=-1)["workers"])
         client.close()
-        raise ClusterError(f"cluster {conn.cluster_id}: {have} of {len(conn.worker_names)} "
-                           f"workers registered after {timeout:.0f} s") from exc
+        raise ClusterError(
+            f"cluster {conn.cluster_id}: {have} of {len(conn.worker_names)} "
+            f"workers registered after {timeout:.0f} s"
+        ) from exc
     return client

@@ -77,8 +77,13 @@ def start(spec: DaemonSpec, *, env: dict[str, str] | None = None) -> int:
     spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log_file, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
-            list(spec.argv), stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, env=env,
+            list(spec.argv),
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
         )
     tmp = spec.pid_file.with_name(spec.pid_file.name + ".tmp")
     tmp.write_text(f"{proc.pid}\n")

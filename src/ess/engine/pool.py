@@ -129,8 +129,7 @@ class DaskPool(TaskPool):
     """The workers of a running cluster. Worker death is handled by Dask: the scheduler
     re-runs the lost tasks on the remaining workers (tasks are idempotent by design)."""
 
-    def __init__(self, client: Any, *, shared_filesystem: bool, threads: int | None = None
-                 ) -> None:
+    def __init__(self, client: Any, *, shared_filesystem: bool, threads: int | None = None) -> None:
         self.client = client
         self.shared_filesystem = shared_filesystem
         self.threads_per_node = min(max(1, threads or 1), WORKER_THREADS)
@@ -145,8 +144,9 @@ class DaskPool(TaskPool):
     def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Any:
         if node is None:
             return self.client.submit(fn, *args, pure=False, resources=self._resources)
-        return self.client.submit(fn, *args, pure=False, workers=[self._address[node]],
-                                  allow_other_workers=False)
+        return self.client.submit(
+            fn, *args, pure=False, workers=[self._address[node]], allow_other_workers=False
+        )
 
     def outcomes(self, futures: list[Any]) -> list[Outcome]:
         ok = [f for f in futures if f.status == "finished"]

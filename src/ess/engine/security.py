@@ -55,14 +55,18 @@ class TlsFiles:
 
         kwargs: dict[str, Any] = {"tls_ca_file": str(self.ca_cert), "require_encryption": True}
         if role == "client":
-            kwargs.update(tls_client_cert=str(self.cert("client")),
-                          tls_client_key=str(self.key("client")))
+            kwargs.update(
+                tls_client_cert=str(self.cert("client")), tls_client_key=str(self.key("client"))
+            )
         elif role == "scheduler":
-            kwargs.update(tls_scheduler_cert=str(self.cert("scheduler")),
-                          tls_scheduler_key=str(self.key("scheduler")))
+            kwargs.update(
+                tls_scheduler_cert=str(self.cert("scheduler")),
+                tls_scheduler_key=str(self.key("scheduler")),
+            )
         elif role == "worker":
-            kwargs.update(tls_worker_cert=str(self.cert("worker")),
-                          tls_worker_key=str(self.key("worker")))
+            kwargs.update(
+                tls_worker_cert=str(self.cert("worker")), tls_worker_key=str(self.key("worker"))
+            )
         else:
             raise ValueError(role)
         return Security(**kwargs)
@@ -78,8 +82,9 @@ def _key_pem(key: Any) -> bytes:
     )
 
 
-def create_tls(directory: Path, *, cluster_id: str, hosts: tuple[str, ...] = ("127.0.0.1",),
-               days: int = 3650) -> TlsFiles:
+def create_tls(
+    directory: Path, *, cluster_id: str, hosts: tuple[str, ...] = ("127.0.0.1",), days: int = 3650
+) -> TlsFiles:
     """Create a fresh CA and the scheduler/worker/client certificates under ``directory``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -96,15 +101,27 @@ def create_tls(directory: Path, *, cluster_id: str, hosts: tuple[str, ...] = ("1
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ess cluster CA {cluster_id}")])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     write_secret(files.ca_key, _key_pem(ca_key))
@@ -121,15 +138,20 @@ def create_tls(directory: Path, *, cluster_id: str, hosts: tuple[str, ...] = ("1
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ess-{role} {cluster_id}")])
         cert = (
             x509.CertificateBuilder()
-            .subject_name(name).issuer_name(ca_name)
+            .subject_name(name)
+            .issuer_name(ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
+            .not_valid_before(start)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
             .sign(ca_key, hashes.SHA256())
         )
         write_secret(files.key(role), _key_pem(key))

@@ -26,30 +26,37 @@ WORKER_THREADS = 16
 def _configure() -> None:
     import dask
 
-    dask.config.set({
-        "distributed.comm.timeouts.connect": "20s",
-        "distributed.scheduler.work-stealing": True,
-        # stream tasks are independent shell pipelines; a task killed with its worker is re-run
-        # elsewhere, up to this many times, before the stream reports it as failed.
-        "distributed.scheduler.allowed-failures": 3,
-        "distributed.worker.memory.target": False,
-        "distributed.worker.memory.spill": False,
-        "distributed.worker.memory.pause": False,
-        "distributed.worker.memory.terminate": False,
-        "distributed.logging.distributed": "info",
-        # no dashboard: the HTTP server keeps only its bare routes, on the loopback address
-        "distributed.scheduler.http.routes": [],
-        "distributed.worker.http.routes": [],
-    })
+    dask.config.set(
+        {
+            "distributed.comm.timeouts.connect": "20s",
+            "distributed.scheduler.work-stealing": True,
+            # stream tasks are independent shell pipelines; a task killed with its worker is re-run
+            # elsewhere, up to this many times, before the stream reports it as failed.
+            "distributed.scheduler.allowed-failures": 3,
+            "distributed.worker.memory.target": False,
+            "distributed.worker.memory.spill": False,
+            "distributed.worker.memory.pause": False,
+            "distributed.worker.memory.terminate": False,
+            "distributed.logging.distributed": "info",
+            # no dashboard: the HTTP server keeps only its bare routes, on the loopback address
+            "distributed.scheduler.http.routes": [],
+            "distributed.worker.http.routes": [],
+        }
+    )
 
 
 async def _scheduler(args: argparse.Namespace) -> None:
     from distributed import Scheduler
 
     tls = TlsFiles(Path(args.tls_dir))
-    async with Scheduler(host=args.host, port=args.port, protocol="tls",
-                         security=tls.dask_security("scheduler"), dashboard=False,
-                         dashboard_address=f"{args.host}:0") as scheduler:
+    async with Scheduler(
+        host=args.host,
+        port=args.port,
+        protocol="tls",
+        security=tls.dask_security("scheduler"),
+        dashboard=False,
+        dashboard_address=f"{args.host}:0",
+    ) as scheduler:
         tmp = Path(args.address_file + ".tmp")
         tmp.write_text(scheduler.address + "\n")
         os.replace(tmp, args.address_file)
@@ -60,12 +67,20 @@ async def _worker(args: argparse.Namespace) -> None:
     from distributed import Worker
 
     tls = TlsFiles(Path(args.tls_dir))
-    async with Worker(args.scheduler, name=args.name, nthreads=args.nthreads,
-                      host=args.host, protocol="tls", security=tls.dask_security("worker"),
-                      resources={"slots": SLOTS}, local_directory=args.local_dir,
-                      memory_limit=0, dashboard=False, dashboard_address=f"{args.host}:0",
-                      death_timeout=args.death_timeout
-                      ) as worker:
+    async with Worker(
+        args.scheduler,
+        name=args.name,
+        nthreads=args.nthreads,
+        host=args.host,
+        protocol="tls",
+        security=tls.dask_security("worker"),
+        resources={"slots": SLOTS},
+        local_directory=args.local_dir,
+        memory_limit=0,
+        dashboard=False,
+        dashboard_address=f"{args.host}:0",
+        death_timeout=args.death_timeout,
+    ) as worker:
         await worker.finished()
 
 

@@ -21,23 +21,33 @@ class ExecRequest:
     s3out: str | None = None
 
 
-def exec_pipelines(pool: TaskPool, command: str, *, output: tuple[object, str] | None = None
-                   ) -> list[Pipeline]:
-    values = {"num_nodes": str(pool.num_nodes), "num_threads": str(pool.threads_per_node),
-              "node_id": NODE_ID, "thread_id": THREAD_ID}
+def exec_pipelines(
+    pool: TaskPool, command: str, *, output: tuple[object, str] | None = None
+) -> list[Pipeline]:
+    values = {
+        "num_nodes": str(pool.num_nodes),
+        "num_threads": str(pool.threads_per_node),
+        "node_id": NODE_ID,
+        "thread_id": THREAD_ID,
+    }
     local = isinstance(pool, LocalPool)
     cwd = os.getcwd() if pool.shared_filesystem and not local else None
     env = shell_env() if pool.shared_filesystem and not local else ()
     out = (output[0], substitute(output[1], values)) if output is not None else None
-    return [Pipeline(index=i, label=name, command=substitute(command, values), env=env,
-                     cwd=cwd, output=out)
-            for i, name in enumerate(pool.node_names)]
+    return [
+        Pipeline(
+            index=i, label=name, command=substitute(command, values), env=env, cwd=cwd, output=out
+        )
+        for i, name in enumerate(pool.node_names)
+    ]
 
 
 def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResult]:
     """Run pipeline i on node i; yield the results in node order."""
-    futures = [pool.submit(run_pipeline, p, node=name)
-               for p, name in zip(pipelines, pool.node_names, strict=True)]
+    futures = [
+        pool.submit(run_pipeline, p, node=name)
+        for p, name in zip(pipelines, pool.node_names, strict=True)
+    ]
     try:
         for f in futures:
             pool.wait([f])
@@ -47,4 +57,3 @@ def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResu
             yield outcome.value
     finally:
         pool.cancel(futures)
-

@@ -72,11 +72,15 @@ def read_paths(names: list[str], cwd: str | None) -> list[Payload]:
                 for f in sorted(files):
                     full = Path(root) / f
                     rel = Path(top) / full.relative_to(path)
-                    result.append(Payload(str(rel), full.read_bytes(), full.stat().st_mode,
-                                          str(full.resolve())))
+                    result.append(
+                        Payload(
+                            str(rel), full.read_bytes(), full.stat().st_mode, str(full.resolve())
+                        )
+                    )
         elif path.is_file():
-            result.append(Payload(path.name, path.read_bytes(), path.stat().st_mode,
-                                  str(path.resolve())))
+            result.append(
+                Payload(path.name, path.read_bytes(), path.stat().st_mode, str(path.resolve()))
+            )
         else:
             raise FileNotFoundError(f"{name}: no such file or directory")
     return result
@@ -107,8 +111,11 @@ def push(pool: TaskPool, files: list[Path], *, dest: str | None) -> list[str]:
     if pool.shared_filesystem:
         # Pushing a file onto itself (no --dest on a shared filesystem) is a no-op.
         base = _base(cwd) / dest
-        payloads = [p for p, f in zip(payloads, files, strict=True)
-                    if not ((base / p.name).exists() and (base / p.name).samefile(f))]
+        payloads = [
+            p
+            for p, f in zip(payloads, files, strict=True)
+            if not ((base / p.name).exists() and (base / p.name).samefile(f))
+        ]
         if not payloads:
             return []
     futures = [pool.submit(write_payloads, dest, payloads, cwd, node=n) for n in nodes]

@@ -176,21 +176,29 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
         elif len(p.sources) == 1 and _plain_local(p.sources[0], errors):
             stdin = open(p.sources[0].path, "rb")  # noqa: SIM115 - closed below
         elif errors:
-            return PipelineResult(p.index, p.label, command, 1, b"", b"", node,
-                                  error="; ".join(errors))
+            return PipelineResult(
+                p.index, p.label, command, 1, b"", b"", node, error="; ".join(errors)
+            )
         else:
             r, w = os.pipe()
             _widen(w)
             stdin = r
             feeder = threading.Thread(target=_feed, args=(w, p.sources, errors), daemon=True)
         try:
-            proc = subprocess.Popen(["bash", "-c", script], stdin=stdin, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd=p.cwd or None, env=env)
+            proc = subprocess.Popen(
+                ["bash", "-c", script],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=p.cwd or None,
+                env=env,
+            )
         except OSError as exc:
             if feeder is not None:
                 os.close(w)
-            return PipelineResult(p.index, p.label, command, 127, b"", b"", node,
-                                  error=f"cannot start bash: {exc}")
+            return PipelineResult(
+                p.index, p.label, command, 127, b"", b"", node, error=f"cannot start bash: {exc}"
+            )
         finally:
             if isinstance(stdin, int) and stdin != subprocess.DEVNULL:
                 os.close(stdin)
@@ -208,8 +216,9 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
         path = path.replace(NODE_ID, str(node_num)).replace(THREAD_ID, str(thread_id))
         open_store(store_spec).write_bytes(path, out)
         out = b""
-    return PipelineResult(p.index, p.label, command, proc.returncode, out, err, node,
-                          error="; ".join(errors) or None)
+    return PipelineResult(
+        p.index, p.label, command, proc.returncode, out, err, node, error="; ".join(errors) or None
+    )
 
 
 def run_pipelines(batch: tuple[Pipeline, ...]) -> list[PipelineResult]:

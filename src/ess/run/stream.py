@@ -26,8 +26,19 @@ BATCH_MAX_FILES = 32
 BATCH_MAX_BYTES = 4 << 20
 #: Environment passed to workers that share this machine, so commands behave as in the caller's
 #: shell (PATH finds the same tools). Credentials are deliberately not in the list.
-ENV_PASSED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV",
-              "ESS_WORK_DIR", "ESS_CACHE_DIR", "ESS_AWS_DIR")
+ENV_PASSED = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "ESS_WORK_DIR",
+    "ESS_CACHE_DIR",
+    "ESS_AWS_DIR",
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ def file_values(path: str, root: str) -> dict[str, str]:
     root = root.strip("/")
     rel = directory.strip("/")
     if root and (rel == root or rel.startswith(root + "/")):
-        rel = rel[len(root):].strip("/")
+        rel = rel[len(root) :].strip("/")
     return {"FILE": name, "file": stem, "path": rel or "."}
 
 
@@ -98,24 +109,38 @@ def build_pipelines(
     groups = split_balanced(files, num_nodes) if bulk else [[f] for f in files]
     root = getattr(store, "root", "")
     template = f"{preprocess} | {command}" if preprocess else command
-    base = {"cols": columnspec, "delim": delimiter, "num_nodes": str(num_nodes),
-            "num_threads": str(num_threads), "node_id": NODE_ID, "thread_id": THREAD_ID}
+    base = {
+        "cols": columnspec,
+        "delim": delimiter,
+        "num_nodes": str(num_nodes),
+        "num_threads": str(num_threads),
+        "node_id": NODE_ID,
+        "thread_id": THREAD_ID,
+    }
     pipelines = []
     for index, group in enumerate(groups):
         first = group[0]
         values = {**base, **file_values(first.path, root)}
-        file_env = (("ESS_FILE", values["FILE"]), ("ESS_FILE_STEM", values["file"]),
-                    ("ESS_FILE_DIR", values["path"]), ("ESS_FILE_PATH", first.path))
+        file_env = (
+            ("ESS_FILE", values["FILE"]),
+            ("ESS_FILE_STEM", values["file"]),
+            ("ESS_FILE_DIR", values["path"]),
+            ("ESS_FILE_PATH", first.path),
+        )
         out = None
         if output is not None:
             out = (output[0], substitute(output[1], values))
-        pipelines.append(Pipeline(
-            index=index,
-            label=first.path if len(group) == 1 else f"{first.path} (+{len(group) - 1} files)",
-            command=substitute(template, values),
-            sources=tuple(Source(store, f.path, compression, archive) for f in group),
-            env=env + file_env, cwd=cwd, output=out,
-        ))
+        pipelines.append(
+            Pipeline(
+                index=index,
+                label=first.path if len(group) == 1 else f"{first.path} (+{len(group) - 1} files)",
+                command=substitute(template, values),
+                sources=tuple(Source(store, f.path, compression, archive) for f in group),
+                env=env + file_env,
+                cwd=cwd,
+                output=out,
+            )
+        )
     return pipelines
 
 
@@ -131,16 +156,20 @@ def split_balanced(files: Sequence[FileRef], parts: int) -> list[list[FileRef]]:
         remaining_files = len(files) - i
         remaining_groups = parts - len(groups)
         target = total * len(groups) / parts
-        if groups[-1] and remaining_groups > 0 and (acc >= target
-                                                    or remaining_files <= remaining_groups):
+        if (
+            groups[-1]
+            and remaining_groups > 0
+            and (acc >= target or remaining_files <= remaining_groups)
+        ):
             groups.append([])
         groups[-1].append(f)
         acc += max(f.size, 1)
     return groups
 
 
-def make_batches(pipelines: Sequence[Pipeline], sizes: Sequence[int], *, slots: int
-                 ) -> list[tuple[Pipeline, ...]]:
+def make_batches(
+    pipelines: Sequence[Pipeline], sizes: Sequence[int], *, slots: int
+) -> list[tuple[Pipeline, ...]]:
     """Group consecutive small files into batches; keep >= 4 batches per slot for balance."""
     n = len(pipelines)
     if n == 0:
@@ -182,8 +211,11 @@ def run_ordered(
     stop_at: int | None = None  # batch holding the failure that stops the stream
     try:
         while next_yield < len(batches):
-            while (stop_at is None and next_submit < len(batches)
-                   and len(in_flight) + len(ready) < window):
+            while (
+                stop_at is None
+                and next_submit < len(batches)
+                and len(in_flight) + len(ready) < window
+            ):
                 future = pool.submit(run_pipelines, batches[next_submit])
                 in_flight[next_submit] = future
                 batch_of[id(future)] = next_submit
@@ -234,15 +266,28 @@ def failure(results: Sequence[PipelineResult], *, total: int) -> CommandFailed:
     return CommandFailed("\n".join(lines))
 
 
-def plan(ws: Workspace, req: StreamRequest, *, num_nodes: int, num_threads: int,
-         shared_filesystem: bool, local: bool) -> tuple[list[Pipeline], list[int]]:
+def plan(
+    ws: Workspace,
+    req: StreamRequest,
+    *,
+    num_nodes: int,
+    num_threads: int,
+    shared_filesystem: bool,
+    local: bool,
+) -> tuple[list[Pipeline], list[int]]:
     """Resolve the request into pipelines (and the byte size of each, for batching)."""
     from ess.datastore.api import resolve_location, resolve_stream_files
     from ess.datastore.patterns import split_patterns
 
-    info, store, files = resolve_stream_files(ws, req.category, req.lower, req.upper,
-                                              label=req.label, exclude=req.exclude,
-                                              limit=req.limit)
+    info, store, files = resolve_stream_files(
+        ws,
+        req.category,
+        req.lower,
+        req.upper,
+        label=req.label,
+        exclude=req.exclude,
+        limit=req.limit,
+    )
     archive_text = req.archive if req.archive is not None else info.archive
     archive = tuple(split_patterns(archive_text, option="--archive")) if archive_text else ()
     output = resolve_location(ws, req.s3out) if req.s3out else None
@@ -252,10 +297,21 @@ def plan(ws: Workspace, req: StreamRequest, *, num_nodes: int, num_threads: int,
     cwd = os.getcwd() if shared_filesystem and not local else None
     env = shell_env() if shared_filesystem and not local else ()
     pipelines = build_pipelines(
-        files=refs, store=store, command=req.command or DEFAULT_COMMAND,
-        columnspec=info.columnspec, delimiter=info.delimiter, compression=info.compression,
-        archive=archive, preprocess=info.preprocess, num_nodes=num_nodes,
-        num_threads=num_threads, bulk=req.bulk, cwd=cwd, env=env, output=output)
+        files=refs,
+        store=store,
+        command=req.command or DEFAULT_COMMAND,
+        columnspec=info.columnspec,
+        delimiter=info.delimiter,
+        compression=info.compression,
+        archive=archive,
+        preprocess=info.preprocess,
+        num_nodes=num_nodes,
+        num_threads=num_threads,
+        bulk=req.bulk,
+        cwd=cwd,
+        env=env,
+        output=output,
+    )
     # --bulk pipelines are few and long: one per task
     sizes = [BATCH_MAX_BYTES] * len(pipelines) if req.bulk else [f.size for f in refs]
     return pipelines, sizes

@@ -24,8 +24,17 @@ from ess.errors import UsageError
 
 #: Longest first, so ``%num_threads`` is not read as ``%num_nodes``... and ``%delim`` never
 #: eats ``%d``. Case-sensitive: ``%file`` and ``%FILE`` differ.
-TOKENS = ("num_threads", "num_nodes", "thread_id", "node_id", "delim", "cols", "file", "FILE",
-          "path")
+TOKENS = (
+    "num_threads",
+    "num_nodes",
+    "thread_id",
+    "node_id",
+    "delim",
+    "cols",
+    "file",
+    "FILE",
+    "path",
+)
 _TOKEN_RE = re.compile("%(" + "|".join(TOKENS) + ")")
 FILE_TOKENS = frozenset({"file", "FILE", "path"})
 _SAFE_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
@@ -83,12 +92,13 @@ def substitute(template: str, values: Mapping[str, str]) -> str:
                 raise UsageError(
                     f"file name {value!r} contains shell metacharacters and the command uses "
                     "$(...), backquotes, $'...' or a here-document, where ess cannot quote "
-                    "%" + name + " safely; use \"$ESS_FILE\" (or $ESS_FILE_STEM, $ESS_FILE_DIR) "
-                    "in the command instead")
+                    "%" + name + ' safely; use "$ESS_FILE" (or $ESS_FILE_STEM, $ESS_FILE_DIR) '
+                    "in the command instead"
+                )
             if states is None:
                 states = _quote_states(template)
             value = _quote_for(states[m.start()], value)
-        out.append(template[pos:m.start()])
+        out.append(template[pos : m.start()])
         out.append(value)
         pos = m.end()
     out.append(template[pos:])
