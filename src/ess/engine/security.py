@@ -49,7 +49,10 @@ class TlsFiles:
 
     def dask_security(self, role: str = "client") -> Any:
         """A ``distributed.Security`` that requires TLS and presents ``role``'s certificate."""
-        if not self.exists():
+        # A node needs only the CA certificate and its own role's pair (cloud workers get no
+        # other key).
+        needed = [self.ca_cert] + ([self.cert(role), self.key(role)] if role in ROLES else [])
+        if not all(p.is_file() for p in needed):
             raise ClusterError(f"{self.directory}: the cluster's TLS certificates are missing")
         from distributed import Security
 

@@ -72,6 +72,7 @@ async def _worker(args: argparse.Namespace) -> None:
         name=args.name,
         nthreads=args.nthreads,
         host=args.host,
+        port=args.port,  # 0: any; cloud workers use a fixed port their security group opens
         protocol="tls",
         security=tls.dask_security("worker"),
         resources={"slots": SLOTS},
