@@ -278,6 +278,26 @@ def test_worker_killed_mid_stream_every_file_once(cluster: EssEnv) -> None:
     assert not _alive(victim)
 
 
+def test_threads_per_worker_and_node_ids(cluster: EssEnv) -> None:
+    r = cluster.ess(
+        "stream",
+        "many",
+        "*",
+        "*",
+        "sleep 0.05; echo %node_id:%thread_id:%num_threads",
+        "--threads",
+        "3",
+        "--limit",
+        "40",
+        check=True,
+    )
+    seen = [tuple(int(x) for x in line.split(":")) for line in r.stdout.splitlines()]
+    assert len(seen) == 40
+    assert {n for n, _, _ in seen} <= {1, 2} and {k for _, _, k in seen} == {3}
+    assert {t for _, t, _ in seen} <= {1, 2, 3}
+    assert max(t for _, t, _ in seen) > 1  # really more than one pipeline at a time
+
+
 def test_dead_daemons_are_reported_and_revived(cluster: EssEnv) -> None:
     # worker-1 was killed by the previous test (or kill it now if run alone)
     pids = daemon_pids(cluster)
@@ -319,9 +339,20 @@ def test_stop_then_start(cluster: EssEnv) -> None:
     assert r.stdout == "1\n2\n"
 
 
+def test_create_add_adds_workers(cluster: EssEnv) -> None:
+    cluster.ess("cluster", "create", "--add", "--number", "1", check=True, timeout=120)
+    pids = daemon_pids(cluster)
+    cluster.seen_pids.update({f"{k}-4": v for k, v in pids.items()})  # type: ignore[attr-defined]
+    assert set(pids) == {"scheduler", "worker-1", "worker-2", "worker-3"}
+    r = cluster.ess("exec", "echo %node_id/%num_nodes", check=True)
+    assert r.stdout == "1/3\n2/3\n3/3\n"
+    r = cluster.ess("cluster", "create", "--number", "1")
+    assert r.returncode == 5 and "already exists" in r.stderr
+
+
 def test_terminate_leaves_no_process_behind(cluster: EssEnv) -> None:
     pids = daemon_pids(cluster)
-    assert len(pids) == 3
+    assert len(pids) == 4
     cluster.ess("cluster", "terminate", "-y", check=True)
     assert not any(_alive(p) for p in pids.values())
     assert not (cluster.work_dir / "cluster").exists()

@@ -145,6 +145,10 @@ def test_hostile_file_name_without_a_cluster(ess_env: EssEnv) -> None:
 def test_exec_and_file_without_a_cluster(ess_env: EssEnv) -> None:
     r = ess_env.ess("exec", "echo %node_id/%num_nodes %num_threads", check=True)
     assert r.stdout.startswith("1/1 ")
+    r = ess_env.ess(
+        "exec", "echo out", "--s3out", f"local:{ess_env.root}/o/n%node_id.txt", check=True
+    )
+    assert r.stdout == "" and (ess_env.root / "o" / "n1.txt").read_text() == "out\n"
     r = ess_env.ess("exec", "--master", "exit 2")
     assert r.returncode == 6 and "master: exit status 2" in r.stderr
     (ess_env.root / "f.txt").write_text("hello\n")

@@ -170,6 +170,8 @@ class LocalProvider(ClusterProvider):
                     f"the scheduler exited at start; see {spec.log_file}:\n" + _tail(spec.log_file)
                 )
             if time.monotonic() > deadline:
+                # we started it, so it is ours even if its cmdline is not readable yet
+                daemon.kill_and_wait(pid, spec.marker, timeout=2)
                 raise ClusterError(
                     f"the scheduler did not start in {START_TIMEOUT:.0f} s; see {spec.log_file}"
                 )

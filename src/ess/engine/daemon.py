@@ -64,10 +64,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def owned(pid: int, marker: str) -> bool:
+    """Ours: the marker is in its cmdline, or it is our own child still finishing its exec."""
+    if is_ours(pid, marker):
+        return True
+    return _cmdline(pid) is None and alive(pid) and _parent(pid) == os.getpid()
+
+
 def running_pid(spec: DaemonSpec) -> int | None:
     """The daemon's pid if it is alive and really ours, else None."""
     pid = read_pid(spec.pid_file)
-    if pid is not None and is_ours(pid, spec.marker):
+    if pid is not None and owned(pid, spec.marker):
         return pid
     return None
 
@@ -111,14 +126,15 @@ def kill_and_wait(pid: int, marker: str, *, timeout: float) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_ours(pid, marker):
-            _reap(pid)
+        if not alive(pid):
             return
         time.sleep(0.02)
+    if not owned(pid, marker):
+        return  # gone, and the number may already belong to someone else
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while is_ours(pid, marker) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     _reap(pid)
 
