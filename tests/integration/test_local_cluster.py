@@ -356,7 +356,10 @@ def test_terminate_leaves_no_process_behind(cluster: EssEnv) -> None:
     cluster.ess("cluster", "terminate", "-y", check=True)
     assert not any(_alive(p) for p in pids.values())
     assert not (cluster.work_dir / "cluster").exists()
-    r = cluster.ess("cluster", "status")
+    r = cluster.ess("cluster", "status", check=True)
+    assert r.stdout.startswith("Summary for cluster local\n")
+    assert [row.split()[0] for row in r.stdout.splitlines()[4:]] == ["master"]
+    r = cluster.ess("cluster", "stop")
     assert r.returncode == 5 and "no local cluster" in r.stderr
     # without a cluster, stream and exec still run here
     r = cluster.ess("exec", "echo %node_id/%num_nodes", check=True)

@@ -272,8 +272,8 @@ class LocalProvider(ClusterProvider):
         self.terminate(forget=True, auth=CloudAuth())
 
     def iplist(self, *, kind: str | None = None) -> list[str]:
-        state = self._require_state()
-        return [LOOPBACK] * state.workers
+        state = self.load_state()
+        return [LOOPBACK] * state.workers if state is not None else []
 
     def connection(self, *, revive: bool = True) -> Connection | None:
         state = self.load_state()
@@ -287,8 +287,22 @@ class LocalProvider(ClusterProvider):
         return self._connection(state)
 
     def status(self) -> ClusterStatus:
-        state = self._require_state()
         from ess.cluster.metrics import sample
+
+        state = self.load_state()
+        if state is None:
+            # Essentia's local mode: the master alone; stream/exec run on it.
+            m = sample({"scheduler": os.getpid()}, work_dir=self.ws.work_dir)["scheduler"]
+            master = NodeStatus(
+                id="master",
+                state="running",
+                public_ip=LOOPBACK,
+                private_ip=LOOPBACK,
+                cpu=m.cpu,
+                mem=m.mem,
+                disk=m.disk,
+            )
+            return ClusterStatus(cluster_id="local", nodes=(master,))
 
         pids: dict[str, int | None] = {s.name: daemon.running_pid(s) for s in self.specs(state)}
         metrics = sample(pids, work_dir=self.directory)

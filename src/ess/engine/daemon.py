@@ -64,19 +64,15 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
+#: Pids this process started: until its exec completes a new daemon's cmdline reads empty.
+_started: set[int] = set()
 
 
 def owned(pid: int, marker: str) -> bool:
-    """Ours: the marker is in its cmdline, or it is our own child still finishing its exec."""
+    """Ours: the marker is in its cmdline, or we just started it and it is finishing its exec."""
     if is_ours(pid, marker):
         return True
-    return _cmdline(pid) is None and alive(pid) and _parent(pid) == os.getpid()
+    return pid in _started and _cmdline(pid) is None and alive(pid)
 
 
 def running_pid(spec: DaemonSpec) -> int | None:
@@ -100,6 +96,7 @@ def start(spec: DaemonSpec, *, env: dict[str, str] | None = None) -> int:
             close_fds=True,
             env=env,
         )
+    _started.add(proc.pid)
     tmp = spec.pid_file.with_name(spec.pid_file.name + ".tmp")
     tmp.write_text(f"{proc.pid}\n")
     os.replace(tmp, spec.pid_file)

@@ -10,12 +10,15 @@ from ess.cli.cluster import format_status
 from ess.cluster.local import LocalProvider
 from ess.cluster.provider import (
     CloudAuth,
+    ClusterProvider,
     ClusterStatus,
+    Connection,
     CreateOptions,
     NodeStatus,
     current_platform,
     platforms,
     provider_for,
+    register_provider,
     set_platform,
 )
 from ess.errors import ClusterError, ConfigError, NotSupportedError
@@ -34,16 +37,51 @@ def test_platform_defaults_to_local_and_persists(ws: Workspace) -> None:
     assert isinstance(provider_for(ws), LocalProvider)
     set_platform(ws, "custom")
     assert (ws.work_dir / ".platform").read_text() == "custom\n"
-    assert provider_for(ws).platform == "custom"
+    assert current_platform(ws) == "custom"
     with pytest.raises(ConfigError):
         set_platform(ws, "mars")
     assert {"local", "cloud", "custom"} <= set(platforms())
 
 
-@pytest.mark.parametrize("platform", ["cloud", "custom"])
-def test_later_platforms_say_not_supported(ws: Workspace, platform: str) -> None:
-    provider = provider_for(ws, platform)
-    with pytest.raises(NotSupportedError):
+@register_provider
+class ToyProvider(ClusterProvider):
+    """A provider registered by the test: plugs in without touching the command line."""
+
+    platform = "toy-platform"
+
+    def _no(self) -> NotSupportedError:
+        return NotSupportedError(f"{self.platform} clusters")
+
+    def create(self, options: CreateOptions) -> ClusterStatus:
+        raise self._no()
+
+    def start(self, auth: CloudAuth) -> ClusterStatus:
+        raise self._no()
+
+    def stop(self, auth: CloudAuth) -> None:
+        raise self._no()
+
+    def terminate(self, *, forget: bool, auth: CloudAuth) -> None:
+        raise self._no()
+
+    def status(self) -> ClusterStatus:
+        raise self._no()
+
+    def reset(self) -> None:
+        raise self._no()
+
+    def iplist(self, *, kind: str | None = None) -> list[str]:
+        raise self._no()
+
+    def connection(self, *, revive: bool = True) -> Connection | None:
+        raise self._no()
+
+
+def test_registered_providers_plug_in(ws: Workspace) -> None:
+    set_platform(ws, "toy-platform")
+    provider = provider_for(ws)
+    assert isinstance(provider, ToyProvider)
+    with pytest.raises(NotSupportedError, match="toy-platform"):
         provider.create(CreateOptions(number=1))
     with pytest.raises(NotSupportedError):
         provider.connection()
@@ -52,8 +90,12 @@ def test_later_platforms_say_not_supported(ws: Workspace, platform: str) -> None
 def test_local_without_cluster(ws: Workspace) -> None:
     provider = LocalProvider(ws)
     assert provider.connection() is None
+    status = provider.status()
+    assert status.cluster_id == "local"
+    assert [(n.id, n.state) for n in status.nodes] == [("master", "running")]
+    assert provider.iplist() == []
     with pytest.raises(ClusterError, match="no local cluster"):
-        provider.status()
+        provider.stop(CloudAuth())
     provider.terminate(forget=False, auth=CloudAuth())  # nothing to do, no error
 
 
