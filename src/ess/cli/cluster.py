@@ -89,12 +89,16 @@ def _create(args: argparse.Namespace) -> int:
     )
     status = _provider().create(options)
     note(f"cluster {status.cluster_id}: {sum(n.id != 'master' for n in status.nodes)} workers")
+    for problem in status.problems:  # e.g. a worker that did not come up
+        note(problem)
     return 0
 
 
 def _start(args: argparse.Namespace) -> int:
     status = _provider().start(_auth(args))
     note(f"cluster {status.cluster_id} running")
+    for problem in status.problems:
+        note(problem)
     return 0
 
 
@@ -105,7 +109,12 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _terminate(args: argparse.Namespace) -> int:
     provider = _provider()
-    if args.all and not args.y and sys.stdin.isatty():
+    if args.all and not args.y and not sys.stdin.isatty():
+        # No one can answer the prompt (CI, cron): refuse rather than hang or assume yes.
+        from ess.errors import UsageError
+
+        raise UsageError("terminate --all deletes instances, keys and groups: confirm with -y")
+    if args.all and not args.y:
         answer = input("terminate the cluster and forget its keys and groups? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             note("nothing terminated")

@@ -1,4 +1,4 @@
-"""Placeholders for the ``cloud`` (EC2) and ``custom`` (SSH) platforms until their issues land.
+"""Placeholder for the ``custom`` (SSH) platform until its issue lands (``cloud`` is in ec2.py).
 
 They are registered so ``ess cluster set cloud|custom`` works and every operation fails with a
 clear NotSupportedError instead of silently running somewhere else.
@@ -44,11 +44,6 @@ class _NotYet(ClusterProvider):
 
     def connection(self, *, revive: bool = True) -> Connection | None:
         raise NotSupportedError(f"running commands on {self.platform} clusters")
-
-
-@register_provider
-class CloudProvider(_NotYet):
-    platform = "cloud"
 
 
 @register_provider
