@@ -33,7 +33,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ess.cli import cluster, datastore, run, sql, udb
+    from ess.cli import cluster, datastore, instance, run, sql, udb
 
     parser = argparse.ArgumentParser(
         prog="ess",
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="{command}")
-    for module in (datastore, cluster, run, udb, sql):
+    for module in (datastore, cluster, instance, run, udb, sql):
         module.register(subparsers)
     return parser
 

@@ -608,12 +608,15 @@ class Ec2Provider(ClusterProvider):
 
     def _start_instances(self, ec2: Any, instance_ids: list[str], user_data: str) -> None:
         """Give stopped instances fresh user-data (this build, new URLs), then start them."""
+        import base64
+
+        encoded = base64.b64encode(user_data.encode())
 
         def modify(instance_id: str) -> None:
             with aws.aws_errors(f"updating the user-data of {instance_id}"):
-                ec2.modify_instance_attribute(
-                    InstanceId=instance_id, UserData={"Value": user_data.encode()}
-                )
+                # Unlike RunInstances, boto3 does not base64 the user-data of
+                # ModifyInstanceAttribute for us; EC2 wants it encoded.
+                ec2.modify_instance_attribute(InstanceId=instance_id, UserData={"Value": encoded})
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(modify, instance_ids))
@@ -686,8 +689,10 @@ class Ec2Provider(ClusterProvider):
             with aws.aws_errors(f"deleting key pair {state.key_name}"):
                 ec2.delete_key_pair(KeyName=state.key_name)
             if state.pem:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(state.pem).unlink()
+                pem = Path(state.pem)
+                for path in (pem, pem.with_name(f".{pem.name}.lock")):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
         if state.bucket:
             self._delete_bucket_objects(s3, state)
             import botocore.exceptions
@@ -797,22 +802,22 @@ class Ec2Provider(ClusterProvider):
             state = self._require_state()
             ec2 = self._clients(CloudAuth(), state)("ec2")
             with aws.aws_errors("looking up the reservations"):
+                # Filtered here rather than with a "reservation-id" filter, which not every
+                # EC2 implementation (moto) supports.
                 pages = ec2.get_paginator("describe_instances").paginate(
-                    Filters=[{"Name": "reservation-id", "Values": reservations}]
+                    Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
                 )
                 found = [
                     (r["ReservationId"], i)
                     for page in pages
                     for r in page["Reservations"]
+                    if r["ReservationId"] in reservations
                     for i in r["Instances"]
                 ]
             missing = sorted(set(reservations) - {r for r, _ in found})
             if missing:
-                raise ClusterError(f"no such reservation: {', '.join(missing)}")
+                raise ClusterError(f"no running instances in reservation {', '.join(missing)}")
             nodes = [node_from_ec2(i, r) for r, i in found]
-            dead = [n.instance_id for n in nodes if not n.live]
-            if dead:
-                raise ClusterError(f"instances no longer exist: {', '.join(dead)}")
             ids = [n.instance_id for n in nodes]
             with aws.aws_errors("tagging the adopted instances"):
                 ec2.create_tags(Resources=ids, Tags=aws.tags(state.id, **{"ess:adopted": "true"}))
