@@ -128,15 +128,15 @@ class SimulatedCloud:
 
 def cloud_env(aws_env: EssEnv, **extra: str) -> EssEnv:
     """``aws_env`` set up for cloud clusters on loopback addresses (default credential chain)."""
-    aws_env.env.update(
-        AWS_ACCESS_KEY_ID="AKIATESTKEY",
-        AWS_SECRET_ACCESS_KEY="testsecret",
-        ESS_EC2_SCHEDULER_HOST="127.0.0.1",
-        ESS_EC2_SSH_CIDR="127.0.0.1/32",
-        ESS_EC2_SCHEDULER_PORT=str(free_port()),
-        ESS_EC2_JOIN_TIMEOUT="0",
-        **extra,
-    )
+    settings = {
+        "AWS_ACCESS_KEY_ID": "AKIATESTKEY",
+        "AWS_SECRET_ACCESS_KEY": "testsecret",
+        "ESS_EC2_SCHEDULER_HOST": "127.0.0.1",
+        "ESS_EC2_SSH_CIDR": "127.0.0.1/32",
+        "ESS_EC2_SCHEDULER_PORT": str(free_port()),
+        "ESS_EC2_JOIN_TIMEOUT": "0",
+    }
+    aws_env.env.update({**settings, **extra})
     return aws_env
 
 

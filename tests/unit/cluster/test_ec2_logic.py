@@ -186,9 +186,9 @@ def test_aws_errors_translation() -> None:
         raise client_error("AuthFailure")
     with pytest.raises(CredentialsError, match="no AWS credentials"), aws.aws_errors("x"):
         raise botocore.exceptions.NoCredentialsError()
-    with pytest.raises(ClusterError, match="launching: InstanceLimitExceeded"):
-        with aws.aws_errors("launching"):
-            raise client_error("InstanceLimitExceeded")
+    limit = pytest.raises(ClusterError, match="launching: InstanceLimitExceeded")
+    with limit, aws.aws_errors("launching"):
+        raise client_error("InstanceLimitExceeded")
 
 
 def test_credentials_from_csv_and_flags(tmp_path: Path) -> None:
