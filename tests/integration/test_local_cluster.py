@@ -141,6 +141,18 @@ def test_exec_runs_once_per_worker_in_node_order(cluster: EssEnv) -> None:
     assert "worker-1: exit status 3" in r.stderr and "worker-2: exit status 3" in r.stderr
 
 
+def test_exec_through_dask_when_the_gateway_is_gone(cluster: EssEnv) -> None:
+    # exec normally goes through the scheduler's gateway; without it, a Dask client does it
+    gateway = cluster.work_dir / "cluster" / "gateway.address"
+    saved = gateway.read_text()
+    gateway.unlink()
+    try:
+        r = cluster.ess("exec", "echo %node_id/%num_nodes", check=True)
+        assert r.stdout == "1/2\n2/2\n"
+    finally:
+        gateway.write_text(saved)
+
+
 def test_file_push_mkdir_get(cluster: EssEnv) -> None:
     src = cluster.root / "upload"
     src.mkdir()
@@ -225,6 +237,11 @@ def test_client_without_the_clusters_certificate_is_refused(
     assert _tls_probe(address, ca, (tls_dir / "client.crt", tls_dir / "client.key")) == "accepted"
     assert _tls_probe(address, ca, None) == "refused"
     assert _tls_probe(address, ca, (stranger.cert("client"), stranger.key("client"))) == "refused"
+    gateway = "tls://" + (tls_dir.parent / "gateway.address").read_text().strip()
+    assert gateway.startswith("tls://127.0.0.1:")
+    assert _tls_probe(gateway, ca, (tls_dir / "client.crt", tls_dir / "client.key")) == "accepted"
+    assert _tls_probe(gateway, ca, None) == "refused"
+    assert _tls_probe(gateway, ca, (stranger.cert("client"), stranger.key("client"))) == "refused"
     # and through Dask itself
     with pytest.raises((OSError, TimeoutError)):
         Client(address, security=stranger.dask_security("client"), timeout=3, set_as_default=False)

@@ -90,9 +90,7 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from ess.engine.session import open_pool
     from ess.errors import CommandFailed
-    from ess.run.exec import exec_pipelines, run_exec
 
     ws = Workspace.from_env()
     output = None
@@ -104,19 +102,35 @@ def _exec(args: argparse.Namespace) -> int:
         out(args.shell_command)
         sys.stdout.flush()
     failed = []
-    with open_pool(ws, master=args.master) as pool:
-        for r in run_exec(pool, exec_pipelines(pool, args.shell_command, output=output)):
-            sys.stdout.buffer.write(r.stdout)
-            sys.stdout.flush()
-            sys.stderr.buffer.write(r.stderr)
-            sys.stderr.flush()
-            if not r.ok:
-                failed.append(r)
+    for r in _exec_results(ws, args.shell_command, master=args.master, output=output):
+        sys.stdout.buffer.write(r.stdout)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(r.stderr)
+        sys.stderr.flush()
+        if not r.ok:
+            failed.append(r)
     if failed:
         lines = [f"command failed on {len(failed)} node(s)"]
         lines += [f"  {r.label}: {r.error or f'exit status {r.returncode}'}" for r in failed]
         raise CommandFailed("\n".join(lines))
     return 0
+
+
+def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> Iterator[Any]:
+    from ess.engine.session import open_pool
+    from ess.run.exec import exec_pipelines, run_exec, run_exec_via_gateway
+
+    if not master:
+        from ess.cluster.provider import provider_for
+
+        conn = provider_for(ws).connection(revive=True)
+        if conn is not None:
+            results = run_exec_via_gateway(conn, command, output=output)
+            if results is not None:
+                yield from results
+                return
+    with open_pool(ws, master=master) as pool:
+        yield from run_exec(pool, exec_pipelines(pool, command, output=output))
 
 
 def _file_pool() -> Any:

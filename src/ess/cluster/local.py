@@ -123,6 +123,12 @@ class LocalProvider(ClusterProvider):
             marker=marker,
         )
 
+    @property
+    def gateway_file(self) -> Path:
+        from ess.engine.gateway import gateway_file
+
+        return gateway_file(self.tls)
+
     def scheduler_spec(self, state: LocalState) -> daemon.DaemonSpec:
         return self._spec(
             "scheduler",
@@ -134,6 +140,8 @@ class LocalProvider(ClusterProvider):
                 str(state.port),
                 "--address-file",
                 str(self.address_file),
+                "--gateway-file",
+                str(self.gateway_file),
             ],
         )
 
@@ -160,8 +168,9 @@ class LocalProvider(ClusterProvider):
         ]
 
     def _start_scheduler(self, spec: daemon.DaemonSpec) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.address_file.unlink()
+        for stale in (self.address_file, self.gateway_file):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         pid = daemon.start(spec)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.address_file.exists():

@@ -57,10 +57,21 @@ async def _scheduler(args: argparse.Namespace) -> None:
         dashboard=False,
         dashboard_address=f"{args.host}:0",
     ) as scheduler:
+        gateway = None
+        if args.gateway_file:
+            from ess.engine import gateway as gw
+
+            gateway = await gw.serve(
+                scheduler, tls, host=args.host, address_file=Path(args.gateway_file)
+            )
         tmp = Path(args.address_file + ".tmp")
         tmp.write_text(scheduler.address + "\n")
         os.replace(tmp, args.address_file)
-        await scheduler.finished()
+        try:
+            await scheduler.finished()
+        finally:
+            if gateway is not None:
+                gateway.close()
 
 
 async def _worker(args: argparse.Namespace) -> None:
@@ -93,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--address-file")
+    parser.add_argument("--gateway-file", help="start the exec gateway; write its address here")
     parser.add_argument("--scheduler")
     parser.add_argument("--name")
     parser.add_argument("--nthreads", type=int, default=WORKER_THREADS)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ess.cluster.provider import Connection
 from ess.engine.pool import LocalPool, TaskPool
 from ess.errors import ClusterError
 from ess.run.pipeline import NODE_ID, THREAD_ID, Pipeline, PipelineResult, run_pipeline
@@ -21,25 +22,44 @@ class ExecRequest:
     s3out: str | None = None
 
 
-def exec_pipelines(
-    pool: TaskPool, command: str, *, output: tuple[object, str] | None = None
+def build_exec_pipelines(
+    command: str,
+    *,
+    node_names: tuple[str, ...],
+    threads_per_node: int,
+    in_caller_dir: bool,
+    output: tuple[object, str] | None = None,
 ) -> list[Pipeline]:
+    """One pipeline per node. ``in_caller_dir``: run in this directory with this PATH (nodes
+    that share this machine's filesystem but are other processes)."""
     values = {
-        "num_nodes": str(pool.num_nodes),
-        "num_threads": str(pool.threads_per_node),
+        "num_nodes": str(len(node_names)),
+        "num_threads": str(threads_per_node),
         "node_id": NODE_ID,
         "thread_id": THREAD_ID,
     }
-    local = isinstance(pool, LocalPool)
-    cwd = os.getcwd() if pool.shared_filesystem and not local else None
-    env = shell_env() if pool.shared_filesystem and not local else ()
+    cwd = os.getcwd() if in_caller_dir else None
+    env = shell_env() if in_caller_dir else ()
     out = (output[0], substitute(output[1], values)) if output is not None else None
     return [
         Pipeline(
             index=i, label=name, command=substitute(command, values), env=env, cwd=cwd, output=out
         )
-        for i, name in enumerate(pool.node_names)
+        for i, name in enumerate(node_names)
     ]
+
+
+def exec_pipelines(
+    pool: TaskPool, command: str, *, output: tuple[object, str] | None = None
+) -> list[Pipeline]:
+    in_caller_dir = pool.shared_filesystem and not isinstance(pool, LocalPool)
+    return build_exec_pipelines(
+        command,
+        node_names=pool.node_names,
+        threads_per_node=pool.threads_per_node,
+        in_caller_dir=in_caller_dir,
+        output=output,
+    )
 
 
 def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResult]:
@@ -57,3 +77,29 @@ def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResu
             yield outcome.value
     finally:
         pool.cancel(futures)
+
+
+def run_exec_via_gateway(
+    conn: Connection, command: str, *, output: tuple[object, str] | None = None
+) -> list[PipelineResult] | None:
+    """Run on every worker through the scheduler's gateway (no Dask import here).
+
+    Returns None when the cluster has no reachable gateway; the caller then uses a Dask client.
+    """
+    from ess.engine import gateway
+
+    path = gateway.gateway_file(conn.tls)
+    if not path.exists():
+        return None
+    pipelines = build_exec_pipelines(
+        command,
+        node_names=conn.worker_names,
+        threads_per_node=1,
+        in_caller_dir=conn.shared_filesystem,
+        output=output,
+    )
+    request = gateway.PinnedRun(run_pipeline, tuple(zip(conn.worker_names, pipelines, strict=True)))
+    try:
+        return gateway.call(path, conn.tls, request)
+    except (OSError, ConnectionError, ValueError):
+        return None
