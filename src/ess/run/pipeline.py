@@ -140,18 +140,22 @@ def _open_source(src: Source) -> Iterator[IO[bytes]]:
 
 
 def _feed(fd: int, sources: tuple[Source, ...], errors: list[str]) -> None:
+    """Write the decompressed sources into the pipe ``fd`` (1 MiB at a time), then close it."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
     try:
-        with os.fdopen(fd, "wb", buffering=CHUNK) as pipe:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            for src in sources:
-                for stream in _open_source(src):
-                    while n := stream.readinto(buf):  # type: ignore[attr-defined]
-                        pipe.write(view[:n])
+        for src in sources:
+            for stream in _open_source(src):
+                while n := stream.readinto(buf):  # type: ignore[attr-defined]
+                    chunk = view[:n]
+                    while chunk:
+                        chunk = chunk[os.write(fd, chunk) :]
     except BrokenPipeError:
         pass  # the command stopped reading (e.g. head): not an error of the input
     except Exception as exc:  # reported in the result, with the file name
         errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        os.close(fd)
 
 
 def _widen(fd: int) -> None:
