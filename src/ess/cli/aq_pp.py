@@ -1,10 +1,43 @@
-"""The `aq_pp` entry point (placeholder until its issue lands)."""
+"""The `aq_pp` entry point: parse argv, run the library, turn EssError into message + exit code."""
 
 from __future__ import annotations
 
 import sys
 
+USAGE = """\
+usage: aq_pp [-h] [-f[,AtrLst] File ...] -d ColSpec ... [-cat ...] [-var ColSpec Val]
+             [-eval ColSpec|Col Expr] [-filt Filter] [-if Rule ... -elif ... -else ... -endif]
+             [-map/-mapf/-mapc ...] [-sub/-grep/-cmb ...] [-o[,AtrLst] File [-c Col ...]]
+             [-ovar File]
 
-def main() -> None:
-    sys.stderr.write("aq_pp: not supported yet (see the compatibility table in README.md)\n")
-    sys.exit(10)
+Record preprocessor (AuriQ Essentia compatible). Reads delimited records, applies the rules
+in command-line order and writes Essentia CSV. See docs/aq_pp.md.
+
+example:
+  aq_pp -f,+1,eok purchases.csv -d S:date S:user I:article F:price \\
+        -eval is:t 'DateToTime(date, "Y.m.d.H.M.S")' -filt 'price > 1.0' \\
+        -o,notitle - -c date article price
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "-help", "--help"):
+        sys.stdout.write(USAGE)
+        sys.exit(0 if args else 2)
+    from ess.errors import EssError  # noqa: PLC0415
+
+    try:
+        from ess.aq.pp import compile_program  # noqa: PLC0415
+        from ess.aq.rules import parse_argv  # noqa: PLC0415
+
+        job = compile_program(parse_argv(args))
+        if job.prog.test:
+            sys.exit(0)
+        job.run()
+    except EssError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"aq_pp: {exc}\n")
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,640 @@
+"""aq_pp: compile the rule list into steps over Polars frames and run them batch by batch.
+
+Each input batch is a DataFrame; the chain of rules becomes a list of steps, each a function
+frame → frame. A failing rule drops rows (`filter`); inside `-if` branches the rules run under a
+boolean mask held in a hidden column, so a branch only changes the rows that took it, and
+columns created in a branch hold 0 / "" elsewhere. Outputs write the frame as it is at their
+position. Variables (`-var`) are per-row columns computed by ordered scans (cum_sum ...) whose
+last value is carried to the next batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from ess.aq import mapping, reader
+from ess.aq.colspec import ColSpec, kind, polars_dtype
+from ess.aq.expr import Typed, compile_expr, lit_str, parse, truthy
+from ess.aq.regex import has_wildcard, wildcard_to_rust
+from ess.aq.rules import (
+    Alias, Const, Eval, Filt, If, Imp, InputSpec, Lookup, Map, MapC, MapF, Output, Program,
+    Sep, VarDef,
+)  # fmt: skip
+from ess.aq.writer import OutCol, Sink, title_line, write_rows
+from ess.errors import AqDataError, AqSyntaxError, NotSupportedError
+
+Step = Callable[[pl.DataFrame, "RunState"], pl.DataFrame]
+ROWNUM = "__rownum"
+
+
+@dataclass
+class Col:
+    name: str  # internal column name
+    label: str
+    typ: str
+    is_var: bool = False
+
+
+def default_value(typ: str) -> pl.Expr:
+    if typ == "F":
+        return pl.lit(0.0, dtype=pl.Float64)
+    if typ in ("S", "IP"):
+        return pl.lit("", dtype=pl.String)
+    return pl.lit(0, dtype=polars_dtype(typ))
+
+
+@dataclass
+class RunState:
+    carries: dict[str, object] = field(default_factory=dict)
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    random_state: int = 1
+    records: int = 0
+    errors: int = 0
+    out_rows: int = 0
+
+
+class Compiler:
+    """Turns a Program into steps; holds the column namespace as it evolves along the chain."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self.cols: dict[str, Col] = {}
+        self.steps: list[Step] = []
+        self.outputs: list[tuple[Output, list[OutCol]]] = []
+        self.hidden = 0
+        self.var_updates: set[str] = set()
+        self.var_reads: set[str] = set()
+        self.rx_index = 0  # global capture numbering across -mapf,rx
+        self.extracted: dict[str, str] = {}
+        self.vars_init: dict[str, object] = {}
+        self.mask_stack: list[str | None] = [None]
+        self.uses_random = False
+
+    # ------------------------------------------------------------ namespace
+    def new_hidden(self, prefix: str) -> str:
+        self.hidden += 1
+        return f"__{prefix}{self.hidden}"
+
+    def define(self, spec: ColSpec, *, is_var: bool = False) -> Col:
+        key = spec.name.lower()
+        if key in self.cols:
+            raise AqSyntaxError(f"column {spec.name!r} is already defined")
+        col = Col(key, spec.name, spec.typ, is_var)
+        self.cols[key] = col
+        return col
+
+    def lookup(self, name: str, where: str) -> Col:
+        col = self.cols.get(name.lower())
+        if col is None:
+            raise AqSyntaxError(f"{where}: unknown column {name!r}")
+        return col
+
+    # Scope protocol for expressions
+    def column(self, name: str) -> Typed | None:
+        col = self.cols.get(name.lower())
+        if col is None:
+            return None
+        if col.is_var:
+            self.var_reads.add(col.name)
+        return Typed(pl.col(col.name), kind(col.typ))
+
+    def special(self, name: str) -> Typed | None:
+        if name == "rownum":
+            return Typed(pl.col(ROWNUM), "I")
+        if name == "random":
+            self.uses_random = True
+            return Typed(pl.col("__random"), "I")
+        if name in ("cursec", "curusec"):
+            import time  # noqa: PLC0415
+
+            now = time.time()
+            return Typed(pl.lit(int(now if name == "cursec" else now * 1e6 % 1e6)), "I")
+        return None
+
+    def assign(self, name: str, value: Typed) -> None:  # pragma: no cover - RxMap etc.
+        raise NotSupportedError("functions that write columns (RxMap, QryDec, ...)")
+
+    @property
+    def mask(self) -> str | None:
+        return self.mask_stack[-1]
+
+    # ------------------------------------------------------------ compile
+    def compile(self) -> None:
+        main = self.prog.main
+        for item in main.columns:
+            if isinstance(item, ColSpec) and not item.skip:
+                self.define(item)
+        for cat in self.prog.cats:
+            for spec in cat.columns:
+                if isinstance(spec, ColSpec) and not spec.skip:
+                    existing = self.cols.get(spec.name.lower())
+                    if existing is None:
+                        self.define(spec)
+                    elif kind(existing.typ) != kind(spec.typ):
+                        raise AqSyntaxError(
+                            f"-cat: column {spec.name!r} is {spec.typ} but {existing.typ} in -d"
+                        )
+        self.input_cols = [c for c in self.cols.values()]
+        chain = list(self.prog.chain)
+        has_output = any(isinstance(r, Output) for r in _walk(chain)) or self.prog.ovars
+        has_output = has_output or any(isinstance(r, Imp) for r in _walk(chain))
+        if not has_output:
+            chain.append(Output("-", _default_attrs()))
+        for rule in chain:
+            self.rule(rule)
+
+    def rule(self, rule: object) -> None:
+        if isinstance(rule, VarDef):
+            col = self.define(rule.spec, is_var=True)
+            self.vars_init[col.name] = _var_value(rule)
+            typ = col.typ
+            name = col.name
+            self.steps.append(
+                lambda df, st: df.with_columns(
+                    pl.lit(st.carries[name], dtype=polars_dtype(typ)).alias(name)
+                )
+            )
+        elif isinstance(rule, Eval):
+            self.eval_rule(rule)
+        elif isinstance(rule, Filt):
+            cond = self.condition(rule)
+            self.drop_unless(cond)
+        elif isinstance(rule, Const):
+            self.drop_unless(pl.lit(rule.value))
+        elif isinstance(rule, If):
+            self.if_rule(rule)
+        elif isinstance(rule, Output):
+            self.output_rule(rule)
+        elif isinstance(rule, (MapF, Map, MapC)):
+            ok = self.map_rule(rule)
+            if ok is not None:
+                self.drop_unless(ok)
+        elif isinstance(rule, Lookup):
+            ok = self.lookup_rule(rule)
+            if ok is not None:
+                self.drop_unless(ok)
+        elif isinstance(rule, Alias):
+            col = self.lookup(rule.col, "-renam" if rule.rename else "-alias")
+            if rule.alt.lower() in self.cols:
+                raise AqSyntaxError(f"-alias/-renam: name {rule.alt!r} is already in use")
+            if rule.rename:
+                del self.cols[rule.col.lower()]
+                col.label = rule.alt
+            self.cols[rule.alt.lower()] = col
+        elif isinstance(rule, Imp):
+            self.steps.append(_unsupported_imp)
+        else:  # pragma: no cover
+            raise NotSupportedError(f"aq_pp rule {type(rule).__name__}")
+
+    def active(self) -> pl.Expr:
+        return pl.lit(True) if self.mask is None else pl.col(self.mask)
+
+    def drop_unless(self, ok: pl.Expr) -> None:
+        keep = ok if self.mask is None else (~pl.col(self.mask) | ok)
+        self.steps.append(lambda df, st: df.filter(keep.fill_null(False)))
+
+    def condition(self, rule: Filt) -> pl.Expr:
+        value, effects = compile_expr(rule.expr, self, "-filt")
+        if effects:
+            raise NotSupportedError("column-writing functions inside -filt")
+        return truthy(value)
+
+    # ------------------------------------------------------------ -eval and variables
+    def eval_rule(self, rule: Eval) -> None:
+        where = "-eval"
+        if rule.target is None:
+            value, _ = compile_expr(rule.expr, self, where)
+            return
+        if isinstance(rule.target, ColSpec):
+            if rule.target.name.lower() in self.cols:
+                raise AqSyntaxError(f"-eval: column {rule.target.name!r} is already defined")
+            value, _ = compile_expr(rule.expr, self, where)
+            col = self.define(rule.target)
+            new = True
+        else:
+            col = self.lookup(rule.target, where)
+            if col.is_var:
+                self.var_update(col, rule)
+                return
+            value, _ = compile_expr(rule.expr, self, where)
+            new = False
+        converted = assign_value(value, col.typ, f"-eval {col.label}")
+        name, mask = col.name, self.mask
+        if mask is None:
+            self.steps.append(
+                lambda df, st: df.with_columns(converted.alias(name)).filter(
+                    pl.col(name).is_not_null()
+                )
+            )
+            return
+        fallback = default_value(col.typ) if new else pl.col(name)
+        expr = pl.when(pl.col(mask)).then(converted).otherwise(fallback)
+        expr = expr.fill_null(default_value(col.typ))
+        self.steps.append(lambda df, st: df.with_columns(expr.alias(name)))
+
+    def var_update(self, col: Col, rule: Eval) -> None:
+        if col.name in self.var_updates:
+            raise NotSupportedError(f"updating variable {col.label!r} in more than one -eval")
+        if col.name in self.var_reads:
+            raise NotSupportedError(
+                f"reading variable {col.label!r} before its -eval update in the chain"
+            )
+        self.var_updates.add(col.name)
+        tree = parse(rule.expr, "-eval")
+        scan, operand = _scan_shape(tree, col.name)
+        if scan is None:
+            raise NotSupportedError(
+                f"-eval {col.label} {rule.expr!r}: variable updates must have the form "
+                "Var + Expr, Var - Expr, Var * Expr, Max(Var, Expr), Min(Var, Expr) or Expr"
+            )
+        value, _ = (
+            compile_expr(rule.expr, self, "-eval")
+            if operand is None
+            else _compile_subtree(operand, self, rule.expr)
+        )
+        self.var_reads.discard(col.name)
+        if col.typ != "F" and value.kind == "F" and scan in ("+", "-", "*"):
+            raise NotSupportedError(f"float increments of integer variable {col.label!r}")
+        inc = assign_value(value, col.typ, f"-eval {col.label}")
+        name, typ, mask = col.name, col.typ, self.mask
+
+        def step(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
+            carry = st.carries[name]
+            active = pl.lit(True) if mask is None else pl.col(mask)
+            dtype = polars_dtype(typ)
+            if scan == "=":
+                ser = df.select(pl.when(active).then(inc).otherwise(None).alias(name)).to_series()
+                ser = ser.forward_fill().fill_null(carry)
+            else:
+                neutral = 1 if scan == "*" else 0
+                incs = df.select(
+                    pl.when(active).then(inc).otherwise(pl.lit(neutral)).cast(dtype).alias(name)
+                ).to_series()
+                if scan == "-":
+                    incs = -incs
+                full = pl.concat([pl.Series(name, [carry], dtype=dtype), incs])
+                ops = {"+": full.cum_sum, "-": full.cum_sum, "*": full.cum_prod,
+                       "max": full.cum_max, "min": full.cum_min}  # fmt: skip
+                ser = ops[scan]().slice(1)
+            ser = ser.cast(dtype)
+            if ser.len():
+                st.carries[name] = ser[-1]
+            return df.with_columns(ser.alias(name))
+
+        self.steps.append(step)
+
+    # ------------------------------------------------------------ -if / -elif / -else
+    def if_rule(self, rule: If) -> None:
+        outer = self.mask
+        taken = self.new_hidden("taken")
+        self.steps.append(lambda df, st: df.with_columns(pl.lit(False).alias(taken)))
+        for branch in rule.branches:
+            ok = self.check(branch.check)
+            if branch.negate:
+                ok = ~ok
+            bmask = self.new_hidden("branch")
+            base = ~pl.col(taken) if outer is None else (pl.col(outer) & ~pl.col(taken))
+            cond = base & ok.fill_null(False)
+            self.steps.append(
+                lambda df, st, c=cond, b=bmask: df.with_columns(c.alias(b)).with_columns(
+                    (pl.col(taken) | pl.col(b)).alias(taken)
+                )
+            )
+            self.mask_stack.append(bmask)
+            for sub in branch.body:
+                self.rule(sub)
+            self.mask_stack.pop()
+        if rule.orelse is not None:
+            emask = self.new_hidden("else")
+            base = ~pl.col(taken) if outer is None else (pl.col(outer) & ~pl.col(taken))
+            self.steps.append(lambda df, st: df.with_columns(base.alias(emask)))
+            self.mask_stack.append(emask)
+            for sub in rule.orelse:
+                self.rule(sub)
+            self.mask_stack.pop()
+
+    def check(self, rule: object) -> pl.Expr:
+        """Success of a rule in -if/-elif position; it never drops rows."""
+        if isinstance(rule, Filt):
+            return self.condition(rule)
+        if isinstance(rule, Const):
+            return pl.lit(rule.value)
+        if isinstance(rule, (MapF, Map, MapC)):
+            ok = self.map_rule(rule)
+            return pl.lit(True) if ok is None else ok
+        if isinstance(rule, Lookup):
+            ok = self.lookup_rule(rule)
+            return pl.lit(True) if ok is None else ok
+        self.rule(rule)
+        return pl.lit(True)
+
+    # ------------------------------------------------------------ outputs
+    def out_columns(self, names: list[str] | None, where: str, *, variables: bool) -> list[OutCol]:
+        seen: list[Col] = []
+        for c in self.cols.values():
+            if c.is_var == variables and c not in seen:
+                seen.append(c)
+        if names is None:
+            return [OutCol(c.name, c.label, c.typ) for c in seen]
+        out: list[OutCol] = []
+        for raw in names:
+            if raw == "*":
+                out.extend(OutCol(c.name, c.label, c.typ) for c in seen)
+                continue
+            if raw.startswith(("~", "!")):
+                if not out:
+                    out.extend(OutCol(c.name, c.label, c.typ) for c in seen)
+                drop = self.lookup(raw[1:], where).name
+                out = [o for o in out if o.name != drop]
+                continue
+            if "+" in raw or raw.startswith("^"):
+                raise NotSupportedError(f"{where}: output format modifiers ({raw!r})")
+            name, _, label = raw.partition(":")
+            col = self.lookup(name, where)
+            out.append(OutCol(col.name, label or (col.label if name.lower() == col.name else
+                                                  name), col.typ))  # fmt: skip
+        return out
+
+    def output_rule(self, rule: Output) -> None:
+        cols = self.out_columns(rule.columns, f"-o {rule.path}", variables=False)
+        self.outputs.append((rule, cols))
+        mask = self.mask
+
+        def step(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
+            rows = df if mask is None else df.filter(pl.col(mask))
+            write_rows(rows, cols, rule.attrs, st.sinks[rule.path])
+            st.out_rows += rows.height
+            return df
+
+        self.steps.append(step)
+
+    # ------------------------------------------------------------ mapping
+    def map_rule(self, rule: MapF | Map | MapC) -> pl.Expr | None:
+        if isinstance(rule, MapC):
+            pieces = mapping.parse_mapto(rule.template)
+            value = mapping.render(pieces, self.extracted, rule.template)
+            target = rule.target
+            if isinstance(target, ColSpec):
+                col = self.define(target)
+                new = True
+            else:
+                col, new = self.lookup(target, "-mapc"), False
+            if col.typ != "S":
+                raise AqSyntaxError(f"-mapc: target {col.label!r} must be a string column")
+            self.set_masked(col, value, new)
+            return None
+        col = self.lookup(rule.col, f"-{type(rule).__name__.lower()}")
+        if col.typ != "S":
+            raise AqSyntaxError(f"-map/-mapf: column {col.label!r} must be a string column")
+        ncas = any(a.lower() == "ncas" for a in rule.attrs)
+        if mapping.is_regex(rule.attrs):
+            first = self.rx_index if isinstance(rule, MapF) else 0
+            mf = mapping.rx_mapfrom(rule.pattern, rule.attrs, first)
+            if isinstance(rule, MapF):
+                self.rx_index += len(mf.names)
+        else:
+            mf = mapping.rt_mapfrom(rule.pattern, ncas=ncas)
+        groups = pl.col(col.name).str.extract_groups(mf.regex)
+        hit = self.new_hidden("hit")
+        local: dict[str, str] = {}
+        exprs = [pl.col(col.name).str.contains(mf.regex).alias(hit)]
+        for i, name in enumerate(mf.names):
+            if not name:
+                continue
+            hidden = f"__mv_{name}" if isinstance(rule, MapF) else self.new_hidden("mv")
+            local[name] = hidden
+            exprs.append(groups.struct[i].fill_null("").alias(hidden))
+        mask = self.mask
+        self.steps.append(lambda df, st: df.with_columns(exprs))
+        if isinstance(rule, MapF):
+            self.extracted.update(local)
+        else:
+            value = mapping.render(mapping.parse_mapto(rule.template), local, rule.template)
+            name = col.name
+            active = pl.col(hit) if mask is None else (pl.col(hit) & pl.col(mask))
+            self.steps.append(
+                lambda df, st: df.with_columns(
+                    pl.when(active).then(value).otherwise(pl.col(name)).alias(name)
+                )
+            )
+        return pl.col(hit)
+
+    def set_masked(self, col: Col, value: pl.Expr, new: bool) -> None:
+        mask, name = self.mask, col.name
+        if mask is not None:
+            fallback = default_value(col.typ) if new else pl.col(name)
+            value = pl.when(pl.col(mask)).then(value).otherwise(fallback)
+        self.steps.append(lambda df, st: df.with_columns(value.alias(name)))
+
+    # ------------------------------------------------------------ lookups
+    def lookup_rule(self, rule: Lookup) -> pl.Expr | None:
+        from ess.aq.lookup import compile_lookup  # noqa: PLC0415
+
+        return compile_lookup(self, rule)
+
+
+def _walk(rules: list[object]) -> Iterator[object]:
+    for rule in rules:
+        yield rule
+        if isinstance(rule, If):
+            for br in rule.branches:
+                yield br.check
+                yield from _walk(br.body)
+            yield from _walk(rule.orelse or [])
+
+
+def _default_attrs() -> object:
+    from ess.aq.rules import OutputAttrs  # noqa: PLC0415
+
+    return OutputAttrs()
+
+
+def _unsupported_imp(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
+    raise NotSupportedError("aq_pp -imp (UDB import)")
+
+
+def _var_value(rule: VarDef) -> object:
+    text = rule.value
+    typ = rule.spec.typ
+    if typ in ("S", "IP"):
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            from ess.aq.expr import decode_strings  # noqa: PLC0415
+
+            return decode_strings(text)
+        return text
+    try:
+        return float(text) if typ == "F" else int(float(text)) if "." in text else int(text)
+    except ValueError:
+        raise AqSyntaxError(f"-var {rule.spec.name}: bad initial value {text!r}") from None
+
+
+def _scan_shape(tree: object, var: str) -> tuple[str | None, object | None]:
+    """Recognise `v + e`, `e + v`, `v - e`, `v * e`, `e * v`, `Max(v, e)`, `Min(v, e)`, `e`."""
+    from lark import Token, Tree  # noqa: PLC0415
+
+    def is_var(node: object) -> bool:
+        return (isinstance(node, Tree) and node.data == "name"
+                and str(node.children[0]).lower() == var)  # fmt: skip
+
+    def mentions(node: object) -> bool:
+        if is_var(node):
+            return True
+        return isinstance(node, Tree) and any(mentions(c) for c in node.children)
+
+    if not mentions(tree):
+        return "=", None
+    if isinstance(tree, Tree) and tree.data == "arith" and len(tree.children) == 3:
+        left, op, right = tree.children
+        op = str(op)
+        if is_var(left) and not mentions(right) and op in "+-*":
+            return op, right
+        if is_var(right) and not mentions(left) and op in "+*":
+            return op, left
+    if isinstance(tree, Tree) and tree.data == "call" and len(tree.children) == 3:
+        fname = str(tree.children[0]).lower()
+        a, b = tree.children[1], tree.children[2]
+        if fname in ("max", "min"):
+            if is_var(a) and not mentions(b):
+                return fname, b
+            if is_var(b) and not mentions(a):
+                return fname, a
+    _ = Token
+    return None, None
+
+
+def _compile_subtree(node: object, comp: Compiler, text: str) -> tuple[Typed, list]:  # type: ignore[type-arg]
+    from ess.aq.expr import Compiler as ExprCompiler  # noqa: PLC0415
+    from ess.aq.expr import Source  # noqa: PLC0415
+
+    ec = ExprCompiler(comp, Source(text, "-eval"))
+    return ec.compile(node), ec.side_effects  # type: ignore[arg-type]
+
+
+def assign_value(value: Typed, typ: str, where: str) -> pl.Expr:
+    """Convert a value for storage in a column of type `typ` (spec 1.3)."""
+    k = value.kind
+    if typ == "S":
+        if k != "S":
+            raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in a string column "
+                                "(use ToS())")  # fmt: skip
+        return value.expr
+    if typ == "IP":
+        if k not in ("IP", "S"):
+            raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in an IP column")
+        return value.expr
+    if k in ("S", "IP"):
+        raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in a {typ} column "
+                            "(use ToI()/ToF())")  # fmt: skip
+    expr = value.expr
+    if k == "B":
+        expr = expr.cast(pl.Int64)
+    if typ == "F":
+        return expr.cast(pl.Float64)
+    if k == "F":  # C cast: truncation toward zero
+        expr = expr.cast(pl.Int64, strict=False)
+    return reader.wrap_int(expr, typ).cast(polars_dtype(typ))
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class Job:
+    """A compiled aq_pp command ready to run."""
+
+    prog: Program
+    comp: Compiler
+
+    def run(self, *, stderr: object = None) -> int:
+        err = stderr or sys.stderr
+        st = RunState(random_state=self.prog.seed)
+        st.carries.update(self.comp.vars_init)
+        for rule, cols in self.comp.outputs:
+            sink = st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
+            if not rule.attrs.notitle:
+                sink.write(title_line(cols, rule.attrs))
+        for rule in self.prog.ovars:
+            st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
+        try:
+            for frame in self.batches(st, err):
+                for step in self.comp.steps:
+                    frame = step(frame, st)
+            self.write_ovars(st)
+        finally:
+            for sink in st.sinks.values():
+                sink.close()
+        if self.prog.stat:
+            err.write(f"aq_pp: rec={st.records} err={st.errors} out={st.out_rows}\n")  # type: ignore[attr-defined]
+        return 0
+
+    def write_ovars(self, st: RunState) -> None:
+        for rule in self.prog.ovars:
+            cols = self.comp.out_columns(rule.columns, "-ovar", variables=True)
+            row = pl.DataFrame(
+                {c.name: pl.Series([st.carries[c.name]], dtype=polars_dtype(c.typ)) for c in cols}
+            )
+            sink = st.sinks[rule.path]
+            if not rule.attrs.notitle:
+                sink.write(title_line(cols, rule.attrs))
+            write_rows(row, cols, rule.attrs, sink)
+
+    def batches(self, st: RunState, err: object) -> Iterator[pl.DataFrame]:
+        union = self.comp.input_cols
+        for spec in [self.prog.main, *self.prog.cats]:
+            items = spec.columns
+            names = [it.name.lower() if not it.skip else "" for it in items
+                     if isinstance(it, ColSpec)]  # fmt: skip
+            for path in spec.files:
+                dropped = 0
+                for chunk in reader.read_chunks(path, spec.attrs):
+                    raw = reader.parse_chunk(chunk, spec.attrs, items)
+                    typed, bad = reader.typed_frame(raw, items, names)
+                    if bad.any():
+                        if not spec.attrs.eok:
+                            row = bad.arg_true()[0]
+                            msg = reader.describe_error(raw, typed, items, names, row, chunk)
+                            raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
+                        dropped += int(bad.sum())
+                        typed = typed.filter(~bad)
+                    yield self.finish_frame(typed, union, st)
+                if dropped:
+                    st.errors += dropped
+                    if not spec.attrs.qui:
+                        src = "stdin" if path == "-" else path
+                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors)\n")  # type: ignore[attr-defined]
+
+    def finish_frame(self, typed: pl.DataFrame, union: list[Col], st: RunState) -> pl.DataFrame:
+        exprs = [
+            pl.col(c.name) if c.name in typed.columns else default_value(c.typ).alias(c.name)
+            for c in union
+        ]
+        start = self.prog.rownum_start + st.records
+        st.records += typed.height
+        frame = typed.select(exprs).with_columns(
+            pl.int_range(start, start + typed.height, dtype=pl.Int64).alias(ROWNUM)
+        )
+        if self.comp.uses_random:
+            frame = frame.with_columns(st_random(st, frame.height))
+        return frame
+
+
+def st_random(st: RunState, n: int) -> pl.Series:
+    """Positive pseudo-random integers, seeded by -seed (Essentia's generator is unknown)."""
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(st.random_state)
+    st.random_state = int(rng.integers(1, 2**31))
+    return pl.Series("__random", rng.integers(1, 2**31, n), dtype=pl.Int64)
+
+
+def compile_program(prog: Program) -> Job:
+    comp = Compiler(prog)
+    comp.compile()
+    return Job(prog, comp)
+
+
+_ = (InputSpec, Sep, lit_str)
