@@ -268,12 +268,13 @@ class Compiler:
             dtype = polars_dtype(typ)
             if scan == "=":
                 ser = df.select(pl.when(active).then(inc).otherwise(None).alias(name)).to_series()
-                ser = ser.forward_fill().fill_null(carry)
+                ser = _broadcast(ser, df.height).forward_fill().fill_null(carry)
             else:
                 neutral = 1 if scan == "*" else 0
                 incs = df.select(
                     pl.when(active).then(inc).otherwise(pl.lit(neutral)).cast(dtype).alias(name)
                 ).to_series()
+                incs = _broadcast(incs, df.height)
                 if scan == "-":
                     incs = -incs
                 full = pl.concat([pl.Series(name, [carry], dtype=dtype), incs])
@@ -435,6 +436,13 @@ class Compiler:
         from ess.aq.lookup import compile_lookup  # noqa: PLC0415
 
         return compile_lookup(self, rule)
+
+
+def _broadcast(ser: pl.Series, height: int) -> pl.Series:
+    """A constant expression selects to one row; stretch it to the frame height."""
+    if ser.len() == 1 and height != 1:
+        return ser.new_from_index(0, height)
+    return ser
 
 
 def _walk(rules: list[object]) -> Iterator[object]:

@@ -1,0 +1,461 @@
+"""Builtin functions of the expression language (spec section 8), compiled to Polars.
+
+Each handler receives the expression compiler, the argument subtrees and the call node, and
+returns a Typed value. Functions that need AuriQ data files (RTmetrics) or undocumented
+algorithms raise NotSupportedError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import polars as pl
+from lark import Tree
+
+from ess.aq.expr import Compiler, Typed, as_number, lit_str
+from ess.aq.regex import to_rust, wildcard_to_rust
+from ess.errors import NotSupportedError
+
+Handler = Callable[[Compiler, list[Tree], Tree], Typed]
+FUNCTIONS: dict[str, Handler] = {}
+
+_UNSUPPORTED = {
+    "searchkey", "searchkey2", "iptocountry", "countryname", "countryregion", "agenttouid",
+    "agentparse", "agentparse2", "agentname", "agentos", "agentdevtype", "agentdevname",
+    "iscrawler", "unamehash", "keyhash", "imphash", "seghash", "maskstr", "keyenc", "keydec",
+    "kdec", "qrydec", "qryparmext", "rxmap", "rxreplace", "set", "iconv", "urlenc", "urldec",
+    "clipstr", "rowcount",
+}  # fmt: skip
+
+
+def fn(*names: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for name in names:
+            FUNCTIONS[name.lower()] = handler
+        return handler
+
+    return register
+
+
+def call(comp: Compiler, name: str, args: list[Tree], node: Tree) -> Typed:
+    key = name.lower()
+    if key in _UNSUPPORTED:
+        raise NotSupportedError(f"function {name}()")
+    handler = FUNCTIONS.get(key)
+    if handler is None:
+        raise comp.error(f"unknown function {name}()", node)
+    return handler(comp, args, node)
+
+
+def _nargs(comp: Compiler, args: list[Tree], node: Tree, lo: int, hi: int | None = None) -> None:
+    hi = lo if hi is None else hi
+    if not lo <= len(args) <= hi:
+        name = node.children[0]
+        want = str(lo) if lo == hi else f"{lo}-{hi}" if hi < 99 else f"at least {lo}"
+        raise comp.error(f"{name}() takes {want} argument(s), got {len(args)}", node)
+
+
+def _val(comp: Compiler, arg: Tree, want: str | None = None) -> Typed:
+    value = comp.compile(arg)
+    if want == "S" and value.kind not in ("S", "IP"):
+        raise comp.error(f"type mismatch: expected a string, got {value.kind}", arg)
+    if want == "N":
+        value = as_number(value)
+        if value.kind not in ("I", "F"):
+            raise comp.error(f"type mismatch: expected a number, got {value.kind}", arg)
+    return value
+
+
+def _const(comp: Compiler, arg: Tree) -> str:
+    """A string constant or bare-word attribute list (`ncas`, `pcre|ncas`)."""
+    if arg.data == "name":
+        return str(arg.children[0])
+    if arg.data == "arith" and all(
+        isinstance(c, Tree) and c.data == "name" for c in arg.children[::2]
+    ):
+        return "|".join(str(c.children[0]) for c in arg.children[::2])
+    value = comp.compile(arg)
+    if not isinstance(value.const, str):
+        raise comp.error("expected a string constant", arg)
+    return value.const
+
+
+def _attrs(text: str) -> list[str]:
+    return [a.strip().lower() for a in re.split(r"[|,]", text) if a.strip()]
+
+
+# ---------------------------------------------------------------- string property / conversion
+@fn("SHash")
+def _shash(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = _val(comp, args[0], "S").expr
+    return Typed(value.map_batches(_djb2, return_dtype=pl.Int64), "I")
+
+
+def _djb2(series: pl.Series) -> pl.Series:
+    """djb2 over ASCII-lower-cased bytes (spec 8.1), vectorised by byte position."""
+    text = series.str.to_lowercase()
+    df = pl.DataFrame({"h": text.str.encode("hex"), "n": text.str.len_bytes()})
+    h = pl.Series("h", [5381] * len(series), dtype=pl.Int64)
+    longest = int(df["n"].max() or 0)
+    for i in range(longest):
+        byte = df["h"].str.slice(2 * i, 2).str.to_integer(base=16, strict=False).fill_null(0)
+        nxt = (h * 33 + byte) & 0xFFFFFFFF
+        h = pl.select(pl.when(df["n"] > i).then(nxt).otherwise(h)).to_series()
+    return h.alias(series.name)
+
+
+@fn("SLeng")
+def _sleng(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    return Typed(_val(comp, args[0], "S").expr.str.len_bytes().cast(pl.Int64), "I")
+
+
+@fn("ToS")
+def _tos(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    from ess.aq.numfmt import format_float  # noqa: PLC0415
+
+    _nargs(comp, args, node, 1)
+    value = as_number(_val(comp, args[0]))
+    if value.kind == "F":
+        return Typed(format_float(value.expr), "S")
+    return Typed(value.expr.cast(pl.String), "S")
+
+
+@fn("ToI")
+def _toi(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = as_number(_val(comp, args[0]))
+    if value.kind in ("S", "IP"):
+        prefix = value.expr.str.extract(r"^\s*([+-]?[0-9]+)", 1)
+        return Typed(prefix.str.to_integer(strict=False).fill_null(0), "I")
+    return Typed(value.expr.cast(pl.Int64, strict=False), "I")
+
+
+@fn("ToF")
+def _tof(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = as_number(_val(comp, args[0]))
+    if value.kind in ("S", "IP"):
+        num = r"^\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)"
+        prefix = value.expr.str.extract(num, 1)
+        return Typed(prefix.cast(pl.Float64, strict=False).fill_null(0.0), "F")
+    return Typed(value.expr.cast(pl.Float64), "F")
+
+
+@fn("ToIP")
+def _toip(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    return Typed(_val(comp, args[0], "S").expr, "IP")
+
+
+@fn("ToUpper", "ToLower")
+def _case(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = _val(comp, args[0], "S").expr
+    upper = str(node.children[0]).lower() == "toupper"
+    return Typed(value.str.to_uppercase() if upper else value.str.to_lowercase(), "S")
+
+
+@fn("Eval")
+def _eval(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    return comp.compile(args[0])
+
+
+@fn("SubStr")
+def _substr(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2, 3)
+    value = _val(comp, args[0], "S").expr
+    start = _val(comp, args[1], "N").expr.cast(pl.Int64)
+    size = value.str.len_chars().cast(pl.Int64)
+    start = pl.when(start < 0).then(pl.max_horizontal(start + size, pl.lit(0))).otherwise(start)
+    rest = pl.max_horizontal(size - start, pl.lit(0))
+    if len(args) == 3:
+        length = _val(comp, args[2], "N").expr.cast(pl.Int64)
+        length = pl.when(length < 0).then(pl.max_horizontal(rest + length, pl.lit(0))).otherwise(
+            length
+        )
+    else:
+        length = rest
+    return Typed(value.str.slice(start, length), "S")
+
+
+@fn("StrIndex")
+def _strindex(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2, 3)
+    value = _val(comp, args[0], "S").expr
+    needle = _const(comp, args[1])
+    attrs = _attrs(_const(comp, args[2])) if len(args) == 3 else []
+    if "ncas" in attrs:
+        value, needle = value.str.to_lowercase(), needle.lower()
+    if "back" in attrs:
+        pos = value.str.reverse().str.find(needle[::-1], literal=True)
+        pos = value.str.len_chars() - pos - len(needle)
+    else:
+        pos = value.str.find(needle, literal=True)
+    return Typed(pos.cast(pl.Int64).fill_null(-1), "I")
+
+
+@fn("Base64Enc", "Base64Dec")
+def _b64(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = _val(comp, args[0], "S").expr
+    if str(node.children[0]).lower() == "base64enc":
+        return Typed(value.str.encode("base64"), "S")
+    decoded = value.str.replace_all(r"[^A-Za-z0-9+/]", "").str.decode("base64", strict=False)
+    return Typed(decoded.cast(pl.String, strict=False).fill_null(""), "S")
+
+
+# ---------------------------------------------------------------- math
+@fn("Min", "Max")
+def _minmax(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2, 999)
+    values = [_val(comp, a, "N") for a in args]
+    is_float = any(v.kind == "F" for v in values)
+    exprs = [v.expr.cast(pl.Float64 if is_float else pl.Int64) for v in values]
+    horizontal = pl.min_horizontal if str(node.children[0]).lower() == "min" else pl.max_horizontal
+    return Typed(horizontal(exprs), "F" if is_float else "I")
+
+
+def _float_fn(op: Callable[[pl.Expr], pl.Expr]) -> Handler:
+    def handler(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+        _nargs(comp, args, node, 1)
+        return Typed(op(_val(comp, args[0], "N").expr.cast(pl.Float64)), "F")
+
+    return handler
+
+
+for _name, _op in {
+    "Ceil": lambda e: e.ceil(),
+    "Floor": lambda e: e.floor(),
+    "Round": lambda e: e.sign() * (e.abs() + 0.5).floor(),  # halves away from zero, like C
+    "Sqrt": lambda e: e.sqrt(),
+    "Cbrt": lambda e: e.cbrt(),
+    "Log": lambda e: e.log(),
+    "Log10": lambda e: e.log10(),
+    "Exp": lambda e: e.exp(),
+    "Exp10": lambda e: pl.lit(10.0).pow(e),
+}.items():
+    fn(_name)(_float_fn(_op))
+
+
+@fn("Abs")
+def _abs(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    value = _val(comp, args[0], "N")
+    return Typed(value.expr.abs(), value.kind)
+
+
+@fn("Pow")
+def _pow(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2)
+    base, exp = (_val(comp, a, "N").expr.cast(pl.Float64) for a in args)
+    return Typed(base.pow(exp), "F")
+
+
+@fn("IsNaN")
+def _isnan(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    return Typed(_val(comp, args[0], "N").expr.cast(pl.Float64).is_nan().cast(pl.Int64), "I")
+
+
+@fn("IsInf")
+def _isinf(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 1)
+    v = _val(comp, args[0], "N").expr.cast(pl.Float64)
+    return Typed(pl.when(v == float("inf")).then(1).when(v == float("-inf")).then(-1)
+                 .otherwise(0).cast(pl.Int64), "I")  # fmt: skip
+
+
+@fn("NumCmp")
+def _numcmp(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 3)
+    a, b, d = (_val(comp, x, "N").expr.cast(pl.Float64) for x in args)
+    return Typed(((a - b).abs() <= d).cast(pl.Int64), "I")
+
+
+# ---------------------------------------------------------------- comparison
+def _flag(expr: pl.Expr) -> Typed:
+    return Typed(expr.fill_null(False).cast(pl.Int64), "I")
+
+
+@fn("PatCmp")
+def _patcmp(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2, 3)
+    value = _val(comp, args[0], "S").expr
+    pattern = _const(comp, args[1])
+    attrs = _attrs(_const(comp, args[2])) if len(args) == 3 else []
+    if any(a.startswith("rx") or a == "pcre" for a in attrs):  # legacy regex form (<= 1.2.4)
+        return _flag(value.str.contains(to_rust(pattern, attrs)))
+    return _flag(value.str.contains(wildcard_to_rust(pattern, ncas="ncas" in attrs)))
+
+
+@fn("RxCmp")
+def _rxcmp(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2, 3)
+    value = _val(comp, args[0], "S").expr
+    attrs = _attrs(_const(comp, args[2])) if len(args) == 3 else []
+    return _flag(value.str.contains(to_rust(_const(comp, args[1]), attrs)))
+
+
+@fn("RxRep")
+def _rxrep(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 3, 4)
+    value = _val(comp, args[0], "S").expr
+    attrs = _attrs(_const(comp, args[3])) if len(args) == 4 else []
+    regex = to_rust(_const(comp, args[1]), attrs)
+    repl = re.sub(r"%%(\d+)%%", r"${\1}", _const(comp, args[2]).replace("$", "$$"))
+    if "all" in attrs:
+        return Typed(value.str.replace_all(regex, repl), "S")
+    return Typed(value.str.replace(regex, repl), "S")
+
+
+def _multi(kind: str, require_all: bool) -> Handler:
+    def handler(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+        _nargs(comp, args, node, 2, 999)
+        value = _val(comp, args[0], "S").expr
+        needles = [_const(comp, a) for a in args[1:]]
+        if kind == "contain":
+            needles = [s for n in needles for s in re.split(r",\r?\n", n) if s]
+        tests = [_match(value, n, kind) for n in needles]
+        combined = pl.all_horizontal(tests) if require_all else pl.any_horizontal(tests)
+        return _flag(combined)
+
+    return handler
+
+
+def _match(value: pl.Expr, needle: str, kind: str) -> pl.Expr:
+    if kind == "beg":
+        return value.str.starts_with(needle)
+    if kind == "end":
+        return value.str.ends_with(needle)
+    return value.str.contains(needle, literal=True)
+
+
+fn("BegCmp")(_multi("beg", False))
+fn("EndCmp")(_multi("end", False))
+fn("SubCmp")(_multi("sub", False))
+fn("SubCmpAll")(_multi("sub", True))
+fn("Contain")(_multi("contain", False))
+fn("ContainAll")(_multi("contain", True))
+
+
+def _mixed(require_all: bool) -> Handler:
+    def handler(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+        if len(args) < 3 or len(args) % 2 == 0:
+            raise comp.error("MixedCmp() takes Val followed by (String, BEG|END|SUB) pairs", node)
+        value = _val(comp, args[0], "S").expr
+        tests = []
+        for s_arg, t_arg in zip(args[1::2], args[2::2], strict=True):
+            typ = _const(comp, t_arg).lower()
+            if typ not in ("beg", "end", "sub"):
+                raise comp.error(f"MixedCmp(): bad match type {typ!r}", t_arg)
+            tests.append(_match(value, _const(comp, s_arg), typ))
+        return _flag(pl.all_horizontal(tests) if require_all else pl.any_horizontal(tests))
+
+    return handler
+
+
+fn("MixedCmp")(_mixed(False))
+fn("MixedCmpAll")(_mixed(True))
+
+
+# ---------------------------------------------------------------- date / time
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}  # fmt: skip
+_CODES = {"Y": r"(\d{1,4})", "y": r"(\d{1,2})", "m": r"(\d{1,2})", "b": r"([A-Za-z]{3})",
+          "d": r"(\d{1,2})", "H": r"(\d{1,2})", "I": r"(\d{1,2})", "M": r"(\d{1,2})",
+          "S": r"(\d{1,2})", "p": r"([AaPp][Mm])", "z": r"([+-]\d{4})"}  # fmt: skip
+
+
+def local_tz() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    return tz or "UTC"
+
+
+def date_regex(fmt: str) -> tuple[str, list[str]]:
+    """Legacy letter formats (`Y.m.d.H.M.S`) and `%` formats → regex and the field order."""
+    percent = "%" in fmt
+    out, fields, i = ["^"], [], 0
+    while i < len(fmt):
+        ch = fmt[i]
+        if percent and ch == "%" and i + 1 < len(fmt):
+            ch = fmt[i + 1]
+            i += 2
+        elif percent or ch not in _CODES:
+            out.append("." if ch == "." else re.escape(ch))
+            i += 1
+            continue
+        else:
+            i += 1
+        if ch == "S" and i < len(fmt) and fmt[i].isdigit():  # S0..S9: fractional seconds
+            digits = int(fmt[i])
+            i += 1
+            out.append(r"(\d{1,2})(?:\.(\d*))?")
+            fields += ["S", f"F{digits}"]
+            continue
+        if ch not in _CODES:
+            raise NotSupportedError(f"DateToTime format code {ch!r}")
+        out.append(_CODES[ch])
+        fields.append(ch)
+    return "".join(out), fields
+
+
+@fn("DateToTime", "GmDateToTime")
+def _datetotime(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2)
+    value = _val(comp, args[0], "S").expr
+    regex, fields = date_regex(_const(comp, args[1]))
+    groups = value.str.extract_groups(regex)
+
+    def part(code: str, default: int) -> pl.Expr:
+        if code not in fields:
+            return pl.lit(default, dtype=pl.Int64)
+        raw = groups.struct[fields.index(code)]
+        if code == "b":
+            return raw.str.to_lowercase().replace_strict(_MONTHS, default=None,
+                                                          return_dtype=pl.Int64)  # fmt: skip
+        return raw.str.to_integer(strict=False)
+
+    year = part("Y", 1970) if "Y" in fields else part("y", 70)
+    if "y" in fields:
+        year = pl.when(year < 69).then(year + 2000).otherwise(year + 1900)
+    month = part("b", 1) if "b" in fields else part("m", 1)
+    hour = part("H", 0) if "H" in fields else part("I", 0)
+    if "p" in fields:
+        pm = groups.struct[fields.index("p")].str.to_lowercase() == "pm"
+        hour = (hour % 12) + pm.cast(pl.Int64) * 12
+    gm = str(node.children[0]).lower() == "gmdatetotime" or "z" in fields
+    tz = "UTC" if gm else local_tz()
+    stamp = pl.datetime(year, month, part("d", 1), hour, part("M", 0), part("S", 0),
+                        time_zone=tz)  # fmt: skip
+    seconds = stamp.dt.epoch("s")
+    if "z" in fields:
+        z = groups.struct[fields.index("z")]
+        sign = pl.when(z.str.starts_with("-")).then(-1).otherwise(1)
+        hh = z.str.slice(1, 2).str.to_integer(strict=False)
+        mm = z.str.slice(3, 2).str.to_integer(strict=False)
+        seconds = seconds - sign * (hh * 3600 + mm * 60)
+    frac = [f for f in fields if f.startswith("F")]
+    if frac:
+        digits = int(frac[0][1:])
+        raw = groups.struct[fields.index(frac[0])].fill_null("")
+        scaled = (raw + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
+        seconds = seconds * (10**digits) + (scaled if digits else 0)
+    return Typed(seconds.cast(pl.Int64), "I")
+
+
+@fn("TimeToDate", "TimeToGmDate")
+def _timetodate(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    _nargs(comp, args, node, 2)
+    value = _val(comp, args[0], "N").expr.cast(pl.Int64)
+    fmt = _const(comp, args[1])
+    tz = "UTC" if str(node.children[0]).lower() == "timetogmdate" else local_tz()
+    stamp = pl.from_epoch(value, time_unit="s").dt.replace_time_zone("UTC")
+    return Typed(stamp.dt.convert_time_zone(tz).dt.strftime(fmt), "S")
+
+
+_ = lit_str
