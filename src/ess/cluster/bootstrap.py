@@ -172,7 +172,8 @@ cloud_final_modules:
 _SCRIPT = r"""#!/bin/bash
 # ess worker bootstrap: cluster @CLUSTER@, ess @BUILD@.
 # Runs at every boot. Overrides (used by the simulated cloud of the test-suite): ESS_BOOT_DIR,
-# ESS_NODE_ADDRESS, ESS_INSTANCE_ID, ESS_PYTHON, ESS_PIP_ARGS, ESS_WORKER_PORT.
+# ESS_NODE_ADDRESS, ESS_INSTANCE_ID, ESS_PYTHON, ESS_PIP_ARGS, ESS_WORKER_PORT; ESS_VENV_ARGS
+# (e.g. --system-site-packages) is used by custom clusters (ess.cluster.custom).
 set -euo pipefail
 umask 077
 BOOT_DIR="${ESS_BOOT_DIR:-/opt/ess}"
@@ -225,7 +226,8 @@ if [ -z "$PY" ] && command -v dnf >/dev/null 2>&1; then
 fi
 if [ -z "$PY" ]; then echo "ess bootstrap: no Python >= 3.11 on this node" >&2; exit 1; fi
 VENV="$BOOT_DIR/venv"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# shellcheck disable=SC2086
+[ -x "$VENV/bin/python" ] || "$PY" -m venv ${ESS_VENV_ARGS:-} "$VENV"
 if [ "$(cat "$BOOT_DIR/installed" 2>/dev/null || true)" != "$BUILD" ]; then
   fetch @WHEEL_URL@ "$WHEEL"
   # shellcheck disable=SC2086
