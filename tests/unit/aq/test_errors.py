@@ -1,0 +1,104 @@
+"""Bad input gets a clear error (library exception and CLI exit code)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ess.aq.pp import compile_program
+from ess.aq.rules import parse_argv
+from ess.errors import AqDataError, AqSyntaxError, NotSupportedError
+
+BIN = Path(sys.executable).parent
+SPEC = ["-d", "i:a", "s:b", "f:c"]
+
+
+def compile_args(*args: str) -> None:
+    compile_program(parse_argv(["-f", "x.csv", *SPEC, *args]))
+
+
+def test_syntax_error_points_at_token() -> None:
+    with pytest.raises(AqSyntaxError) as err:
+        compile_args("-eval", "i:y", "a + * 2")
+    msg = str(err.value)
+    assert "position 5" in msg and "'*'" in msg and "\n      ^" in msg
+
+
+def test_unknown_column_named() -> None:
+    with pytest.raises(AqSyntaxError, match=r"unknown column 'nope' at position 5"):
+        compile_args("-filt", "a > nope")
+
+
+def test_type_mismatch() -> None:
+    with pytest.raises(AqSyntaxError, match="type mismatch"):
+        compile_args("-eval", "s:y", "b + a")
+    with pytest.raises(AqSyntaxError, match="cannot store I in a string column"):
+        compile_args("-eval", "b", "a")
+
+
+def test_unterminated_if() -> None:
+    with pytest.raises(AqSyntaxError, match="unterminated -if"):
+        compile_args("-if", "-filt", "a > 1", "-eval", "a", "1")
+
+
+def test_else_without_if_and_unknown_option() -> None:
+    with pytest.raises(AqSyntaxError, match="-else without a matching -if"):
+        compile_args("-else")
+    with pytest.raises(AqSyntaxError, match="unexpected argument 'bogus'"):
+        compile_args("-filt", "a > 1", "bogus")
+
+
+def test_unknown_function_and_unsupported() -> None:
+    with pytest.raises(AqSyntaxError, match=r"unknown function Frob\(\)"):
+        compile_args("-eval", "i:y", "Frob(a)")
+    with pytest.raises(NotSupportedError, match="IpToCountry"):
+        compile_args("-eval", "s:y", "IpToCountry(b)")
+
+
+def test_imp_parses_but_is_not_supported_at_run(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("1,x,2.5\n")
+    job = compile_program(parse_argv(["-f", str(src), *SPEC, "-ddef", "-udb", "-imp", "db:t"]))
+    with pytest.raises(NotSupportedError, match="UDB import"):
+        job.run()
+
+
+def test_bad_row_without_eok_names_input_line_and_column(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b,c\n1,x,2.5\nTBD,y,1\n")
+    job = compile_program(parse_argv(["-f,+1", str(src), *SPEC, "-o", str(tmp_path / "o")]))
+    with pytest.raises(AqDataError) as err:
+        job.run()
+    assert f"{src}, line 3, field 1 (a, type I): cannot convert 'TBD'" in str(err.value)
+
+
+def run_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+    return subprocess.run([str(BIN / "aq_pp"), *args], input=stdin, capture_output=True,
+                          env=env, timeout=60)  # fmt: skip
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    bad = run_cli("-f", "-", *SPEC, stdin=b"1,x,2\nzz,y,3\n")
+    assert bad.returncode == AqDataError.exit_code
+    assert b"stdin, line 2" in bad.stderr
+    ok = run_cli("-f,eok", "-", *SPEC, stdin=b"1,x,2\nzz,y,3\n")
+    assert ok.returncode == 0
+    assert ok.stdout == b'"a","b","c"\n1,"x",2\n'
+    assert b"1 record(s) skipped" in ok.stderr
+    quiet = run_cli("-f,eok,qui", "-", *SPEC, stdin=b"zz,y,3\n")
+    assert quiet.returncode == 0 and quiet.stderr == b""
+    missing = run_cli("-f", str(tmp_path / "none.csv"), *SPEC)
+    assert missing.returncode != 0 and b"cannot open input file" in missing.stderr
+    syntax = run_cli("-f", "-", *SPEC, "-filt", "a >")
+    assert syntax.returncode == AqSyntaxError.exit_code
+    assert b"unexpected end of expression" in syntax.stderr
+
+
+def test_help_has_example() -> None:
+    out = run_cli("-h")
+    assert out.returncode == 0 and b"example:" in out.stdout
