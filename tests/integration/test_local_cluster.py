@@ -141,14 +141,18 @@ def test_exec_runs_once_per_worker_in_node_order(cluster: EssEnv) -> None:
     assert "worker-1: exit status 3" in r.stderr and "worker-2: exit status 3" in r.stderr
 
 
-def test_exec_through_dask_when_the_gateway_is_gone(cluster: EssEnv) -> None:
-    # exec normally goes through the scheduler's gateway; without it, a Dask client does it
+def test_dask_client_path_when_the_gateway_is_gone(cluster: EssEnv) -> None:
+    # commands normally go through the scheduler's gateway; without it a Dask client does it
     gateway = cluster.work_dir / "cluster" / "gateway.address"
     saved = gateway.read_text()
     gateway.unlink()
     try:
         r = cluster.ess("exec", "echo %node_id/%num_nodes", check=True)
         assert r.stdout == "1/2\n2/2\n"
+        r = cluster.ess("stream", "browse", "2014-09-01", "2014-09-03", "wc -l", check=True)
+        assert r.stdout == "9896\n10120\n9692\n"
+        r = cluster.ess("stream", "purchase", "*", "*", "exit 5", "--quitonerror")
+        assert r.returncode == 6 and "exit status 5" in r.stderr
     finally:
         gateway.write_text(saved)
 

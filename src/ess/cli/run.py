@@ -118,17 +118,8 @@ def _exec(args: argparse.Namespace) -> int:
 
 def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> Iterator[Any]:
     from ess.engine.session import open_pool
-    from ess.run.exec import exec_pipelines, run_exec, run_exec_via_gateway
+    from ess.run.exec import exec_pipelines, run_exec
 
-    if not master:
-        from ess.cluster.provider import provider_for
-
-        conn = provider_for(ws).connection(revive=True)
-        if conn is not None:
-            results = run_exec_via_gateway(conn, command, output=output)
-            if results is not None:
-                yield from results
-                return
     with open_pool(ws, master=master) as pool:
         yield from run_exec(pool, exec_pipelines(pool, command, output=output))
 

@@ -1,45 +1,44 @@
-"""A small request endpoint inside the scheduler process, so ``ess exec`` needs no Dask client.
+"""A task gateway inside the scheduler process, so ess commands need no Dask client.
 
-Importing Dask and connecting a client costs a command 0.5-1 s; ``ess exec true`` should take a
-fraction of that. The scheduler daemon therefore also listens (same host, another port) for
-requests of the form "run these pipelines, each pinned to this worker" and answers with the
-results. It runs them through an ordinary Dask client living in the scheduler's own event loop,
-so tasks, pinning and worker management stay Dask's.
+Importing Dask and connecting a client costs every command 0.5-1 s. The scheduler daemon
+therefore also listens (same host, its own port) for a small framed protocol that mirrors the
+:class:`~ess.engine.pool.TaskPool` interface -- submit a picklable callable (optionally pinned
+to a worker, optionally holding ``slots``), be told when it is done, cancel -- and serves it
+with an ordinary Dask client living in the scheduler's own event loop. Scheduling, retries of
+tasks lost with a worker, pinning and resources all stay Dask's; :class:`GatewayPool` is the
+command-line side.
 
-Security is the cluster's: the endpoint is TLS-only and requires a client certificate signed by
-the cluster CA, exactly like the scheduler (so the pickled request comes from a holder of the
-cluster's client key, the same trust Dask itself gives pickled tasks). Frames are an 8-byte
-big-endian length followed by a pickle.
+Security is the cluster's: TLS only, and a client certificate signed by the cluster CA is
+required, exactly like the scheduler's own port -- so a pickled request comes from a holder of
+the cluster's client key, the same trust Dask gives pickled tasks. Frames are an 8-byte
+big-endian length followed by a pickle. When a connection closes, its unfinished tasks are
+cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import pickle
-import socket
 import ssl
 import struct
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ess.engine.pool import SLOTS, WORKER_THREADS, Outcome, TaskPool
 from ess.engine.security import TlsFiles
-from ess.errors import ClusterError
+from ess.errors import ClusterError, EssError
 
-if TYPE_CHECKING:  # asyncio is imported by the server side only (keeps `ess exec` fast)
+if TYPE_CHECKING:  # asyncio is imported lazily (keeps `ess --help` fast)
     import asyncio
 
 _HEADER = struct.Struct(">Q")
-MAX_FRAME = 1 << 31
+MAX_FRAME = 1 << 34
 WORKER_WAIT = 60.0
-
-
-@dataclass(frozen=True)
-class PinnedRun:
-    """Run ``fn(arg)`` on the worker named ``node`` for each (node, arg) of ``items``."""
-
-    fn: Any
-    items: tuple[tuple[str, Any], ...]
 
 
 def gateway_file(tls: TlsFiles) -> Path:
@@ -63,18 +62,40 @@ def _client_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
+def _frame(obj: Any) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    if size > MAX_FRAME:
+        raise ConnectionError("frame too large")
+    return pickle.loads(await reader.readexactly(size))
+
+
+def _portable_error(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else a ClusterError describing it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return ClusterError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+# -- server (scheduler process) ---------------------------------------------------------------
 async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path) -> Any:
-    """Start the endpoint next to ``scheduler``; write ``host:port`` to ``address_file``."""
+    """Start the gateway next to ``scheduler``; write ``host:port`` to ``address_file``."""
     import asyncio
 
     from distributed import Client
 
     client: Any = None
-    lock = asyncio.Lock()
+    client_lock = asyncio.Lock()
 
     async def get_client() -> Any:
         nonlocal client
-        async with lock:
+        async with client_lock:
             if client is None:
                 client = await Client(
                     scheduler.address,
@@ -84,42 +105,83 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                 )
         return client
 
-    async def run(request: PinnedRun) -> list[Any]:
-        c = await get_client()
-        wanted = {node for node, _ in request.items}
+    def workers_by_name() -> dict[str, str]:
+        return {str(ws.name): addr for addr, ws in scheduler.workers.items()}
+
+    async def wait_for(names: Iterable[str]) -> dict[str, str]:
+        wanted = set(names)
         deadline = asyncio.get_running_loop().time() + WORKER_WAIT
-        while True:  # a worker that was just (re)started may still be registering
-            by_name = {str(ws.name): addr for addr, ws in scheduler.workers.items()}
+        while True:  # workers that were just (re)started may still be registering
+            by_name = workers_by_name()
             missing = sorted(wanted - set(by_name))
             if not missing:
-                break
+                return by_name
             if asyncio.get_running_loop().time() > deadline:
-                raise ClusterError(f"worker(s) not connected: {', '.join(missing)}")
+                raise ClusterError(
+                    f"worker(s) not connected after {WORKER_WAIT:.0f} s: " + ", ".join(missing)
+                )
             await asyncio.sleep(0.05)
-        futures = [
-            c.submit(
-                request.fn, arg, workers=[by_name[node]], allow_other_workers=False, pure=False
-            )
-            for node, arg in request.items
-        ]
-        return list(await c.gather(futures))
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-            if size > MAX_FRAME:
-                return
-            request = pickle.loads(await reader.readexactly(size))
+        send_lock = asyncio.Lock()
+        futures: dict[int, Any] = {}
+        watchers: set[asyncio.Task[None]] = set()
+
+        async def send(obj: Any) -> None:
+            async with send_lock:
+                writer.write(_frame(obj))
+                await writer.drain()
+
+        async def watch(tid: int, future: Any) -> None:
             try:
-                reply: tuple[str, Any] = ("ok", await run(request))
-            except Exception as exc:  # reported to the caller, who raises it
-                reply = ("error", f"{type(exc).__name__}: {exc}")
-            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-            writer.write(_HEADER.pack(len(payload)) + payload)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+                value = await future
+                reply: tuple[Any, ...] = ("done", tid, "ok", value)
+            except BaseException as exc:
+                if future.status == "cancelled" or isinstance(exc, asyncio.CancelledError):
+                    reply = ("done", tid, "cancelled", None)
+                else:
+                    reply = ("done", tid, "error", _portable_error(exc))
+            futures.pop(tid, None)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await send(reply)
+
+        try:
+            while True:
+                try:
+                    message = await _read_frame(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                kind = message[0]
+                if kind == "hello":
+                    try:
+                        by_name = await wait_for(message[1])
+                        await send(("hello", sorted(by_name)))
+                    except ClusterError as exc:
+                        await send(("error", str(exc)))
+                elif kind == "submit":
+                    _, tid, fn, args, node, resources = message
+                    c = await get_client()
+                    if node is not None:
+                        addr = (await wait_for([node]))[node]
+                        future = c.submit(
+                            fn, *args, pure=False, workers=[addr], allow_other_workers=False
+                        )
+                    else:
+                        future = c.submit(fn, *args, pure=False, resources=resources)
+                    futures[tid] = future
+                    task = asyncio.ensure_future(watch(tid, future))
+                    watchers.add(task)
+                    task.add_done_callback(watchers.discard)
+                elif kind == "cancel":
+                    doomed = [futures[t] for t in message[1] if t in futures]
+                    if doomed:
+                        await (await get_client()).cancel(doomed)
+        except (ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
+            if futures and client is not None:
+                with contextlib.suppress(Exception):
+                    await client.cancel(list(futures.values()))
             writer.close()
 
     server = await asyncio.start_server(handle, host=host, port=0, ssl=_server_context(tls))
@@ -130,34 +192,143 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
     return server
 
 
-def call(
-    address_file: Path, tls: TlsFiles, request: PinnedRun, *, timeout: float | None = None
-) -> list[Any]:
-    """Send ``request`` to the endpoint; return its results (raises ClusterError on failure).
+# -- client (the ess command) -----------------------------------------------------------------
+class GatewayPool(TaskPool):
+    """A :class:`TaskPool` whose tasks run on the cluster through the gateway."""
 
-    Raises ``FileNotFoundError`` / ``ConnectionError`` when there is no endpoint to talk to, so
-    callers can fall back to a Dask client.
-    """
-    host, port = address_file.read_text().strip().rsplit(":", 1)
-    ctx = _client_context(tls)
-    payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-    with socket.create_connection((host, int(port)), timeout=10) as raw:
-        raw.settimeout(timeout)
-        with ctx.wrap_socket(raw) as sock:
-            sock.sendall(_HEADER.pack(len(payload)) + payload)
-            (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
-            status, value = pickle.loads(_recv_exactly(sock, size))
-    if status != "ok":
-        raise ClusterError(str(value))
-    return list(value)
+    def __init__(
+        self,
+        address_file: Path,
+        tls: TlsFiles,
+        *,
+        expected_workers: tuple[str, ...],
+        shared_filesystem: bool,
+        threads: int | None = None,
+    ) -> None:
+        import asyncio
 
+        self.shared_filesystem = shared_filesystem
+        self.threads_per_node = min(max(1, threads or 1), WORKER_THREADS)
+        self._resources = {"slots": SLOTS // self.threads_per_node}
+        self._pending: dict[int, Future[Any]] = {}
+        self._tid_of: dict[int, int] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ess-gateway", daemon=True
+        )
+        self._thread.start()
+        host, port = address_file.read_text().strip().rsplit(":", 1)
+        try:
+            self.node_names = tuple(self._call(self._open(host, int(port), tls, expected_workers)))
+        except BaseException:
+            self.close()
+            raise
+        if not self.node_names:
+            self.close()
+            raise ClusterError("the cluster has no workers")
 
-def _recv_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            raise ConnectionError("the gateway closed the connection")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+    def _call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _open(
+        self, host: str, port: int, tls: TlsFiles, expected: tuple[str, ...]
+    ) -> list[str]:
+        import asyncio
+
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=_client_context(tls), server_hostname=None),
+            timeout=10,
+        )
+        self._writer.write(_frame(("hello", expected)))
+        await self._writer.drain()
+        reply = await asyncio.wait_for(_read_frame(self._reader), timeout=WORKER_WAIT + 10)
+        if reply[0] != "hello":
+            raise ClusterError(str(reply[1]))
+        self._reader_task = asyncio.ensure_future(self._read_loop())
+        return list(reply[1])
+
+    async def _read_loop(self) -> None:
+        import asyncio
+
+        try:
+            while True:
+                _, tid, status, value = await _read_frame(self._reader)
+                future = self._pending.pop(tid, None)
+                if future is None or future.done():
+                    continue
+                if status == "ok":
+                    future.set_result(value)
+                elif status == "cancelled":
+                    future.cancel()
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            lost = ClusterError("lost the connection to the cluster's gateway")
+            for future in list(self._pending.values()):
+                if not future.done():
+                    future.set_exception(lost)
+            self._pending.clear()
+
+    async def _send(self, obj: Any) -> None:
+        self._writer.write(_frame(obj))
+        await self._writer.drain()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Future[Any]:
+        tid = next(self._ids)
+        future: Future[Any] = Future()
+        self._pending[tid] = future
+        self._tid_of[id(future)] = tid
+        resources = None if node is not None else self._resources
+        self._call(self._send(("submit", tid, fn, args, node, resources)))
+        return future
+
+    def outcomes(self, futures: list[Any]) -> list[Outcome]:
+        result = []
+        for f in futures:
+            if f.cancelled():
+                result.append(Outcome(error=ClusterError("cancelled")))
+                continue
+            exc = f.exception()
+            if exc is not None and not isinstance(exc, EssError):
+                exc = ClusterError(f"{type(exc).__name__}: {exc}")
+            result.append(Outcome(error=exc) if exc is not None else Outcome(value=f.result()))
+        return result
+
+    def wait(self, futures: list[Any]) -> None:
+        from concurrent.futures import wait
+
+        wait(futures)
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        tids = []
+        for f in futures:
+            if not f.done():
+                tids.append(self._tid_of.get(id(f)))
+                f.cancel()
+        tids = [t for t in tids if t is not None]
+        if tids and not self._closed:
+            with contextlib.suppress(Exception):
+                self._call(self._send(("cancel", tids)))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def shutdown() -> None:
+            writer = getattr(self, "_writer", None)
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+        with contextlib.suppress(Exception):
+            self._call(shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

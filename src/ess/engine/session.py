@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ess.cluster.provider import provider_for
-from ess.engine.pool import DaskPool, LocalPool, TaskPool
+from ess.cluster.provider import Connection, provider_for
+from ess.engine.pool import LocalPool, TaskPool
 from ess.workspace import Workspace
 
 
@@ -18,6 +18,27 @@ def open_pool(ws: Workspace, *, master: bool = False, threads: int | None = None
     conn = provider_for(ws).connection(revive=True)
     if conn is None:
         return LocalPool(threads=threads or os.cpu_count() or 1)
+    return cluster_pool(conn, threads=threads)
+
+
+def cluster_pool(conn: Connection, *, threads: int | None = None) -> TaskPool:
+    """Through the scheduler's gateway when it answers (no Dask import here), else a Dask
+    client."""
+    from ess.engine.gateway import GatewayPool, gateway_file
+
+    path = gateway_file(conn.tls)
+    if path.exists() and not os.environ.get("ESS_NO_GATEWAY"):
+        try:
+            return GatewayPool(
+                path,
+                conn.tls,
+                expected_workers=conn.worker_names,
+                shared_filesystem=conn.shared_filesystem,
+                threads=threads,
+            )
+        except (OSError, ConnectionError, ValueError, TimeoutError):
+            pass  # no gateway listening (older daemon, or it died): use a Dask client
     from ess.engine.client import connect
+    from ess.engine.pool import DaskPool
 
     return DaskPool(connect(conn), shared_filesystem=conn.shared_filesystem, threads=threads)

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ess.cluster.provider import Connection
 from ess.engine.pool import LocalPool, TaskPool
 from ess.errors import ClusterError
 from ess.run.pipeline import NODE_ID, THREAD_ID, Pipeline, PipelineResult, run_pipeline
@@ -77,29 +76,3 @@ def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResu
             yield outcome.value
     finally:
         pool.cancel(futures)
-
-
-def run_exec_via_gateway(
-    conn: Connection, command: str, *, output: tuple[object, str] | None = None
-) -> list[PipelineResult] | None:
-    """Run on every worker through the scheduler's gateway (no Dask import here).
-
-    Returns None when the cluster has no reachable gateway; the caller then uses a Dask client.
-    """
-    from ess.engine import gateway
-
-    path = gateway.gateway_file(conn.tls)
-    if not path.exists():
-        return None
-    pipelines = build_exec_pipelines(
-        command,
-        node_names=conn.worker_names,
-        threads_per_node=1,
-        in_caller_dir=conn.shared_filesystem,
-        output=output,
-    )
-    request = gateway.PinnedRun(run_pipeline, tuple(zip(conn.worker_names, pipelines, strict=True)))
-    try:
-        return gateway.call(path, conn.tls, request)
-    except (OSError, ConnectionError, ValueError):
-        return None

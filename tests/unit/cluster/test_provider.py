@@ -35,12 +35,14 @@ def ws(tmp_path: Path) -> Workspace:
 def test_platform_defaults_to_local_and_persists(ws: Workspace) -> None:
     assert current_platform(ws) == "local"
     assert isinstance(provider_for(ws), LocalProvider)
-    set_platform(ws, "custom")
-    assert (ws.work_dir / ".platform").read_text() == "custom\n"
-    assert current_platform(ws) == "custom"
+    set_platform(ws, "toy-platform")
+    assert (ws.work_dir / ".platform").read_text() == "toy-platform\n"
+    assert current_platform(ws) == "toy-platform"
     with pytest.raises(ConfigError):
         set_platform(ws, "mars")
-    assert {"local", "cloud", "custom"} <= set(platforms())
+    assert {"local", "toy-platform"} <= set(platforms())
+    set_platform(ws, "local")
+    assert isinstance(provider_for(ws), LocalProvider)
 
 
 @register_provider
