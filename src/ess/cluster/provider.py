@@ -131,7 +131,7 @@ def register_provider(cls: P) -> P:
 
 def _load_builtin_providers() -> None:
     # Imported for their registration side effect; kept lazy so the registry has no import cycle.
-    from ess.cluster import ec2, local, unsupported  # noqa: F401
+    from ess.cluster import custom, ec2, local, unsupported  # noqa: F401
 
 
 def platforms() -> list[str]:

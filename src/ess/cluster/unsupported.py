@@ -1,7 +1,8 @@
-"""Placeholder for the ``custom`` (SSH) platform until its issue lands (``cloud`` is in ec2.py).
+"""A base for platforms registered before they are implemented (none at the moment: ``cloud``
+is in ec2.py, ``custom`` in custom.py).
 
-They are registered so ``ess cluster set cloud|custom`` works and every operation fails with a
-clear NotSupportedError instead of silently running somewhere else.
+Such a placeholder lets ``ess cluster set NAME`` work while every operation fails with a clear
+NotSupportedError instead of silently running somewhere else.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from ess.cluster.provider import (
     ClusterStatus,
     Connection,
     CreateOptions,
-    register_provider,
 )
 from ess.errors import NotSupportedError
 
@@ -44,9 +44,3 @@ class _NotYet(ClusterProvider):
 
     def connection(self, *, revive: bool = True) -> Connection | None:
         raise NotSupportedError(f"running commands on {self.platform} clusters")
-
-
-@register_provider
-class CustomProvider(_NotYet):
-    platform = "custom"
-    manages_nodes = False

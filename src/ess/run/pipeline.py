@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 CHUNK = 1 << 20
@@ -35,6 +36,9 @@ class Source:
     path: str
     compression: str = "auto"
     archive: tuple[str, ...] = ()
+    #: The file's raw bytes, shipped from the master to a worker that cannot read ``path``
+    #: (see ess.run.ship); None: the worker opens ``path`` itself.
+    data: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ def current_node() -> tuple[str, int]:
 
 # -- input -----------------------------------------------------------------------------------
 def _is_plain_local(src: Source) -> bool:
+    if src.data is not None:
+        return False
     if getattr(src.store, "kind", None) != "local" or src.archive:
         return False
     if src.compression not in ("auto", "none"):
@@ -130,7 +136,8 @@ def _open_source(src: Source) -> Iterator[IO[bytes]]:
     from ess.datastore.api import open_store
     from ess.datastore.codec import iter_archive_members, open_decompressed
 
-    with open_store(src.store).open(src.path) as raw:
+    shipped = io.BytesIO(src.data) if src.data is not None else None
+    with shipped or open_store(src.store).open(src.path) as raw:
         if src.archive:
             for _name, member in iter_archive_members(raw, list(src.archive), name=src.path):
                 yield member

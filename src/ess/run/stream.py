@@ -18,6 +18,7 @@ from typing import Any
 from ess.engine.pool import Completions, TaskPool
 from ess.errors import ClusterError, CommandFailed
 from ess.run.pipeline import NODE_ID, THREAD_ID, Pipeline, PipelineResult, Source, run_pipelines
+from ess.run.ship import ship_batch
 from ess.run.substitute import single_quote, substitute
 from ess.workspace import Workspace
 
@@ -216,7 +217,10 @@ def run_ordered(
                 and next_submit < len(batches)
                 and len(in_flight) + len(ready) < window
             ):
-                future = pool.submit(run_pipelines, batches[next_submit])
+                batch = batches[next_submit]
+                if not pool.shared_filesystem:  # workers on other machines get the bytes
+                    batch = ship_batch(batch)
+                future = pool.submit(run_pipelines, batch)
                 in_flight[next_submit] = future
                 batch_of[id(future)] = next_submit
                 completions.watch(future)

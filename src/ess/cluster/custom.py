@@ -1,0 +1,675 @@
+"""Custom clusters: the user's own hosts, listed in ``.conf/reservation.json``, reached by SSH.
+
+The cluster is a TLS Dask scheduler on the master plus one worker per host. Bootstrapping a host
+(``ess cluster start``, ``add``, or the first ``stream``/``exec``/``file`` that needs the
+cluster) goes over one SSH connection per host (:mod:`ess.cluster.ssh`, all hosts at once):
+
+1. create the host's private node directory (:mod:`ess.cluster.custom_remote`) and read the
+   build installed there;
+2. ship over SFTP the cluster CA certificate and the worker certificate and key (0600, in a 0700
+   directory; the CA key never leaves the master) and, when the host runs another build, the
+   wheel of this exact build (:func:`ess.cluster.bootstrap.build_wheel`): hosts need no access
+   to a package index;
+3. run the production bootstrap script of :mod:`ess.cluster.bootstrap` (the cloud user-data
+   script) with ``file://`` URLs: it installs the wheel into a virtualenv and starts a worker
+   loop that dials the master's scheduler over mutual TLS.
+
+What applies and what does not: the machines are the user's, so ``create`` and ``terminate``
+(which make and destroy machines) refuse with an explanation; ``start`` bootstraps/starts the
+ess workers, ``stop`` stops them (and the scheduler), ``reset`` stops them and removes what ess
+installed on the hosts, ``add``/``remove`` take hosts and update ``ip_list``.
+
+State: ``.conf/custom/`` (``cluster.json``: scheduler address and each host's worker name; the
+TLS material; scheduler pid/log), ``.conf/known_hosts`` (host keys, trust on first use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ess.cluster import custom_remote as remote
+from ess.cluster.custom_config import Reservation, known_hosts_file, load, update_hosts
+from ess.cluster.provider import (
+    CloudAuth,
+    ClusterProvider,
+    ClusterStatus,
+    Connection,
+    CreateOptions,
+    NodeStatus,
+    register_provider,
+)
+from ess.cluster.ssh import Host, HostError, SshSession, SshSettings
+from ess.engine import daemon
+from ess.engine.security import TlsFiles, create_tls
+from ess.errors import ClusterError, ConfigError
+from ess.workspace import locked, read_json, write_json_atomic
+
+SCHEDULER_START_TIMEOUT = 60.0
+PROBE_TIMEOUT = 30.0
+BOOT_TIMEOUT = 600.0
+JOIN_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str  # worker-N
+    state: str  # running | failed
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CustomState:
+    id: str
+    scheduler_host: str
+    scheduler_port: int
+    stopped: bool = False
+    nodes: dict[str, NodeState] = field(default_factory=dict)  # key: Host.label_port
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scheduler_host": self.scheduler_host,
+            "scheduler_port": self.scheduler_port,
+            "stopped": self.stopped,
+            "nodes": {
+                k: {"name": n.name, "state": n.state, "error": n.error}
+                for k, n in sorted(self.nodes.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, path: Path) -> CustomState:
+        try:
+            return cls(
+                id=str(data["id"]),
+                scheduler_host=str(data["scheduler_host"]),
+                scheduler_port=int(data["scheduler_port"]),
+                stopped=bool(data.get("stopped", False)),
+                nodes={
+                    str(k): NodeState(str(v["name"]), str(v["state"]), str(v.get("error", "")))
+                    for k, v in dict(data.get("nodes") or {}).items()
+                },
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{path}: corrupt cluster state ({exc})") from exc
+
+
+def worker_names(res: Reservation) -> dict[Host, str]:
+    """Workers are numbered in ``ip_list`` order (Essentia's ``worker-1`` ... ``worker-N``)."""
+    return {h: f"worker-{i}" for i, h in enumerate(res.hosts, start=1)}
+
+
+@register_provider
+class CustomProvider(ClusterProvider):
+    platform = "custom"
+    manages_nodes = False
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        return (self.ws.work_dir / "custom").resolve()
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.directory / "tls")
+
+    @property
+    def address_file(self) -> Path:
+        return self.directory / "scheduler.address"
+
+    def load_state(self) -> CustomState | None:
+        data = read_json(self.state_file)
+        return None if data is None else CustomState.from_json(data, path=self.state_file)
+
+    def _save(self, state: CustomState) -> None:
+        write_json_atomic(self.state_file, state.to_json())
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with locked(self.directory / "cluster"):
+            yield
+
+    def _settings(self, res: Reservation) -> SshSettings:
+        return SshSettings(
+            user=res.user,
+            key_file=res.pem,
+            known_hosts=known_hosts_file(self.ws),
+            policy=res.host_key_policy,
+            connect_timeout=res.connect_timeout,
+        )
+
+    def node_dir(self, res: Reservation, host: Host) -> remote.NodeDir:
+        return remote.NodeDir.of(res.node_dir, remote.slug(res.id), host.slug)
+
+    # -- the scheduler -------------------------------------------------------------------------
+    def _scheduler_spec(self, state: CustomState) -> daemon.DaemonSpec:
+        from ess.engine.gateway import gateway_file
+
+        marker = f"{self.directory}/scheduler"
+        argv = [
+            sys.executable,
+            "-m",
+            "ess.engine.serve",
+            "scheduler",
+            "--host",
+            state.scheduler_host,
+            "--port",
+            str(state.scheduler_port),
+            "--address-file",
+            str(self.address_file),
+            "--gateway-file",
+            str(gateway_file(self.tls)),
+            "--tls-dir",
+            str(self.tls.directory),
+            "--cluster-dir",
+            marker,
+        ]
+        return daemon.DaemonSpec(
+            name="scheduler",
+            argv=tuple(argv),
+            pid_file=self.directory / "scheduler.pid",
+            log_file=self.directory / "scheduler.log",
+            marker=marker,
+        )
+
+    def _ensure_scheduler(self, state: CustomState) -> None:
+        from ess.engine.gateway import gateway_file
+
+        spec = self._scheduler_spec(state)
+        if daemon.running_pid(spec) is not None and self.address_file.exists():
+            return
+        daemon.stop(spec)
+        for stale in (self.address_file, gateway_file(self.tls)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        pid = daemon.start(spec)
+        deadline = time.monotonic() + SCHEDULER_START_TIMEOUT
+        while not self.address_file.exists():
+            if not daemon.alive(pid):
+                raise ClusterError(
+                    f"the scheduler exited at start; see {spec.log_file}:\n{_tail(spec.log_file)}"
+                )
+            if time.monotonic() > deadline:
+                daemon.kill_and_wait(pid, spec.marker, timeout=2)
+                raise ClusterError(f"the scheduler did not start; see {spec.log_file}")
+            time.sleep(0.02)
+
+    def _scheduler_running(self, state: CustomState) -> bool:
+        return daemon.running_pid(self._scheduler_spec(state)) is not None
+
+    def _new_state(self, res: Reservation, master: str) -> CustomState:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        create_tls(self.tls.directory, cluster_id=remote.slug(res.id), hosts=(master,))
+        return CustomState(id=res.id, scheduler_host=master, scheduler_port=_free_port(master))
+
+    # -- bootstrap -----------------------------------------------------------------------------
+    def _sync(
+        self, res: Reservation, state: CustomState | None, boot: list[Host]
+    ) -> tuple[CustomState, list[str]]:
+        """Make sure the scheduler runs and bootstrap ``boot``; return the new state."""
+        return asyncio.run(self._sync_async(res, state, boot))
+
+    async def _sync_async(
+        self, res: Reservation, state: CustomState | None, boot: list[Host]
+    ) -> tuple[CustomState, list[str]]:
+        from ess.cluster.bootstrap import build_id, build_wheel
+
+        build = build_id()
+        names = worker_names(res)
+        problems: list[str] = []
+        async with SshSession(self._settings(res)) as ssh:
+
+            async def prepare(host: Host, deadline: float) -> dict[str, str]:
+                node = self.node_dir(res, host)
+                text = await ssh.check(
+                    host, remote.prepare(node), deadline=deadline, what="preparing the host"
+                )
+                return remote.parse_keys(text)
+
+            probes = await ssh.map(boot, prepare, timeout=PROBE_TIMEOUT + res.connect_timeout)
+            ready = {h: v for h, v in probes.items() if not isinstance(v, HostError)}
+            if state is None:
+                master = res.master or next((a for h in ready if (a := ssh.local_address(h))), None)
+                if master is None:
+                    raise ClusterError(
+                        "no host of the custom cluster is reachable:\n"
+                        + "\n".join(f"  {e}" for e in probes.values())
+                    )
+                state = await asyncio.to_thread(self._new_state, res, master)
+            await asyncio.to_thread(self._ensure_scheduler, state)
+            wheel = None
+            if any(v.get("installed") != build for v in ready.values()):
+                wheel = await asyncio.to_thread(
+                    _cached_wheel, self.directory / "wheels" / build, build_wheel
+                )
+            scheduler = f"tls://{_host_port(state.scheduler_host, state.scheduler_port)}"
+
+            async def install(host: Host, deadline: float) -> None:
+                info = ready[host]
+                node = self.node_dir(res, host)
+                base = node.absolute(info["home"])
+                stage = f"{base}/stage"
+                tls = self.tls
+                files = [
+                    (tls.ca_cert, f"{stage}/ca.crt"),
+                    (tls.cert("worker"), f"{stage}/worker.crt"),
+                    (tls.key("worker"), f"{stage}/worker.key"),
+                ]
+                if info.get("installed") != build and wheel is not None:
+                    files.append((wheel, f"{stage}/{wheel.name}"))
+                await ssh.put(host, files, deadline=deadline)
+                from ess.cluster.bootstrap import BootConfig, render_script, wheel_name
+
+                wheel_file = wheel.name if wheel is not None else wheel_name(build.split("+")[0])
+                config = BootConfig(
+                    cluster_id=remote.slug(res.id),
+                    scheduler=scheduler,
+                    build=build,
+                    wheel_file=wheel_file,
+                    wheel_url=_file_url(f"{stage}/{wheel_file}"),
+                    ca_url=_file_url(f"{stage}/ca.crt"),
+                    cert_url=_file_url(f"{stage}/worker.crt"),
+                    key_url=_file_url(f"{stage}/worker.key"),
+                    worker_port=0,
+                )
+                env = {
+                    "ESS_BOOT_DIR": base,
+                    "ESS_NODE_ADDRESS": host.address,
+                    "ESS_INSTANCE_ID": names[host],
+                    "ESS_WORKER_PORT": "0",
+                    "ESS_PIP_ARGS": res.pip_args,
+                }
+                if res.python:
+                    env["ESS_PYTHON"] = res.python
+                if res.system_site_packages:
+                    env["ESS_VENV_ARGS"] = "--system-site-packages"
+                try:
+                    result = await ssh.run(
+                        host,
+                        remote.bootstrap(node, env),
+                        deadline=deadline,
+                        input=render_script(config),
+                    )
+                    if result.exit_status != 0:
+                        log = await ssh.run(host, remote.boot_log_tail(node), deadline=deadline)
+                        raise HostError(
+                            host,
+                            "command",
+                            f"bootstrap failed (exit {result.exit_status}); end of "
+                            f"{base}/boot.log:\n{log.stdout.rstrip()}",
+                        )
+                finally:
+                    with contextlib.suppress(HostError):
+                        await ssh.run(host, remote.drop_stage(node), deadline=deadline + 5)
+
+            results = await ssh.map(list(ready), install, timeout=BOOT_TIMEOUT)
+        nodes = dict(state.nodes)
+        for host in boot:
+            outcome = results.get(host, probes.get(host))
+            if isinstance(outcome, HostError):
+                nodes[host.label_port] = NodeState(names[host], "failed", str(outcome))
+                problems.append(f"{names[host]} ({outcome})")
+            else:
+                nodes[host.label_port] = NodeState(names[host], "running")
+        state = replace(state, nodes=nodes, stopped=False)
+        self._save(state)
+        return state, problems
+
+    def _plan(self, res: Reservation, state: CustomState | None) -> list[Host]:
+        """Hosts whose worker must be (re)started: new, failed before, or renamed."""
+        names = worker_names(res)
+        if state is None:
+            return list(res.hosts)
+        return [
+            h
+            for h in res.hosts
+            if (n := state.nodes.get(h.label_port)) is None
+            or n.state != "running"
+            or n.name != names[h]
+        ]
+
+    def _forget_removed(self, res: Reservation, state: CustomState) -> CustomState:
+        keep = {h.label_port for h in res.hosts}
+        return replace(state, nodes={k: v for k, v in state.nodes.items() if k in keep})
+
+    def _running_names(self, res: Reservation, state: CustomState) -> tuple[str, ...]:
+        names = worker_names(res)
+        return tuple(
+            names[h]
+            for h in res.hosts
+            if (n := state.nodes.get(h.label_port)) is not None and n.state == "running"
+        )
+
+    def _connection(self, res: Reservation, state: CustomState) -> Connection:
+        try:
+            address = self.address_file.read_text().strip()
+        except FileNotFoundError as exc:
+            raise ClusterError(f"{self.address_file}: scheduler address missing") from exc
+        names = self._running_names(res, state)
+        if not names:
+            raise ClusterError(
+                f"custom cluster {res.id}: no worker is running; see 'ess cluster status'"
+            )
+        return Connection(
+            cluster_id=res.id,
+            address=address,
+            tls=self.tls,
+            worker_names=names,
+            shared_filesystem=False,
+        )
+
+    def _wait_for_join(self, res: Reservation, state: CustomState) -> list[str]:
+        """Wait until every running worker joined the scheduler; name the ones that did not."""
+        from ess.engine.client import connect
+
+        names = self._running_names(res, state)
+        if not names:
+            return []
+        conn = self._connection(res, state)
+        try:
+            client = connect(conn, timeout=JOIN_TIMEOUT)
+        except ClusterError as exc:
+            return [str(exc)]
+        client.close()
+        return []
+
+    # -- interface -----------------------------------------------------------------------------
+    def create(self, options: CreateOptions) -> ClusterStatus:
+        raise ClusterError(
+            "'ess cluster create' makes machines, and a custom cluster is made of your own: "
+            "list them in ip_list of .conf/reservation.json (or 'ess cluster add HOST'), then "
+            "'ess cluster start' installs and starts the ess workers on them (see docs/custom.md)"
+        )
+
+    def terminate(self, *, forget: bool, auth: CloudAuth) -> None:
+        raise ClusterError(
+            "'ess cluster terminate' destroys machines, and ess does not own the hosts of a "
+            "custom cluster: 'ess cluster stop' stops the ess workers on them, 'ess cluster "
+            "reset' also removes what ess installed there"
+        )
+
+    def start(self, auth: CloudAuth) -> ClusterStatus:
+        """(Re)start the scheduler and the worker of every host (installing ess where needed)."""
+        return self._start(everyone=True)
+
+    def _start(self, *, everyone: bool) -> ClusterStatus:
+        res = load(self.ws)
+        if not res.hosts:
+            raise ConfigError(f"{self.ws.work_dir / 'reservation.json'}: ip_list is empty")
+        with self._lock():
+            state = self.load_state()
+            if state is not None:
+                state = self._forget_removed(res, state)
+            boot = list(res.hosts) if everyone else self._plan(res, state)
+            state, problems = self._sync(res, state, boot)
+        problems += self._wait_for_join(res, state)
+        status = self.status()
+        return replace(status, problems=tuple(dict.fromkeys([*problems, *status.problems])))
+
+    def stop(self, auth: CloudAuth) -> None:
+        res = load(self.ws)
+        with self._lock():
+            state = self.load_state()
+            if state is None:
+                return
+            failed = self._on_hosts(res, list(res.hosts), remote.stop_worker)
+            daemon.stop(self._scheduler_spec(state))
+            self._save(replace(state, stopped=True, nodes={}))
+        if failed:
+            raise ClusterError(
+                "the ess workers could not be stopped on some hosts (they keep trying to "
+                "reach the master):\n" + "\n".join(f"  {e}" for e in failed)
+            )
+
+    def reset(self) -> None:
+        """Stop the workers and the scheduler; remove what ess installed on the hosts and here.
+
+        ``reservation.json`` (the user's) and ``known_hosts`` are kept."""
+        try:
+            res: Reservation | None = load(self.ws)
+        except ConfigError:
+            res = None
+        failed: list[str] = []
+        with self._lock():
+            state = self.load_state()
+            if res is not None and (state is not None or self.directory.exists()):
+                failed = self._on_hosts(res, list(res.hosts), remote.remove_node)
+            if state is not None:
+                daemon.stop(self._scheduler_spec(state))
+            shutil.rmtree(self.directory, ignore_errors=True)
+        if failed:
+            raise ClusterError(
+                "reset done here, but these hosts could not be cleaned (their ess files and "
+                "any running worker remain):\n" + "\n".join(f"  {e}" for e in failed)
+            )
+
+    def _on_hosts(self, res: Reservation, hosts: list[Host], command: Any) -> list[str]:
+        """Run ``command(node_dir)`` on ``hosts`` at once; return the failures."""
+
+        async def go() -> list[str]:
+            async with SshSession(self._settings(res)) as ssh:
+
+                async def one(host: Host, deadline: float) -> str:
+                    node = self.node_dir(res, host)
+                    return await ssh.check(host, command(node), deadline=deadline, what="cleanup")
+
+                results = await ssh.map(hosts, one, timeout=STOP_TIMEOUT + res.connect_timeout)
+            return [str(r) for r in results.values() if isinstance(r, HostError)]
+
+        return asyncio.run(go()) if hosts else []
+
+    def iplist(self, *, kind: str | None = None) -> list[str]:
+        return [h.address for h in load(self.ws).hosts]
+
+    def connection(self, *, revive: bool = True) -> Connection | None:
+        """The cluster for stream/exec/file. With ``revive``, a cluster never started is
+        bootstrapped (Essentia: list the hosts, then use them), hosts new in ``ip_list`` are
+        bootstrapped and a dead scheduler is restarted. Hosts that failed before are retried
+        by 'ess cluster start' only: an unreachable host would cost a timeout every time."""
+        res = load(self.ws)
+        if not res.hosts:
+            raise ConfigError(f"{self.ws.work_dir / 'reservation.json'}: ip_list is empty")
+        state = self.load_state()
+        if state is not None and state.stopped:
+            return None
+        if revive and self._needs_sync(res, state):
+            with self._lock():
+                state = self.load_state()
+                if state is not None:
+                    state = self._forget_removed(res, state)
+                if self._needs_sync(res, state):
+                    state, _ = self._sync(res, state, self._new_hosts(res, state))
+                    self._wait_for_join(res, state)
+        if state is None:
+            return None
+        return self._connection(res, state)
+
+    def _new_hosts(self, res: Reservation, state: CustomState | None) -> list[Host]:
+        names = worker_names(res)
+        if state is None:
+            return list(res.hosts)
+        return [
+            h
+            for h in res.hosts
+            if (n := state.nodes.get(h.label_port)) is None or n.name != names[h]
+        ]
+
+    def _needs_sync(self, res: Reservation, state: CustomState | None) -> bool:
+        if state is None or self._new_hosts(res, state):
+            return True
+        return not self._scheduler_running(state)
+
+    def add(self, reservations: list[str]) -> ClusterStatus:
+        new = []
+        for entry in reservations:
+            try:
+                new.append(Host.parse(entry))
+            except ValueError as exc:
+                raise ConfigError(f"ess cluster add: {exc}") from exc
+        res = load(self.ws)
+        already = [h.label for h in new if h in res.hosts]
+        if already:
+            raise ConfigError(f"already in the cluster: {', '.join(already)}")
+        update_hosts(self.ws, lambda current: current + [h.label for h in new])
+        state = self.load_state()
+        if state is not None and not state.stopped:
+            return self._start(everyone=False)
+        return self.status()
+
+    def remove(self, reservations: list[str]) -> ClusterStatus:
+        res = load(self.ws)
+        leaving = []
+        for entry in reservations:
+            try:
+                host = Host.parse(entry)
+            except ValueError as exc:
+                raise ConfigError(f"ess cluster remove: {exc}") from exc
+            if host not in res.hosts:
+                raise ConfigError(f"{entry}: not a host of custom cluster {res.id}")
+            leaving.append(host)
+        problems: list[str] = []
+        with self._lock():
+            if self.load_state() is not None:
+                problems = self._on_hosts(res, leaving, remote.remove_node)
+            update_hosts(
+                self.ws, lambda current: [e for e in current if Host.parse(e) not in leaving]
+            )
+        state = self.load_state()
+        if state is not None and not state.stopped:
+            status = self._start(everyone=False)  # renumbers the remaining workers
+        else:
+            status = self.status()
+        return replace(status, problems=tuple([*problems, *status.problems]))
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> ClusterStatus:
+        from ess.cluster.bootstrap import build_id
+        from ess.cluster.metrics import sample
+
+        res = load(self.ws)
+        state = self.load_state()
+        names = worker_names(res)
+        master_build = build_id()
+
+        async def sweep() -> dict[Host, dict[str, str] | HostError]:
+            async with SshSession(self._settings(res)) as ssh:
+
+                async def one(host: Host, deadline: float) -> dict[str, str]:
+                    node = self.node_dir(res, host)
+                    text = await ssh.check(
+                        host, remote.status(node), deadline=deadline, what="status"
+                    )
+                    return remote.parse_keys(text)
+
+                return await ssh.map(
+                    list(res.hosts), one, timeout=PROBE_TIMEOUT + res.connect_timeout
+                )
+
+        infos = asyncio.run(sweep()) if res.hosts else {}
+        sched_pid = daemon.running_pid(self._scheduler_spec(state)) if state else None
+        m = sample({"scheduler": sched_pid}, work_dir=self.ws.work_dir)["scheduler"]
+        master_ip = state.scheduler_host if state else (res.master or "-")
+        rows = [
+            NodeStatus(
+                id="master",
+                state="running" if sched_pid else "stopped",
+                public_ip=master_ip,
+                private_ip=master_ip,
+                cpu=m.cpu,
+                mem=m.mem,
+                disk=m.disk,
+                version=master_build,
+            )
+        ]
+        problems: list[str] = []
+        started = state is not None and not state.stopped
+        if started and sched_pid is None:
+            problems.append(
+                f"the scheduler of cluster {res.id} is not running; 'ess cluster start' restarts it"
+            )
+        for host in res.hosts:
+            info = infos.get(host)
+            name = names[host]
+            if isinstance(info, HostError):
+                problems.append(f"{name}: {info}")
+                rows.append(NodeStatus(name, info.kind, host.address, host.address, "-", "-", "-"))
+                continue
+            assert info is not None
+            running = bool(info.get("worker"))
+            installed = info.get("installed") or "-"
+            if started and not running:
+                problems.append(
+                    f"{name} ({host.label}): the ess worker is not running; "
+                    "'ess cluster start' restarts it"
+                )
+            if running and installed != master_build:
+                problems.append(
+                    f"{name} ({host.label}) runs ess {installed}, the master {master_build}; "
+                    "'ess cluster start' re-syncs it"
+                )
+            rows.append(
+                NodeStatus(
+                    id=name,
+                    state="running" if running else "stopped",
+                    public_ip=host.address,
+                    private_ip=host.address,
+                    cpu=info.get("cpu", "-"),
+                    mem=info.get("mem", "-"),
+                    disk=info.get("disk", "-"),
+                    version=installed,
+                )
+            )
+        return ClusterStatus(cluster_id=res.id, nodes=tuple(rows), problems=tuple(problems))
+
+    # -- for tests -----------------------------------------------------------------------------
+    def scheduler_pid(self) -> int | None:
+        state = self.load_state()
+        return daemon.running_pid(self._scheduler_spec(state)) if state else None
+
+
+def _cached_wheel(directory: Path, build_wheel: Any) -> Path:
+    found = sorted(directory.glob("*.whl")) if directory.is_dir() else []
+    return found[0] if found else Path(build_wheel(directory))
+
+
+def _file_url(path: str) -> str:
+    return "file://" + urllib.parse.quote(path)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            raise ClusterError(
+                f"the master cannot listen on {host} (set 'master' in reservation.json to the "
+                f"master's address as the hosts reach it): {exc.strerror}"
+            ) from exc
+        return int(s.getsockname()[1])
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
