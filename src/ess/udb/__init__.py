@@ -1,0 +1,1 @@
+"""The UDB: a hash-partitioned in-memory database held in the Dask workers (issue 5)."""

@@ -1,0 +1,312 @@
+"""The client side of the UDB: find the cluster, map partitions onto workers, import batches,
+run queries on the workers and merge their answers.
+
+Placement: every database has ``PARTITIONS`` hash partitions (stable key hash, see
+:mod:`ess.udb.hashing`); partition p lives on the worker with the highest
+``blake2b(worker name, p)`` score among the cluster's workers (rendezvous hashing), so adding or
+removing a worker moves only the partitions whose owner changed (:meth:`UdbSession.rebalance`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from ess.errors import ClusterError, UdbError
+from ess.udb import hashing, merge, server
+from ess.udb.server import Query
+from ess.udb.spec import DbSpec, load
+from ess.workspace import Workspace
+
+PARTITIONS = 32
+TASK_TIMEOUT = 600.0
+
+
+def owner(pid: int, workers: Iterable[str]) -> str:
+    def score(name: str) -> bytes:
+        return hashlib.blake2b(f"{name}\0{pid}".encode(), digest_size=8).digest()
+
+    return max(workers, key=score)
+
+
+def placement(workers: Iterable[str], partitions: int = PARTITIONS) -> dict[int, str]:
+    names = sorted(workers)
+    return {pid: owner(pid, names) for pid in range(partitions)}
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """`db:tab` → (db, tab); `db` or `db:.` → (db, "."); `db:var` → (db, "var")."""
+    db, _, tab = text.partition(":")
+    if not db:
+        raise UdbError(f"bad target {text!r}: expected Db[:Tab]")
+    return db, (tab or ".")
+
+
+@dataclass
+class Target:
+    spec: DbSpec
+    name: str  # "." key set, "var", or a table/vector name (as defined)
+
+    @property
+    def text(self) -> str:
+        return self.spec.text()
+
+
+class UdbSession:
+    """A Dask client on the running cluster plus the partition map."""
+
+    def __init__(self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0) -> None:
+        from ess.cluster.provider import provider_for
+        from ess.engine.client import connect
+
+        self.ws = ws
+        conn = provider_for(ws).connection(revive=revive)
+        if conn is None:
+            raise UdbError("no cluster is running: start the UDB with 'ess udbd start'")
+        self.conn = conn
+        try:
+            self.client = connect(conn, timeout=timeout)
+        except ClusterError as exc:
+            raise UdbError(f"the UDB cannot reach its workers: {exc}") from exc
+        self.workers = tuple(sorted(conn.worker_names))
+        self.place = placement(self.workers)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> UdbSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ workers
+    def addresses(self) -> dict[str, str]:
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        return {str(w.get("name")): addr for addr, w in info.items()}
+
+    def _require_workers(self, db: str, pids: Iterable[int]) -> dict[str, str]:
+        """name → address of each worker owning `pids`; error naming missing ones."""
+        addrs = self.addresses()
+        missing: dict[str, list[int]] = {}
+        for pid in pids:
+            name = self.place[pid]
+            if name not in addrs:
+                missing.setdefault(name, []).append(pid)
+        if missing:
+            detail = "; ".join(
+                f"{name} (partitions {', '.join(map(str, sorted(p)))})"
+                for name, p in sorted(missing.items())
+            )
+            raise UdbError(
+                f"database {db}: worker(s) holding data are not running: {detail}; no partial "
+                "answer is given — bring them back ('ess cluster start') and retry"
+            )
+        return addrs
+
+    def _run(self, address: str, func: Any, *args: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.client.submit(
+                func, *args, workers=[address], allow_other_workers=False, pure=False
+            )
+
+    def gather(self, futures: list[Any]) -> list[Any]:
+        out = []
+        for fut in futures:
+            try:
+                out.append(fut.result(timeout=TASK_TIMEOUT))
+            except UdbError:
+                raise
+            except FutureTimeout as exc:
+                raise UdbError(f"a UDB task did not finish within {TASK_TIMEOUT:.0f} s") from exc
+            except Exception as exc:
+                if type(exc).__name__ in ("UdbError",):
+                    raise UdbError(str(exc)) from None
+                raise UdbError(f"a UDB task failed on a worker: {exc}") from exc
+        return out
+
+    def each_worker(self, func: Any, *args: Any) -> dict[str, Any]:
+        addrs = self.addresses()
+        names = [n for n in self.workers if n in addrs]
+        results = self.gather([self._run(addrs[n], func, *args) for n in names])
+        return dict(zip(names, results, strict=True))
+
+    def by_owner(self, pids: Iterable[int]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for pid in sorted(pids):
+            out.setdefault(self.place[pid], []).append(pid)
+        return out
+
+    # ------------------------------------------------------------------ maintenance
+    def misplaced(self) -> list[tuple[str, str, int, str]]:
+        """(db, holder, partition, owner) for partitions held by a worker that is not the owner."""
+        out = []
+        for holder, dbs in self.each_worker(server.w_inventory).items():
+            for db, parts in dbs.items():
+                out += [(db, holder, pid, self.place[pid]) for pid in parts if
+                        self.place[pid] != holder]  # fmt: skip
+        return out
+
+    def rebalance(self) -> int:
+        """Move every partition to its owner under the current worker set; returns moves."""
+        moves = self.misplaced()
+        addrs = self.addresses()
+        for db, holder, pid, new_owner in moves:
+            if new_owner not in addrs:
+                raise UdbError(f"cannot move partition {pid} of {db}: {new_owner} is not running")
+            data = self.gather([self._run(addrs[holder], server.w_take, db, pid)])[0]
+            self.gather([self._run(addrs[new_owner], server.w_put, db, pid, data)])
+            self.gather([self._run(addrs[holder], server.w_forget, db, pid)])
+        return len(moves)
+
+    def check_placement(self) -> None:
+        moves = self.misplaced()
+        if moves:
+            db, holder, pid, new = moves[0]
+            raise UdbError(
+                f"the UDB is being redistributed ({len(moves)} partition(s) not on their owner, "
+                f"e.g. {db} partition {pid} on {holder}, owner {new}): import refused so nothing "
+                "is lost; run 'ess udbd start' (it redistributes) and retry"
+            )
+
+    # ------------------------------------------------------------------ import
+    def import_frames(
+        self,
+        spec: DbSpec,
+        target: str,
+        frames: Iterable[pl.DataFrame | pa.Table],
+        *,
+        ddef: bool = False,
+    ) -> int:
+        """Import batches into `target` of `spec` (a table, vector, "." or "var")."""
+        if target not in (".", "var"):
+            tgt = spec.require(target)
+            target = tgt.name
+        elif target == "var" and spec.var is None:
+            raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
+        self.check_placement()
+        text = spec.text()
+        pending: list[Any] = []
+        total = 0
+        for batch in _prepared(spec, target, frames, ddef=ddef):
+            n = batch.height
+            if n == 0:
+                continue
+            base = self.client.run_on_scheduler(server.reserve_stamps, count=n)
+            batch = batch.with_columns((pl.int_range(0, n, dtype=pl.Int64) + base).alias(merge.R))
+            if target == "var":
+                parts = {0: batch}
+            else:
+                pcol = hashing.partition_of(batch, [c.name for c in spec.pkey], PARTITIONS)
+                parts = {
+                    int(k[0]): v.drop("__p")  # type: ignore[index]
+                    for k, v in batch.with_columns(pcol)
+                    .partition_by("__p", as_dict=True, maintain_order=True)
+                    .items()
+                }
+            per_owner = self.by_owner(parts)
+            addrs = self._require_workers(spec.name, parts)
+            self.gather(pending)  # the previous batch is applied before this one starts
+            pending = [
+                self._run(addrs[name], server.w_import, text, spec.name, target,
+                          {pid: parts[pid].to_arrow() for pid in pids})
+                for name, pids in per_owner.items()
+            ]  # fmt: skip
+            total += n
+        self.gather(pending)
+        return total
+
+    # ------------------------------------------------------------------ queries
+    def query(self, q: Query, *, all_partitions: bool = True) -> pl.DataFrame:
+        pids = range(PARTITIONS)
+        addrs = self._require_workers(q.db, pids)
+        futures = []
+        for name, owned in self.by_owner(pids).items():
+            sub = Query(**{**q.__dict__, "pids": owned})
+            futures.append(self._run(addrs[name], server.w_query, sub))
+        frames = []
+        for table in self.gather(futures):
+            if table.num_columns:
+                frame = pl.from_arrow(table)
+                assert isinstance(frame, pl.DataFrame)
+                frames.append(frame)
+        if not frames:
+            return pl.DataFrame()
+        return pl.concat(frames, how="vertical_relaxed")
+
+    def update(self, q: Query, frame: pl.DataFrame) -> None:
+        """Write rows back to their partitions (rules run on the client)."""
+        parts = {
+            int(k[0]): v.drop("__p").to_arrow()  # type: ignore[index]
+            for k, v in frame.partition_by("__p", as_dict=True).items()
+        }
+        addrs = self._require_workers(q.db, parts)
+        futures = [
+            self._run(addrs[name], server.w_update, q, {pid: parts[pid] for pid in pids})
+            for name, pids in self.by_owner(parts).items()
+        ]
+        self.gather(futures)
+
+    def var(self, db: str) -> pl.DataFrame | None:
+        addrs = self._require_workers(db, [0])
+        table = self.gather([self._run(addrs[self.place[0]], server.w_var, db)])[0]
+        if table is None:
+            return None
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def set_var(self, db: str, frame: pl.DataFrame) -> None:
+        addrs = self._require_workers(db, [0])
+        self.gather([self._run(addrs[self.place[0]], server.w_set_var, db, frame.to_arrow())])
+
+    def on_all(self, db: str, func: Any, *args: Any) -> None:
+        addrs = self._require_workers(db, range(PARTITIONS))
+        self.gather([self._run(addrs[n], func, *args) for n in sorted(set(self.place.values()))])
+
+
+def _prepared(
+    spec: DbSpec, target: str, frames: Iterable[pl.DataFrame | pa.Table], *, ddef: bool
+) -> Iterator[pl.DataFrame]:
+    for raw in frames:
+        frame = raw if isinstance(raw, pl.DataFrame) else pl.from_arrow(raw)
+        assert isinstance(frame, pl.DataFrame)
+        where = f"import into {spec.name}:{target}"
+        if target == ".":
+            tgt = None
+        elif target == "var":
+            tgt = spec.var
+        else:
+            tgt = spec.require(target)
+        if tgt is None:
+            yield merge.conform_keys(frame, spec.pkey, where=where)
+        elif tgt.kind == "var":
+            yield merge.conform(frame, (), tgt, ddef=ddef, where=where)
+        else:
+            yield merge.conform(frame, spec.pkey, tgt, ddef=ddef, where=where)
+
+
+def import_frames(
+    ws: Workspace,
+    target: str,
+    frames: Iterable[pl.DataFrame | pa.Table],
+    *,
+    spec_path: str | None = None,
+    ddef: bool = False,
+    session: UdbSession | None = None,
+) -> int:
+    """Import batches of rows into ``Db:Tab`` (the hook used by ``aq_pp -imp``); returns rows."""
+    db, tab = parse_target(target)
+    spec = load(ws, db, spec_path)
+    if session is not None:
+        return session.import_frames(spec, tab, frames, ddef=ddef)
+    with UdbSession(ws) as own:
+        return own.import_frames(spec, tab, frames, ddef=ddef)

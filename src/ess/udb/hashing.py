@@ -1,0 +1,83 @@
+"""A stable key hash of our own, vectorised with Polars/Arrow (no per-row Python).
+
+Keys map to partitions with this hash, so it must not change between processes, versions of
+Python/Polars, or machines (Polars' own ``hash()`` makes no such promise). A string hashes its
+UTF-8 bytes with a polynomial hash modulo the Mersenne prime M = 2**31-1:
+``h = sum(byte[j] * B**j) mod M``; integers hash their value mod M, floats their IEEE bit
+pattern; composite keys combine column hashes in order. Every intermediate stays below 2**63, so
+the arithmetic is exact in Int64 on any platform.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+M = (1 << 31) - 1
+#: K divides M-1, so B = 7**((M-1)/K) (7 is a primitive root of M) has multiplicative order K:
+#: B**p == B**(p mod K), which lets a string's hash be cut out of one prefix sum over the whole
+#: byte buffer (see _string_hash) with only a K-entry table of powers.
+K = 2 * 3 * 3 * 7 * 11 * 31
+B = pow(7, (M - 1) // K, M)
+_POW = pl.Series("pow", [pow(B, i, M) for i in range(K)], dtype=pl.Int64)
+_INV = pl.Series("inv", [pow(B, (K - i) % K, M) for i in range(K)], dtype=pl.Int64)
+
+
+def _string_hash(col: pl.Series) -> pl.Series:
+    """h = sum(byte[j] * B**j) mod M over the string's UTF-8 bytes (j from 0)."""
+    arr = col.cast(pl.String).fill_null("").to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    offs = pl.from_arrow(
+        pa.Array.from_buffers(pa.int64(), n + 1, [None, arr.buffers()[1]], offset=arr.offset)
+    )
+    assert isinstance(offs, pl.Series)
+    start, end = int(offs[0]), int(offs[-1])
+    if end == start:
+        return pl.zeros(n, dtype=pl.Int64, eager=True).alias("h")
+    data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), end - start, [None, arr.buffers()[2]],
+                                               offset=start))  # fmt: skip
+    assert isinstance(data, pl.Series)
+    # prefix sums of byte * B**(absolute position) mod M, with a leading 0
+    terms = pl.DataFrame({"b": data}).select(
+        t=(pl.col("b").cast(pl.Int64) * pl.lit(_POW).gather(pl.int_range(0, pl.len()) % K)) % M
+    )
+    prefix = pl.concat([pl.zeros(1, dtype=pl.Int64, eager=True), terms.get_column("t").cum_sum()])
+    rel = (offs - start).alias("o")
+    frame = pl.DataFrame({"s": rel.slice(0, n), "e": rel.slice(1)})
+    out = frame.select(
+        h=(
+            ((pl.lit(prefix).gather(pl.col("e")) - pl.lit(prefix).gather(pl.col("s"))) % M)
+            * pl.lit(_INV).gather(pl.col("s") % K)
+        )
+        % M
+    )
+    return out.get_column("h")
+
+
+def _column_hash(col: pl.Series) -> pl.Series:
+    if col.dtype == pl.String:
+        return _string_hash(col)
+    if col.dtype == pl.Float64:
+        bits = col.fill_null(0.0).to_arrow()
+        if isinstance(bits, pa.ChunkedArray):
+            bits = bits.combine_chunks()
+        ints = pl.from_arrow(bits.view(pa.int64()))
+        assert isinstance(ints, pl.Series)
+        return (ints % M).cast(pl.Int64)
+    ints = col.fill_null(0).cast(pl.Int64, wrap_numerical=True)
+    return ((ints % M + M) % M).cast(pl.Int64)
+
+
+def key_hash(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    """Int64 hash in [0, 2**31-1) per row of the key columns."""
+    acc = pl.zeros(frame.height, dtype=pl.Int64, eager=True)
+    for name in columns:
+        acc = (acc * 131 + _column_hash(frame.get_column(name))) % M
+    return acc.alias("h")
+
+
+def partition_of(frame: pl.DataFrame, columns: list[str], partitions: int) -> pl.Series:
+    return (key_hash(frame, columns) % partitions).alias("__p")

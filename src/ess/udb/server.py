@@ -1,0 +1,479 @@
+"""The worker side of the UDB: a Dask worker plugin holding partitions, and the tasks that run
+inside workers (import, export, count, clear, order, inventory, move).
+
+Each worker keeps ``{db: {partition: Part}}`` in memory as Polars frames and a snapshot of every
+partition on its local disk (Arrow IPC), written before an import task returns: a worker that
+crashes and comes back reloads its partitions in ``setup`` before it takes any task. Append-only
+tables write one segment file per import; vectors, the key set after ``-ord``/``-clr`` and
+rewritten tables write a full "base" segment that supersedes the older ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from ess.udb import merge
+from ess.udb.merge import K, R
+from ess.udb.spec import DbSpec, Target, parse_spec
+
+PLUGIN_NAME = "ess-udb"
+_SEG_RE = re.compile(r"^(?P<name>[kvt]_[A-Za-z0-9_]*|var)\.(?P<seq>\d+)(?P<base>\.base)?\.arrow$")
+
+
+@lru_cache(maxsize=64)
+def spec_of(text: str, name: str) -> DbSpec:
+    return parse_spec(text, name=name, source=f"{name}.spec")
+
+
+@dataclass
+class Part:
+    keys: pl.DataFrame
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # by lower-case name
+    vectors: dict[str, pl.DataFrame] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass
+class DbState:
+    parts: dict[int, Part] = field(default_factory=dict)
+    var: pl.DataFrame | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class Store:
+    """All databases held by one worker, with their snapshot directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dbs: dict[str, DbState] = {}
+        self.lock = threading.Lock()
+        self.ready = False
+
+    # ------------------------------------------------------------------ snapshots
+    def db(self, name: str) -> DbState:
+        with self.lock:
+            return self.dbs.setdefault(name.lower(), DbState())
+
+    def _dir(self, db: str, pid: int) -> Path:
+        return self.root / db.lower() / f"p{pid}"
+
+    def write(self, db: str, pid: int, part: Part, name: str, frame: pl.DataFrame, *,
+              base: bool) -> None:  # fmt: skip
+        """Persist one segment; a base segment replaces the older segments of `name`."""
+        directory = self._dir(db, pid)
+        directory.mkdir(parents=True, exist_ok=True)
+        part.seq += 1
+        final = directory / f"{name}.{part.seq:012d}{'.base' if base else ''}.arrow"
+        tmp = final.with_suffix(".tmp")
+        table = frame.to_arrow()
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, final)
+        if base:
+            for old in directory.glob(f"{name}.*.arrow"):
+                m = _SEG_RE.match(old.name)
+                if m and m["name"] == name and int(m["seq"]) < part.seq:
+                    old.unlink(missing_ok=True)
+
+    def drop_dir(self, db: str, pid: int | None = None) -> None:
+        path = self.root / db.lower() if pid is None else self._dir(db, pid)
+        shutil.rmtree(path, ignore_errors=True)
+
+    def load(self) -> None:
+        """Reload every snapshot under the root (worker start)."""
+        if not self.root.is_dir():
+            self.ready = True
+            return
+        for db_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            state = self.db(db_dir.name)
+            for pdir in sorted(db_dir.glob("p*")):
+                pid = int(pdir.name[1:])
+                state.parts[pid] = self._load_part(pdir, state)
+        self.ready = True
+
+    def _load_part(self, pdir: Path, state: DbState) -> Part:
+        segs: dict[str, list[tuple[int, bool, Path]]] = {}
+        for f in pdir.glob("*.arrow"):
+            m = _SEG_RE.match(f.name)
+            if m:
+                segs.setdefault(m["name"], []).append((int(m["seq"]), bool(m["base"]), f))
+        part = Part(keys=pl.DataFrame())
+        for name, items in segs.items():
+            items.sort()
+            start = max((i for i, it in enumerate(items) if it[1]), default=0)
+            frames = [_read(p) for _, _, p in items[start:]]
+            frame = pl.concat(frames, how="vertical", rechunk=True)
+            part.seq = max(part.seq, items[-1][0])
+            if name == "k_":
+                part.keys = frame
+            elif name == "var":
+                state.var = frame
+            elif name.startswith("t_"):
+                part.tables[name[2:]] = frame
+            else:
+                part.vectors[name[2:]] = frame
+        return part
+
+
+def _read(path: Path) -> pl.DataFrame:
+    with pa.memory_map(str(path)) as src:
+        table = ipc.open_file(src).read_all()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    WorkerPlugin = object  # type: ignore[misc,assignment]
+
+
+class UdbPlugin(WorkerPlugin):  # type: ignore[misc]
+    """Installed on every worker (also ones that join or come back later) by `ess udbd start`."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.store: Store | None = None
+
+    def setup(self, worker: Any) -> None:
+        wname = str(worker.name)
+        self.store = Store(Path(self.root) / re.sub(r"[^A-Za-z0-9_.-]", "_", wname))
+        self.store.load()
+
+
+def _store() -> Store:
+    from distributed import get_worker
+
+    from ess.errors import UdbError
+
+    worker = get_worker()
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    store = getattr(plugin, "store", None)
+    if store is None or not store.ready:
+        raise UdbError(f"the UDB is not running on worker {worker.name}: run 'ess udbd start'")
+    return store
+
+
+def _part(state: DbState, spec: DbSpec, pid: int) -> Part:
+    part = state.parts.get(pid)
+    if part is None:
+        part = Part(keys=merge.empty_frame(spec.pkey, (), rows=False))
+        state.parts[pid] = part
+    return part
+
+
+def _frame(part: Part, spec: DbSpec, target: Target) -> pl.DataFrame:
+    store = part.tables if target.kind == "table" else part.vectors
+    frame = store.get(target.key)
+    if frame is None:
+        frame = merge.empty_frame(spec.pkey, target.columns, rows=target.kind == "table")
+    return frame
+
+
+# ---------------------------------------------------------------------- tasks run in workers
+
+
+def reserve_stamps(dask_scheduler: Any, count: int) -> int:
+    """Run on the scheduler: `count` consecutive row stamps, increasing across all clients.
+
+    Stamps are wall-clock microseconds or above, so they keep increasing after a scheduler
+    restart too.
+    """
+    state = getattr(dask_scheduler, "_ess_udb_stamp", 0)
+    base = max(state + 1, time.time_ns() // 1000)
+    dask_scheduler._ess_udb_stamp = base + count - 1
+    return base
+
+
+def w_import(spec_text: str, db: str, target_name: str, parts: dict[int, pa.Table]) -> int:
+    store = _store()
+    spec = spec_of(spec_text, db)
+    pk = [c.name for c in spec.pkey]
+    state = store.db(db)
+    rows = 0
+    with state.lock:
+        for pid, table in sorted(parts.items()):
+            batch = pl.from_arrow(table)
+            assert isinstance(batch, pl.DataFrame)
+            rows += batch.height
+            if target_name == "var":
+                target = spec.var
+                assert target is not None
+                cur = state.var if state.var is not None else batch.head(0).drop(R)
+                state.var = merge.merge_rows(
+                    cur.with_columns(pl.lit(0).alias("__v")) if "__v" not in cur.columns else cur,
+                    batch.drop(R).with_columns(pl.lit(0).alias("__v")),
+                    ["__v"],
+                    target.columns,
+                )
+                store.write(db, pid, _part(state, spec, pid), "var", state.var, base=True)
+                continue
+            part = _part(state, spec, pid)
+            keys, batch, nnew = merge.assign_keys(part.keys, batch, pk)
+            part.keys = keys
+            if nnew:
+                store.write(db, pid, part, "k_", keys.tail(nnew), base=False)
+            if target_name == ".":
+                continue
+            target = spec.require(target_name)
+            current = _frame(part, spec, target)
+            batch = batch.select(current.columns) if target.kind == "table" else batch
+            if target.kind == "table" and not target.merge_keys:
+                new = pl.concat([current, batch], how="vertical", rechunk=False)
+                part.tables[target.key] = new
+                store.write(db, pid, part, f"t_{target.key}", batch, base=False)
+                continue
+            group = pk + [c.name for c in target.merge_keys]
+            cols = [c for c in target.columns if "+key" not in c.attrs]
+            if target.kind == "vector":
+                batch = batch.select(current.columns)
+            merged = merge.merge_rows(current, batch, group, cols)
+            prefix = "t_" if target.kind == "table" else "v_"
+            (part.tables if target.kind == "table" else part.vectors)[target.key] = merged
+            store.write(db, pid, part, prefix + target.key, merged, base=True)
+    return rows
+
+
+@dataclass
+class Query:
+    """What a worker runs over its partitions of one target (see ess.udb.query)."""
+
+    db: str
+    spec_text: str
+    target: str  # table/vector name, "." for the key set, "var"
+    pids: list[int]
+    rules: Any = None  # a picklable ess.udb.query.RulePlan, or None
+    columns: list[str] | None = None  # columns to return (None: all)
+    top: int | None = None  # per-worker top-N after sorting by `order`
+    order: list[tuple[str, bool]] | None = None  # (column, descending)
+
+
+def w_query(q: Query) -> pa.Table:
+    """Rows of the target in this worker's partitions, with their stamps, after the rules."""
+    store = _store()
+    spec = spec_of(q.spec_text, q.db)
+    state = store.db(q.db)
+    frames = []
+    with state.lock:
+        for pid in q.pids:
+            part = state.parts.get(pid)
+            if part is None:
+                continue
+            if q.target == ".":
+                frame = part.keys.with_columns(pl.col(K).alias(R))
+            else:
+                target = spec.require(q.target)
+                frame = _frame(part, spec, target)
+                if target.kind == "vector":
+                    frame = frame.with_columns(pl.col(K).alias(R))
+            if q.rules is not None:
+                frame = q.rules.run_partition(
+                    frame, part, spec, writer=_writer(store, q, pid, part)
+                )
+            frames.append(frame.with_columns(pl.lit(pid, dtype=pl.Int32).alias("__p")))
+    if not frames:
+        return pa.table({})
+    out = pl.concat(frames, how="vertical_relaxed")
+    if q.order is not None:
+        out = out.sort([c for c, _ in q.order], descending=[d for _, d in q.order],
+                       maintain_order=True)  # fmt: skip
+        if q.top is not None:
+            out = out.head(q.top)
+    if q.columns is not None:
+        out = out.select(q.columns)
+    return out.to_arrow()
+
+
+def _writer(store: Store, q: Query, pid: int, part: Part) -> Callable[[str, pl.DataFrame], None]:
+    def write(target_key: str, frame: pl.DataFrame) -> None:
+        spec = spec_of(q.spec_text, q.db)
+        target = spec.require(target_key)
+        kind = "t_" if target.kind == "table" else "v_"
+        (part.tables if target.kind == "table" else part.vectors)[target.key] = frame
+        store.write(q.db, pid, part, kind + target.key, frame, base=True)
+
+    return write
+
+
+def w_update(q: Query, frames: dict[int, pa.Table]) -> None:
+    """Replace whole partitions of a target (write-back of rules run on the client)."""
+    store = _store()
+    spec = spec_of(q.spec_text, q.db)
+    target = spec.require(q.target)
+    state = store.db(q.db)
+    with state.lock:
+        for pid, table in frames.items():
+            part = _part(state, spec, pid)
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            _writer(store, q, pid, part)(target.key, frame)
+
+
+def w_var(db: str) -> pa.Table | None:
+    state = _store().db(db)
+    return None if state.var is None else state.var.drop("__v").to_arrow()
+
+
+def w_set_var(db: str, table: pa.Table) -> None:
+    store = _store()
+    state = store.db(db)
+    with state.lock:
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        state.var = frame.with_columns(pl.lit(0).alias("__v"))
+        part = state.parts.setdefault(0, Part(keys=pl.DataFrame()))
+        store.write(db, 0, part, "var", state.var, base=True)
+
+
+def w_clear(spec_text: str, db: str, target: str | None) -> None:
+    """`-clr Db:Tab` (rows / vector values / var) or `-clr Db` (everything)."""
+    store = _store()
+    spec = spec_of(spec_text, db)
+    state = store.db(db)
+    with state.lock:
+        if target is None or target == ".":
+            state.parts.clear()
+            state.var = None
+            store.drop_dir(db)
+            return
+        if target == "var":
+            state.var = None
+            for pid in list(state.parts):
+                for f in store._dir(db, pid).glob("var.*.arrow"):
+                    f.unlink(missing_ok=True)
+            return
+        tgt = spec.require(target)
+        for pid, part in state.parts.items():
+            (part.tables if tgt.kind == "table" else part.vectors).pop(tgt.key, None)
+            prefix = ("t_" if tgt.kind == "table" else "v_") + tgt.key
+            for f in store._dir(db, pid).glob(f"{prefix}.*.arrow"):
+                m = _SEG_RE.match(f.name)
+                if m and m["name"] == prefix:
+                    f.unlink(missing_ok=True)
+
+
+def w_order(spec_text: str, db: str, target: str, cols: list[str], desc: bool, ncas: bool) -> None:
+    """`-ord Db:Tab [Col...]`: stable sort of each key's rows, in place (new row stamps)."""
+    store = _store()
+    spec = spec_of(spec_text, db)
+    tgt = spec.require(target)
+    state = store.db(db)
+    with state.lock:
+        for pid, part in state.parts.items():
+            frame = part.tables.get(tgt.key)
+            if frame is None or frame.height == 0:
+                continue
+            exprs = [pl.col(c).str.to_lowercase() if ncas and frame.schema[c] == pl.String
+                     else pl.col(c) for c in cols]  # fmt: skip
+            ordered = frame.sort(
+                [pl.col(K), *exprs], descending=[False] + [desc] * len(exprs), maintain_order=True
+            )
+            # new row stamps in the sorted order, within the key's old stamp range
+            ordered = ordered.with_columns(
+                pl.col(R).sort().over(K).alias(R)  # the same set of stamps, reassigned in order
+            )
+            part.tables[tgt.key] = ordered
+            store.write(db, pid, part, "t_" + tgt.key, ordered, base=True)
+
+
+def w_inventory(db: str | None = None) -> dict[str, dict[int, int]]:
+    """{db: {partition: rows held}} for this worker (all databases when `db` is None)."""
+    store = _store()
+    out: dict[str, dict[int, int]] = {}
+    with store.lock:
+        names = list(store.dbs) if db is None else [db.lower()]
+    for name in names:
+        state = store.dbs.get(name)
+        if state is None:
+            continue
+        out[name] = {pid: p.keys.height for pid, p in state.parts.items()}
+    return out
+
+
+def w_take(db: str, pid: int) -> dict[str, pa.Table]:
+    """Hand a partition over for redistribution (it stays here until `w_forget`)."""
+    state = _store().db(db)
+    with state.lock:
+        part = state.parts.get(pid)
+        if part is None:
+            return {}
+        out = {"k_": part.keys.to_arrow()}
+        out.update({f"t_{k}": v.to_arrow() for k, v in part.tables.items()})
+        out.update({f"v_{k}": v.to_arrow() for k, v in part.vectors.items()})
+        if pid == 0 and state.var is not None:
+            out["var"] = state.var.to_arrow()
+        return out
+
+
+def w_put(db: str, pid: int, data: dict[str, pa.Table]) -> None:
+    store = _store()
+    state = store.db(db)
+    with state.lock:
+        part = Part(keys=pl.DataFrame())
+        store.drop_dir(db, pid)
+        for name, table in data.items():
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            if name == "k_":
+                part.keys = frame
+            elif name == "var":
+                state.var = frame
+            elif name.startswith("t_"):
+                part.tables[name[2:]] = frame
+            else:
+                part.vectors[name[2:]] = frame
+            store.write(db, pid, part, name, frame, base=True)
+        state.parts[pid] = part
+
+
+def w_forget(db: str, pid: int) -> None:
+    store = _store()
+    state = store.db(db)
+    with state.lock:
+        state.parts.pop(pid, None)
+        store.drop_dir(db, pid)
+
+
+def w_wipe() -> None:
+    """`ess udbd restart/stop`: drop every database held here, and its snapshots."""
+    store = _store()
+    with store.lock:
+        store.dbs.clear()
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(store.root)
+
+
+def w_memory() -> dict[str, int]:
+    import resource
+
+    store = _store()
+    rows = sum(
+        sum(f.height for f in (*p.tables.values(), *p.vectors.values())) + p.keys.height
+        for s in store.dbs.values()
+        for p in s.parts.values()
+    )
+    size = sum(
+        sum(int(f.estimated_size()) for f in (*p.tables.values(), *p.vectors.values()))
+        + int(p.keys.estimated_size())
+        for s in store.dbs.values()
+        for p in s.parts.values()
+    )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"rows": rows, "bytes": size, "max_rss": rss}
