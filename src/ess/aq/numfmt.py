@@ -40,6 +40,25 @@ def _digits(df: pl.DataFrame, p: int) -> pl.DataFrame:
 
 
 def format_series(series: pl.Series, p: int = 17) -> pl.Series:
+    """Format a Float64 series; low-cardinality columns (prices, ratios) format each value once."""
+    series = series.cast(pl.Float64)
+    if series.len() >= 4096:
+        uniq = series.unique()
+        if uniq.len() * 4 <= series.len():
+            # dictionary path; -0.0 and 0.0 hash alike, so zeros are fixed up afterwards
+            text = series.replace_strict(uniq, _format(uniq, p), return_dtype=pl.String)
+            zero = series == 0
+            if zero.any():
+                neg = series.cast(pl.String).str.starts_with("-")
+                text = pl.select(
+                    pl.when(zero).then(pl.when(neg).then(pl.lit("-0")).otherwise(pl.lit("0")))
+                    .otherwise(text)
+                ).to_series()
+            return text.alias(series.name)
+    return _format(series, p)
+
+
+def _format(series: pl.Series, p: int) -> pl.Series:
     x = pl.col("x")
     df = pl.DataFrame({"x": series.cast(pl.Float64)}).with_columns(a=x.abs())
     a = pl.col("a")

@@ -630,13 +630,12 @@ class Job:
         return frame
 
 
-def st_random(st: RunState, n: int) -> pl.Series:
-    """Positive pseudo-random integers, seeded by -seed (Essentia's generator is unknown)."""
-    import numpy as np  # noqa: PLC0415
-
-    rng = np.random.default_rng(st.random_state)
-    st.random_state = int(rng.integers(1, 2**31))
-    return pl.Series("__random", rng.integers(1, 2**31, n), dtype=pl.Int64)
+def st_random(st: RunState, height: int) -> pl.Expr:
+    """Positive pseudo-random integers seeded by -seed (Essentia's generator is unknown)."""
+    start = st.records - height
+    seed = st.random_state
+    rows = pl.int_range(start, start + height, dtype=pl.UInt64)
+    return ((rows.hash(seed) >> 33) + 1).cast(pl.Int64).alias("__random")
 
 
 def compile_program(prog: Program) -> Job:
