@@ -1,10 +1,48 @@
-"""The `aq_udb` entry point (placeholder until its issue lands)."""
+"""The `aq_udb` entry point: query and maintain the UDB (see ess.udb.query)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
+USAGE = """usage: aq_udb [-h] Global_Opt Mnt_Spec|Order_Spec|Export_Spec
+  Mnt_Spec:    -crt Db | -alt Db | -clr Db[:Tab] | -inf Db | -probe Db
+  Order_Spec:  -ord[,dec,ncas] Db[:Tab] [ColName ...]
+  Export_Spec: -exp|-cnt|-scn Db[:Tab] [-var Col Val] [-pp Tab ... -endpp] [-bvar Col Val]
+               [-eval Col Expr] [-filt F] [-goto Dest] [-del_row|-del_key] [-if ... -endif]
+               [-sort[,dec] Col ...] [-top N] [-lim_key N] [-lim_rec N] [-key_rec N]
+               [-o[,AtrLst] File] [-c Col ...]
+example:
+  aq_udb -exp wood:usersales -sort,dec total -top 10
+"""
 
-def main() -> None:
-    sys.stderr.write("aq_udb: not supported yet (see the compatibility table in README.md)\n")
-    sys.exit(10)
+
+def main(argv: list[str] | None = None) -> None:
+    from ess.errors import EssError
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "-help", "--help"):
+        sys.stdout.write(USAGE)
+        sys.exit(0 if args else 2)
+    try:
+        from ess.udb.query import parse_argv, run
+        from ess.workspace import Workspace
+
+        req = parse_argv(args)
+        data = run(Workspace.from_env(), args)
+        if req.out_path == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            mode = "ab" if req.out_attrs.app else "wb"
+            with open(req.out_path, mode) as f:
+                f.write(data)
+    except EssError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"aq_udb: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

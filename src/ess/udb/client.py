@@ -207,7 +207,7 @@ class UdbSession:
             else:
                 pcol = hashing.partition_of(batch, [c.name for c in spec.pkey], PARTITIONS)
                 parts = {
-                    int(k[0]): v.drop("__p")  # type: ignore[index]
+                    int(k[0]): v.drop("__p")
                     for k, v in batch.with_columns(pcol)
                     .partition_by("__p", as_dict=True, maintain_order=True)
                     .items()
@@ -245,7 +245,7 @@ class UdbSession:
     def update(self, q: Query, frame: pl.DataFrame) -> None:
         """Write rows back to their partitions (rules run on the client)."""
         parts = {
-            int(k[0]): v.drop("__p").to_arrow()  # type: ignore[index]
+            int(k[0]): v.drop("__p").to_arrow()
             for k, v in frame.partition_by("__p", as_dict=True).items()
         }
         addrs = self._require_workers(q.db, parts)

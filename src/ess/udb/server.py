@@ -143,7 +143,7 @@ except ImportError:  # pragma: no cover - distributed is a dependency
     WorkerPlugin = object  # type: ignore[misc,assignment]
 
 
-class UdbPlugin(WorkerPlugin):  # type: ignore[misc]
+class UdbPlugin(WorkerPlugin):
     """Installed on every worker (also ones that join or come back later) by `ess udbd start`."""
 
     name = PLUGIN_NAME

@@ -1,0 +1,89 @@
+"""`aq_pp -imp`: the import step that aq_pp's rule chain calls for each batch of rows.
+
+aq_pp compiles `-imp[,AtrLst] Db[:Tab]` (and the legacy `-udb [-spec F|-db Db] -imp` form) into
+a step made here. The step sends the batch's rows (the columns visible at that point of the
+chain, under their current names) to the UDB and returns the batch unchanged, so several
+`-imp` targets and outputs can follow each other. One cluster connection per process.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from ess.errors import NotSupportedError, UdbError
+from ess.workspace import Workspace
+
+_SESSION: Any = None
+
+
+def _session(ws: Workspace) -> Any:
+    global _SESSION
+    if _SESSION is None:
+        from ess.udb.client import UdbSession
+
+        _SESSION = UdbSession(ws)
+        atexit.register(_close)
+    return _SESSION
+
+
+def _close() -> None:
+    global _SESSION
+    if _SESSION is not None:
+        _SESSION.close()
+        _SESSION = None
+
+
+def imp_step(
+    target: str,
+    attrs: list[str],
+    columns: dict[str, str],
+    *,
+    ddef: bool,
+    mask: str | None = None,
+) -> Callable[[pl.DataFrame, Any], pl.DataFrame]:
+    """A step `(batch, state) -> batch` importing rows into `target`.
+
+    `columns` maps each visible (lower-case) row name to the frame column that holds it;
+    `mask` names a boolean column selecting the rows (inside `-if` branches).
+    """
+    from ess.udb.client import parse_target
+    from ess.udb.spec import load
+
+    spec_file = None
+    db_prefix = None
+    for attr in attrs:
+        low = attr.lower()
+        if low.startswith("spec="):
+            spec_file = attr[5:]
+        elif low.startswith("db="):
+            db_prefix = attr[3:]
+        elif low == "ddef":
+            ddef = True
+        elif low in ("nodelay",):
+            pass
+        elif low == "nobnk" or low.startswith(("seg=", "nonew", "noold")):
+            raise NotSupportedError(f"aq_pp -imp,{attr}")
+        else:
+            raise UdbError(f"-imp: unknown attribute {attr!r}")
+    if db_prefix and ":" not in target:
+        target = f"{db_prefix}:{target}"
+    ws = Workspace.from_env()
+    db, tab = parse_target(target)
+    spec = load(ws, db, spec_file)  # fail before reading input: undefined db/table
+    if tab not in (".", "var"):
+        spec.require(tab)
+    elif tab == "var" and spec.var is None:
+        raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
+    selection = [pl.col(src).alias(name) for name, src in columns.items()]
+
+    def step(df: pl.DataFrame, state: Any) -> pl.DataFrame:
+        rows = df if mask is None else df.filter(pl.col(mask).fill_null(False))
+        if rows.height:
+            _session(ws).import_frames(spec, tab, [rows.select(selection)], ddef=ddef)
+        return df
+
+    return step

@@ -1,0 +1,478 @@
+"""aq_udb: its argv (spec 11) parsed into a request, executed on the cluster, printed.
+
+The rules run where the data lives (each worker over its partitions) unless a Var column is
+updated row by row across keys; then the client runs them over all rows in export order. The
+client merges: rows are put in export order (keys by first insertion, rows in insertion
+order), then `-lim_key/-lim_rec/-key_rec`, `-sort`, `-top`, `-c`, `-o`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from ess.aq.rules import OutputAttrs, parse_output_attrs
+from ess.errors import AqSyntaxError, NotSupportedError, UdbError
+from ess.udb import hashing, merge, server
+from ess.udb.client import UdbSession, parse_target
+from ess.udb.rules import PPGroup, Rule, RulePlan, literal_value
+from ess.udb.server import Query
+from ess.udb.spec import Column, DbSpec, load
+from ess.workspace import Workspace
+
+ACTIONS = ("-crt", "-alt", "-clr", "-inf", "-probe", "-ord", "-exp", "-cnt", "-scn")
+_LEGACY = {"-exp_usr": "-exp", "-cnt_usr": "-cnt", "-scn_usr": "-scn", "-ord_all": "-ord",
+           "-clr_all": "-clr", "-lim_usr": "-lim_key", "-evlc": "-eval"}  # fmt: skip
+_OPTS = {*ACTIONS, "-verb", "-stat", "-test", "-server", "-local", "-seed", "-var", "-pp",
+         "-endpp", "-bvar", "-eval", "-filt", "-goto", "-del_row", "-del_key", "-if", "-ifnot",
+         "-elif", "-elifnot", "-else", "-endif", "-mod", "-sort", "-dec", "-top", "-lim_key",
+         "-lim_rec", "-key_rec", "-o", "-notitle", "-c", "-spec", "-db", *_LEGACY}  # fmt: skip
+
+
+@dataclass
+class Request:
+    action: str = ""
+    attrs: list[str] = field(default_factory=list)
+    target: str = ""
+    ord_cols: list[str] = field(default_factory=list)
+    var_sets: list[tuple[str, str]] = field(default_factory=list)
+    pp: list[PPGroup] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    bvars: list[tuple[str, str]] = field(default_factory=list)
+    sort: list[str] = field(default_factory=list)
+    sort_attrs: list[str] = field(default_factory=list)
+    top: int | None = None
+    lim_key: int | None = None
+    lim_rec: int | None = None
+    key_rec: int | None = None
+    out_path: str = "-"
+    out_attrs: OutputAttrs = field(default_factory=OutputAttrs)
+    columns: list[str] | None = None
+    spec_file: str | None = None
+
+
+def _split(word: str) -> tuple[str, list[str]]:
+    name, *attrs = word.split(",")
+    return name.lower(), [a for a in attrs if a]
+
+
+def _is_opt(word: str) -> bool:
+    return word.startswith("-") and _split(word)[0] in _OPTS
+
+
+def parse_argv(argv: list[str]) -> Request:
+    req = Request()
+    pos = 0
+    legacy_db: str | None = None
+    stack: list[Rule] = []
+    group: PPGroup | None = None
+
+    def take(opt: str, what: str) -> str:
+        nonlocal pos
+        if pos >= len(argv) or (_is_opt(argv[pos]) and argv[pos] != "-"):
+            raise AqSyntaxError(f"{opt}: missing {what}")
+        pos += 1
+        return argv[pos - 1]
+
+    def words() -> list[str]:
+        nonlocal pos
+        out = []
+        while pos < len(argv) and not (_is_opt(argv[pos]) and argv[pos] != "-"):
+            out.append(argv[pos])
+            pos += 1
+        return out
+
+    def body() -> list[Rule]:
+        if stack:
+            blk = stack[-1]
+            return blk.orelse if blk.orelse is not None else blk.branches[-1][2]
+        return group.rules if group is not None else req.rules
+
+    def one_rule(opt: str, attrs: list[str]) -> Rule:
+        if opt == "-eval":
+            return Rule("eval", (take(opt, "column"), take(opt, "expression")))
+        if opt == "-filt":
+            return Rule("filt", (take(opt, "filter"),))
+        if opt == "-goto":
+            return Rule("goto", (take(opt, "destination"),))
+        if opt in ("-del_row", "-del_key"):
+            return Rule(opt[1:], tuple(attrs))
+        raise AqSyntaxError(f"{opt} cannot be used here")
+
+    while pos < len(argv):
+        word = argv[pos]
+        pos += 1
+        opt, attrs = _split(word)
+        opt = _LEGACY.get(opt, opt)
+        if opt not in _OPTS:
+            raise AqSyntaxError(f"unexpected argument {word!r} (argument {pos})")
+        if opt in ACTIONS:
+            if req.action:
+                raise AqSyntaxError(f"{word}: only one action per command ({req.action} given)")
+            req.action, req.attrs = opt, attrs
+            spec_attr = [a[5:] for a in attrs if a.lower().startswith("spec=")]
+            req.spec_file = spec_attr[0] if spec_attr else req.spec_file
+            tgt = take(word, "Db[:Tab]")
+            if legacy_db and ":" not in tgt and tgt != legacy_db:
+                tgt = f"{legacy_db}:{tgt}"
+            req.target = tgt
+            if opt == "-ord":
+                req.ord_cols = words()
+        elif opt in ("-verb", "-stat", "-test", "-local"):
+            pass
+        elif opt == "-server":
+            words()  # the cluster's workers serve every database
+        elif opt == "-spec":
+            req.spec_file = take(opt, "spec file")
+        elif opt == "-db":
+            legacy_db = take(opt, "database")
+        elif opt == "-seed":
+            take(opt, "seed")
+        elif opt == "-mod":
+            raise NotSupportedError("aq_udb -mod (server-side C modules)")
+        elif opt == "-var":
+            req.var_sets.append((take(opt, "column"), take(opt, "value")))
+        elif opt == "-bvar":
+            pair = (take(opt, "column"), take(opt, "value"))
+            (group.bvars if group is not None else req.bvars).append(pair)
+        elif opt == "-pp":
+            if group is not None:
+                raise AqSyntaxError("-pp: groups cannot nest (missing -endpp)")
+            post = [a for a in attrs if a.lower().startswith("post=")]
+            if post and post[0][5:].lower() != "next_pp":
+                raise NotSupportedError(f"aq_udb -pp,{post[0]}")
+            group = PPGroup(take(opt, "table"), [], [])
+        elif opt == "-endpp":
+            if group is None or stack:
+                raise AqSyntaxError("-endpp without -pp (or inside -if)")
+            req.pp.append(group)
+            group = None
+        elif opt in ("-eval", "-filt", "-goto", "-del_row", "-del_key"):
+            body().append(one_rule(opt, attrs))
+        elif opt in ("-if", "-ifnot"):
+            check = _check(argv, pos, word)
+            pos += 1
+            rule = one_rule(_split(check)[0], _split(check)[1])
+            blk = Rule("if")
+            blk.branches.append((rule, opt == "-ifnot", []))
+            body().append(blk)
+            stack.append(blk)
+        elif opt in ("-elif", "-elifnot"):
+            if not stack or stack[-1].orelse is not None:
+                raise AqSyntaxError(f"{word} without -if")
+            check = _check(argv, pos, word)
+            pos += 1
+            rule = one_rule(_split(check)[0], _split(check)[1])
+            stack[-1].branches.append((rule, opt == "-elifnot", []))
+        elif opt == "-else":
+            if not stack or stack[-1].orelse is not None:
+                raise AqSyntaxError("-else without -if")
+            stack[-1].orelse = []
+        elif opt == "-endif":
+            if not stack:
+                raise AqSyntaxError("-endif without -if")
+            stack.pop()
+        elif opt == "-sort":
+            req.sort, req.sort_attrs = words(), [a.lower() for a in attrs]
+            if not req.sort:
+                raise AqSyntaxError("-sort: missing column names")
+        elif opt == "-dec":
+            req.sort_attrs.append("dec")
+        elif opt in ("-top", "-lim_key", "-lim_rec", "-key_rec"):
+            text = take(opt, "number")
+            if not text.isdigit():
+                raise AqSyntaxError(f"{opt}: expected a number, got {text!r}")
+            setattr(req, opt[1:], int(text))
+        elif opt == "-o":
+            req.out_path = take(opt, "output file")
+            req.out_attrs = parse_output_attrs(attrs, f"-o (argument {pos})")
+        elif opt == "-notitle":
+            req.out_attrs.notitle = True
+        elif opt == "-c":
+            req.columns = words()
+    if stack:
+        raise AqSyntaxError("unterminated -if: missing -endif")
+    if group is not None:
+        raise AqSyntaxError("unterminated -pp: missing -endpp")
+    if not req.action:
+        raise AqSyntaxError("missing action: -exp, -cnt, -scn, -ord, -clr, -inf, -crt or -probe")
+    return req
+
+
+def _check(argv: list[str], pos: int, word: str) -> str:
+    if pos >= len(argv) or _split(argv[pos])[0] not in ("-eval", "-filt"):
+        raise AqSyntaxError(f"{word}: expected -filt or -eval after it")
+    return argv[pos]
+
+
+# ---------------------------------------------------------------------- execution
+
+
+def run(ws: Workspace, argv: list[str], *, session: UdbSession | None = None) -> bytes:
+    """Execute an aq_udb command line; returns what goes to stdout."""
+    req = parse_argv(argv)
+    db, tab = parse_target(req.target)
+    spec = load(ws, db, req.spec_file)
+    if tab not in (".", "var"):
+        tab = spec.require(tab).name
+    if req.action in ("-crt", "-alt"):
+        return b""  # definitions travel with each request; nothing to create on the servers
+    own = session is None
+    s = session or UdbSession(ws)
+    try:
+        return _execute(s, spec, tab, req)
+    finally:
+        if own:
+            s.close()
+
+
+def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
+    text = spec.text()
+    if req.action == "-probe":
+        s._require_workers(spec.name, range(len(s.place)))
+        return b""
+    if req.action == "-clr":
+        s.on_all(spec.name, server.w_clear, text, spec.name, None if tab == "." else tab)
+        return b""
+    if req.action == "-ord":
+        return _order(s, spec, tab, req)
+    if req.action == "-inf":
+        return _info(s, spec)
+    if tab == "var":
+        return _export_var(s, spec, req)
+    var_init = _var_values(s, spec, req)
+    plan = RulePlan(tab, req.pp, req.rules, req.bvars, var_init)
+    if req.action == "-scn" and plan.empty:
+        return b""
+    global_rules = not plan.empty and plan.global_vars()
+    q = Query(db=spec.name, spec_text=text, target=tab, pids=[],
+              rules=None if plan.empty or global_rules else plan)  # fmt: skip
+    if _pushdown_ok(req) and not global_rules:
+        q.order, q.top = _order_spec(req, spec, tab), req.top
+    frame = s.query(q)
+    if frame.width == 0:
+        frame = _empty(spec, tab)
+    frame = frame.sort(merge.K, merge.R)
+    if global_rules:
+        writes: dict[str, pl.DataFrame] = {}
+
+        def keep(key: str, stored: pl.DataFrame) -> None:
+            writes[key] = stored
+
+        frame = plan.run(frame, spec, writer=keep)
+        for stored in writes.values():
+            s.update(q, stored)
+        _save_vars(s, spec, frame)
+    if req.action == "-scn":
+        return b""
+    frame = _limit(frame, req)
+    if req.action == "-cnt":
+        return _count(s, spec, tab, frame, req)
+    if req.sort:
+        order = _order_spec(req, spec, tab)
+        frame = frame.sort([c for c, _ in order], descending=[d for _, d in order],
+                           maintain_order=True)  # fmt: skip
+    if req.top is not None:
+        frame = frame.head(req.top)
+    return _render(frame, spec, tab, req)
+
+
+def _empty(spec: DbSpec, tab: str) -> pl.DataFrame:
+    if tab == ".":
+        return merge.empty_frame(spec.pkey, (), rows=True)
+    target = spec.require(tab)
+    return merge.empty_frame(spec.pkey, target.columns, rows=True)
+
+
+def _pushdown_ok(req: Request) -> bool:
+    return (req.top is not None and bool(req.sort) and req.lim_key is None
+            and req.lim_rec is None and req.key_rec is None and req.action == "-exp")  # fmt: skip
+
+
+def _order_spec(req: Request, spec: DbSpec, tab: str) -> list[tuple[str, bool]]:
+    """Sort keys: the columns then the export order; `dec` reverses the whole ascending sort."""
+    dec = "dec" in req.sort_attrs
+    if "ncas" in req.sort_attrs:
+        raise NotSupportedError("aq_udb -sort,ncas")
+    cols = [_column_name(spec, tab, c) for c in req.sort]
+    return [(c, dec) for c in cols] + [(merge.K, dec), (merge.R, dec)]
+
+
+def _column_name(spec: DbSpec, tab: str, name: str) -> str:
+    low = name.lower()
+    cols = [*spec.pkey, *(spec.require(tab).columns if tab not in (".", "var") else ())]
+    for c in cols:
+        if c.key == low:
+            return c.name
+    raise AqSyntaxError(f"no column {name!r} in {spec.name}:{tab}")
+
+
+def _limit(frame: pl.DataFrame, req: Request) -> pl.DataFrame:
+    if req.key_rec is not None:
+        frame = frame.filter(pl.int_range(pl.len()).over(merge.K) < req.key_rec)
+    if req.lim_key is not None:
+        keys = frame.get_column(merge.K).unique(maintain_order=True).head(req.lim_key)
+        frame = frame.filter(pl.col(merge.K).is_in(keys.implode()))
+    if req.lim_rec is not None:
+        frame = frame.head(req.lim_rec)
+    return frame
+
+
+def _var_values(s: UdbSession, spec: DbSpec, req: Request) -> dict[str, Any]:
+    var = spec.var
+    if var is None:
+        if req.var_sets or req.bvars or any(g.bvars for g in req.pp):
+            raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
+        return {}
+    stored = s.var(spec.name)
+    values: dict[str, Any] = {}
+    if stored is not None and stored.height:
+        row = stored.row(0, named=True)
+        values = {c.key: row.get(c.name) for c in var.columns}
+    for name, text in req.var_sets:
+        col = var.column(name)
+        if col is None:
+            raise AqSyntaxError(f"-var: {name!r} is not a Var column of {spec.name}")
+        values[col.key] = literal_value(text, col)
+    if req.var_sets:
+        s.set_var(spec.name, _var_frame(var.columns, values))
+    return values
+
+
+def _var_frame(cols: tuple[Column, ...], values: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            c.name: pl.Series([values.get(c.key, "" if c.typ in ("S", "IP") else 0)], dtype=c.dtype)
+            for c in cols
+        }
+    )
+
+
+def _save_vars(s: UdbSession, spec: DbSpec, frame: pl.DataFrame) -> None:
+    var = spec.var
+    if var is None or frame.height == 0:
+        return
+    last = frame.tail(1).row(0, named=True)
+    s.set_var(spec.name, _var_frame(var.columns, {c.key: last[f"__v_{c.key}"] for c in
+                                                  var.columns}))  # fmt: skip
+
+
+def _export_var(s: UdbSession, spec: DbSpec, req: Request) -> bytes:
+    var = spec.var
+    if var is None:
+        raise UdbError(f"database {spec.name} has no variable")
+    stored = s.var(spec.name)
+    frame = stored if stored is not None and stored.height else _var_frame(var.columns, {})
+    cols = [(c.name, c.name, c.typ) for c in var.columns]
+    return _write(frame, cols, req)
+
+
+def _order(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
+    attrs = [a.lower() for a in req.attrs]
+    targets = [spec.require(tab)] if tab not in (".", "var") else [
+        t for t in spec.targets if t.kind == "table" and t.tkey is not None]  # fmt: skip
+    if tab == "." and req.ord_cols:
+        raise NotSupportedError("aq_udb -ord Db Col... (sorting the key list)")
+    for target in targets:
+        cols = [_column_name(spec, target.name, c) for c in req.ord_cols]
+        if not cols:
+            if target.tkey is None:
+                raise UdbError(f"-ord {spec.name}:{target.name}: no columns given and no tkey")
+            cols = [target.tkey.name]
+        s.on_all(spec.name, server.w_order, spec.text(), spec.name, target.name, cols,
+                 "dec" in attrs, "ncas" in attrs)  # fmt: skip
+    return b""
+
+
+def _info(s: UdbSession, spec: DbSpec) -> bytes:
+    keys = s.query(Query(db=spec.name, spec_text=spec.text(), target=".", pids=[]))
+    titles = ['"pkey"', '"var"']
+    values = [str(keys.height), "1" if spec.var is not None else "0"]
+    for t in spec.targets:
+        if t.kind == "var":
+            continue
+        rows = s.query(Query(db=spec.name, spec_text=spec.text(), target=t.name, pids=[],
+                             columns=[merge.K]))  # fmt: skip
+        titles.append(f'"{t.name}"')
+        values.append(str(rows.height))
+    return (",".join(titles) + "\n" + ",".join(values) + "\n").encode()
+
+
+def _count(s: UdbSession, spec: DbSpec, tab: str, frame: pl.DataFrame, req: Request) -> bytes:
+    lines = ['"field","count"']
+    if tab == ".":
+        lines.append(f'"pkey",{frame.height}')
+    else:
+        lines.append(f'"pkey",{frame.get_column(merge.K).n_unique() if frame.height else 0}')
+        lines.append(f'"row",{frame.height}')
+    if req.out_attrs.notitle:
+        lines = lines[1:]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _render(frame: pl.DataFrame, spec: DbSpec, tab: str, req: Request) -> bytes:
+    if tab == ".":
+        cols = [(c.name, "pkey" if len(spec.pkey) == 1 else c.name, c.typ) for c in spec.pkey]
+    else:
+        target = spec.require(tab)
+        cols = [(c.name, c.name, c.typ) for c in (*spec.pkey, *target.columns)]
+    if req.columns is not None:
+        cols = _select(cols, req.columns, spec, tab)
+    seg = [a for a in req.attrs if a.lower().startswith("seg=")]
+    if seg:
+        frame = _segment(frame, spec, seg[0][4:])
+    return _write(frame, cols, req)
+
+
+def _select(cols: list[tuple[str, str, str]], wanted: list[str], spec: DbSpec,
+            tab: str) -> list[tuple[str, str, str]]:  # fmt: skip
+    by_low = {c[0].lower(): c for c in cols}
+    out = []
+    npk = len(spec.pkey)
+    for w in wanted:
+        if w == "*":
+            out += cols
+        elif w == "+":
+            out += cols[npk:]
+        elif w.lower() in by_low:
+            out.append(by_low[w.lower()])
+        elif ":" in w and w.split(":")[0].lower() in by_low:
+            name, label = w.split(":", 1)
+            c = by_low[name.lower()]
+            out.append((c[0], label, c[2]))
+        else:
+            raise AqSyntaxError(f"-c: no column {w!r} in {spec.name}:{tab}")
+    return out
+
+
+def _segment(frame: pl.DataFrame, spec: DbSpec, text: str) -> pl.DataFrame:
+    """`seg=N1[-N2]/N`: keep the keys whose hash falls in segments N1..N2 of N."""
+    try:
+        rng, _, n = text.partition("/")
+        n = n.split(":")[0]
+        lo, _, hi = rng.partition("-")
+        first, last, total = int(lo), int(hi or lo), int(n)
+    except ValueError:
+        raise AqSyntaxError(f"bad seg= attribute {text!r}") from None
+    segs = hashing.key_hash(frame, [c.name for c in spec.pkey]) % total + 1
+    return frame.filter((segs >= first) & (segs <= last))
+
+
+def _write(frame: pl.DataFrame, cols: list[tuple[str, str, str]], req: Request) -> bytes:
+    from ess.aq.writer import OutCol, field_expr, title_line
+
+    outcols = [OutCol(name, label, typ if typ in ("S", "F", "IP") else "I")
+               for name, label, typ in cols]  # fmt: skip
+    buf = io.BytesIO()
+    if not req.out_attrs.notitle:
+        buf.write(title_line(outcols, req.out_attrs))
+    if frame.height:
+        line = pl.concat_str([field_expr(c, req.out_attrs) for c in outcols],
+                             separator=req.out_attrs.sep)  # fmt: skip
+        frame.select(line.fill_null("").alias("l")).write_csv(
+            buf, include_header=False, quote_style="never"
+        )
+    return buf.getvalue()
