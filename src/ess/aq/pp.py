@@ -186,7 +186,7 @@ class Compiler:
                 col.label = rule.alt
             self.cols[rule.alt.lower()] = col
         elif isinstance(rule, Imp):
-            self.steps.append(_unsupported_imp)
+            self.steps.append(_imp_step(self, rule))
         else:  # pragma: no cover
             raise NotSupportedError(f"aq_pp rule {type(rule).__name__}")
 
@@ -461,8 +461,12 @@ def _default_attrs() -> object:
     return OutputAttrs()
 
 
-def _unsupported_imp(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
-    raise NotSupportedError("aq_pp -imp (UDB import)")
+def _imp_step(comp: Compiler, rule: Imp) -> Step:
+    """`-imp`: hand the visible columns (by current name) to the UDB (ess.udb.imp)."""
+    from ess.udb.imp import imp_step
+
+    cols = {name: col.name for name, col in comp.cols.items()}
+    return imp_step(rule.target, rule.attrs, cols, ddef=comp.prog.ddef, mask=comp.mask)
 
 
 def _var_value(rule: VarDef) -> object:
