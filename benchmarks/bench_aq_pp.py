@@ -36,7 +36,9 @@ def generate(path: Path, rows: int) -> None:
         return pl.int_range(rows, dtype=pl.UInt64).hash(seed).cast(pl.Float64) / 2.0**64
 
     df = pl.select(
-        key=pl.concat_str([pl.lit("u"), (rand(1) * 1e6).cast(pl.Int64).cast(pl.String).str.zfill(7)]),
+        key=pl.concat_str(
+            [pl.lit("u"), (rand(1) * 1e6).cast(pl.Int64).cast(pl.String).str.zfill(7)]
+        ),
         time=(1_400_000_000 + rand(2) * 2e7).cast(pl.Int64),
         article=(1 + rand(3) * 5000).cast(pl.Int64),
         price=(0.5 + rand(4) * 99.5).round(2),
@@ -55,17 +57,17 @@ def commands(data: Path, out: Path) -> dict[str, dict[str, list[str]]]:
                 "$1, $2, $3, $4, $4*1.08, int($2/86400) }")  # fmt: skip
     mawk_agg = 'NR>1 && $4 > 10.0 { s += $4*1.08; n++ } END { printf "%.17g,%d\\n", s, n }'
     duck = (
-        "import duckdb,sys; c=duckdb.connect(); c.execute(\"PRAGMA threads=2\");"
+        'import duckdb,sys; c=duckdb.connect(); c.execute("PRAGMA threads=2");'
         f"src=\"read_csv('{d}', header=true, columns={{'key':'VARCHAR','time':'BIGINT',"
         "'article':'BIGINT','price':'DOUBLE'})\";"
     )
     duck_etl = duck + (
-        "c.execute(f\"COPY (SELECT key, time, article, price, price*1.08 AS total, "
+        'c.execute(f"COPY (SELECT key, time, article, price, price*1.08 AS total, '
         f"time//86400 AS day FROM {{src}} WHERE price > 10.0) TO '{o}' (HEADER false)\")"
     )
     duck_agg = duck + (
-        "print(c.execute(f\"SELECT sum(price*1.08), count(*) FROM {src} "
-        "WHERE price > 10.0\").fetchall())"
+        'print(c.execute(f"SELECT sum(price*1.08), count(*) FROM {src} '
+        'WHERE price > 10.0").fetchall())'
     )
     pol = (
         "import polars as pl; lf = pl.scan_csv("
@@ -83,9 +85,27 @@ def commands(data: Path, out: Path) -> dict[str, dict[str, list[str]]]:
             "polars": [PY, "-c", pol_etl],
         },
         "agg": {
-            "aq_pp": [aq, "-f,+1", d, *spec, "-var", "f:sum", "0.0", "-var", "i:n", "0",
-                      *body, "-eval", "sum", "sum + total", "-eval", "n", "n + 1",
-                      "-ovar", o],  # fmt: skip
+            "aq_pp": [
+                aq,
+                "-f,+1",
+                d,
+                *spec,
+                "-var",
+                "f:sum",
+                "0.0",
+                "-var",
+                "i:n",
+                "0",
+                *body,
+                "-eval",
+                "sum",
+                "sum + total",
+                "-eval",
+                "n",
+                "n + 1",
+                "-ovar",
+                o,
+            ],
             "mawk": ["mawk", "-F,", mawk_agg, d],
             "duckdb": [PY, "-c", duck_agg],
             "polars": [PY, "-c", pol_agg],
@@ -131,7 +151,9 @@ def main() -> None:
         for task, tools in commands(data, Path(tmp) / "out.csv").items():
             results[task] = {}
             for tool, cmd in tools.items():
-                best, rss = min(timed(cmd, Path(tmp) / f"{task}_{tool}") for _ in range(args.repeat))
+                best, rss = min(
+                    timed(cmd, Path(tmp) / f"{task}_{tool}") for _ in range(args.repeat)
+                )
                 results[task][tool] = {"seconds": round(best, 3), "peak_rss_mb": round(rss, 1),
                                        "rows_per_s": round(args.rows / best)}  # fmt: skip
         payload = {"rows": args.rows, "input_mb": round(size_mb, 1), "cpus": os.cpu_count(),

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ess.errors import AqSyntaxError
-
 import polars as pl
+
+from ess.errors import AqSyntaxError
 
 # Type letters as the manuals spell them; lower case is accepted everywhere.
 TYPES = ("S", "I", "IS", "L", "LS", "F", "IP")

@@ -70,7 +70,7 @@ def parse(text: str, where: str) -> Tree:
     try:
         return parser().parse(text)
     except UnexpectedCharacters as exc:
-        raise src.error(f"unexpected character {text[exc.pos_in_stream]!r}", exc.column) from None
+        raise src.error(f"unexpected character {exc.char!r}", exc.column) from None
     except UnexpectedEOF:
         raise src.error("unexpected end of expression", len(text) + 1) from None
     except UnexpectedToken as exc:
@@ -260,8 +260,8 @@ class Compiler:
             a, b = left.expr.cast(pl.Float64), right.expr.cast(pl.Float64)
             if op in "&|^":
                 raise self.error(f"type mismatch: bitwise {op!r} needs integers", tok)
-            expr = {"+": a + b, "-": a - b, "*": a * b, "/": a / b,
-                    "%": a - b * (a / b).cast(pl.Int64, strict=False).cast(pl.Float64)}[op]  # fmt: skip
+            fmod = a - b * (a / b).cast(pl.Int64, strict=False).cast(pl.Float64)
+            expr = {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "%": fmod}[op]
             return Typed(expr, "F")
         a, b = left.expr.cast(pl.Int64), right.expr.cast(pl.Int64)
         ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
@@ -309,7 +309,7 @@ class Compiler:
 
     # ---------------------------------------------------------------- functions
     def _call(self, node: Tree) -> Typed:
-        from ess.aq.functions import call  # noqa: PLC0415 - keeps expression startup light
+        from ess.aq.functions import call
 
         name_tok = node.children[0]
         args = [c for c in node.children[1:] if c is not None]

@@ -99,7 +99,7 @@ def _djb2(series: pl.Series) -> pl.Series:
     text = series.str.to_lowercase()
     df = pl.DataFrame({"h": text.str.encode("hex"), "n": text.str.len_bytes()})
     h = pl.Series("h", [5381] * len(series), dtype=pl.Int64)
-    longest = int(df["n"].max() or 0)
+    longest = int(df.select(pl.col("n").max()).item() or 0)
     for i in range(longest):
         byte = df["h"].str.slice(2 * i, 2).str.to_integer(base=16, strict=False).fill_null(0)
         nxt = (h * 33 + byte) & 0xFFFFFFFF
@@ -115,7 +115,7 @@ def _sleng(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
 
 @fn("ToS")
 def _tos(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
-    from ess.aq.numfmt import format_float  # noqa: PLC0415
+    from ess.aq.numfmt import format_float
 
     _nargs(comp, args, node, 1)
     value = as_number(_val(comp, args[0]))
@@ -175,8 +175,8 @@ def _substr(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     rest = pl.max_horizontal(size - start, pl.lit(0))
     if len(args) == 3:
         length = _val(comp, args[2], "N").expr.cast(pl.Int64)
-        length = pl.when(length < 0).then(pl.max_horizontal(rest + length, pl.lit(0))).otherwise(
-            length
+        length = (
+            pl.when(length < 0).then(pl.max_horizontal(rest + length, pl.lit(0))).otherwise(length)
         )
     else:
         length = rest
@@ -364,8 +364,8 @@ fn("MixedCmpAll")(_mixed(True))
 
 
 # ---------------------------------------------------------------- date / time
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}  # fmt: skip
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES)}
 _CODES = {"Y": r"(\d{1,4})", "y": r"(\d{1,2})", "m": r"(\d{1,2})", "b": r"([A-Za-z]{3})",
           "d": r"(\d{1,2})", "H": r"(\d{1,2})", "I": r"(\d{1,2})", "M": r"(\d{1,2})",
           "S": r"(\d{1,2})", "p": r"([AaPp][Mm])", "z": r"([+-]\d{4})"}  # fmt: skip

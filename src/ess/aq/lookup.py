@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -73,7 +74,7 @@ def compile_lookup(comp: Compiler, rule: Lookup) -> pl.Expr | None:
     new = pl.Series(list(exact.values()), dtype=pl.String)
     result = key.replace_strict(old, new, default=None, return_dtype=pl.String)
     if patterns:
-        chain = pl.when(value.str.contains(patterns[0][0])).then(pl.lit(patterns[0][1]))
+        chain: Any = pl.when(value.str.contains(patterns[0][0])).then(pl.lit(patterns[0][1]))
         for regex, to in patterns[1:]:
             chain = chain.when(value.str.contains(regex)).then(pl.lit(to))
         result = pl.coalesce(result, chain.otherwise(pl.lit(None, dtype=pl.String)))
@@ -143,17 +144,24 @@ def _cmb(comp: Compiler, rule: Lookup) -> pl.Expr | None:
             col = existing
             fallback = pl.col(col.name)
         value = pl.when(active).then(pl.col(hidden)).otherwise(fallback)
-        comp.steps.append(lambda df, st, v=value, n=col.name: df.with_columns(v.alias(n)))
+        comp.steps.append(_set_step(value, col.name))
     return pl.col(hit) if rule.attrs.req else None
 
 
+def _set_step(value: pl.Expr, name: str) -> Callable[[pl.DataFrame, object], pl.DataFrame]:
+    def step(df: pl.DataFrame, st: object) -> pl.DataFrame:
+        return df.with_columns(value.alias(name))
+
+    return step
+
+
 def c_dtype(col: object) -> pl.DataType:
-    from ess.aq.colspec import polars_dtype  # noqa: PLC0415
+    from ess.aq.colspec import polars_dtype
 
     return polars_dtype(col.typ)  # type: ignore[attr-defined]
 
 
 def _default(typ: str) -> pl.Expr:
-    from ess.aq.pp import default_value  # noqa: PLC0415
+    from ess.aq.pp import default_value
 
     return default_value(typ)

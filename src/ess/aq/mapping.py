@@ -103,9 +103,7 @@ def _rt_var(spec: str, pattern: str) -> tuple[str, str]:
             have_set = True
         elif re.fullmatch(r"\d+(-\d+)?", part):
             lo, _, hi = part.partition("-")
-            quant = f"{{{lo},{hi or lo}}}" if hi or True else ""
-            if not hi:
-                quant = f"{{{lo},}}"
+            quant = f"{{{lo},{hi}}}"  # no max: up to the (unbounded) rest of the value
         elif part:
             raise AqSyntaxError(f"bad %%{spec}%% in MapFrom {pattern!r}")
     if brks:

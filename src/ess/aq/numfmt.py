@@ -32,9 +32,14 @@ def _digits(df: pl.DataFrame, p: int) -> pl.DataFrame:
     ah, al, bh, bl, hi = (pl.col(c) for c in ("ah", "al", "bh", "bl", "hi"))
     df = df.with_columns(lo=((ah * bh - hi) + ah * bl + al * bh) + al * bl)
     df = df.with_columns(fh=pl.col("hi").floor())
-    df = df.with_columns(
-        base=pl.col("fh").cast(pl.Int64, strict=False), r=(pl.col("hi") - pl.col("fh")) + pl.col("lo")
-    ).with_columns(fl=pl.col("r").floor()).with_columns(frac=pl.col("r") - pl.col("fl"))
+    df = (
+        df.with_columns(
+            base=pl.col("fh").cast(pl.Int64, strict=False),
+            r=(pl.col("hi") - pl.col("fh")) + pl.col("lo"),
+        )
+        .with_columns(fl=pl.col("r").floor())
+        .with_columns(frac=pl.col("r") - pl.col("fl"))
+    )
     t = pl.col("base") + pl.col("fl").cast(pl.Int64, strict=False)
     return df.with_columns(t=t)
 
@@ -51,7 +56,8 @@ def format_series(series: pl.Series, p: int = 17) -> pl.Series:
             if zero.any():
                 neg = series.cast(pl.String).str.starts_with("-")
                 text = pl.select(
-                    pl.when(zero).then(pl.when(neg).then(pl.lit("-0")).otherwise(pl.lit("0")))
+                    pl.when(zero)
+                    .then(pl.when(neg).then(pl.lit("-0")).otherwise(pl.lit("0")))
                     .otherwise(text)
                 ).to_series()
             return text.alias(series.name)

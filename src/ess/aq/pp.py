@@ -13,16 +13,30 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import polars as pl
 
 from ess.aq import mapping, reader
 from ess.aq.colspec import ColSpec, kind, polars_dtype
 from ess.aq.expr import Typed, compile_expr, lit_str, parse, truthy
-from ess.aq.regex import has_wildcard, wildcard_to_rust
 from ess.aq.rules import (
-    Alias, Const, Eval, Filt, If, Imp, InputSpec, Lookup, Map, MapC, MapF, Output, Program,
-    Sep, VarDef,
+    Alias,
+    Const,
+    Eval,
+    Filt,
+    If,
+    Imp,
+    InputSpec,
+    Lookup,
+    Map,
+    MapC,
+    MapF,
+    Output,
+    OutputAttrs,
+    Program,
+    Sep,
+    VarDef,
 )  # fmt: skip
 from ess.aq.writer import OutCol, Sink, title_line, write_rows
 from ess.errors import AqDataError, AqSyntaxError, NotSupportedError
@@ -109,7 +123,7 @@ class Compiler:
             self.uses_random = True
             return Typed(pl.col("__random"), "I")
         if name in ("cursec", "curusec"):
-            import time  # noqa: PLC0415
+            import time
 
             now = time.time()
             return Typed(pl.lit(int(now if name == "cursec" else now * 1e6 % 1e6)), "I")
@@ -140,10 +154,9 @@ class Compiler:
                         )
         self.input_cols = [c for c in self.cols.values()]
         chain = list(self.prog.chain)
-        has_output = any(isinstance(r, Output) for r in _walk(chain)) or self.prog.ovars
-        has_output = has_output or any(isinstance(r, Imp) for r in _walk(chain))
-        if not has_output:
-            chain.append(Output("-", _default_attrs()))
+        has_output = bool(self.prog.ovars) or any(isinstance(r, Output | Imp) for r in _walk(chain))
+        if not has_output:  # no -o, -c, -ovar or -imp: behave as if `-o -` ended the chain
+            chain.append(Output("-", OutputAttrs()))
         for rule in chain:
             self.rule(rule)
 
@@ -300,11 +313,7 @@ class Compiler:
             bmask = self.new_hidden("branch")
             base = ~pl.col(taken) if outer is None else (pl.col(outer) & ~pl.col(taken))
             cond = base & ok.fill_null(False)
-            self.steps.append(
-                lambda df, st, c=cond, b=bmask: df.with_columns(c.alias(b)).with_columns(
-                    (pl.col(taken) | pl.col(b)).alias(taken)
-                )
-            )
+            self.steps.append(_branch_step(cond, bmask, taken))
             self.mask_stack.append(bmask)
             for sub in branch.body:
                 self.rule(sub)
@@ -433,9 +442,17 @@ class Compiler:
 
     # ------------------------------------------------------------ lookups
     def lookup_rule(self, rule: Lookup) -> pl.Expr | None:
-        from ess.aq.lookup import compile_lookup  # noqa: PLC0415
+        from ess.aq.lookup import compile_lookup
 
         return compile_lookup(self, rule)
+
+
+def _branch_step(cond: pl.Expr, bmask: str, taken: str) -> Step:
+    def step(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
+        df = df.with_columns(cond.alias(bmask))
+        return df.with_columns((pl.col(taken) | pl.col(bmask)).alias(taken))
+
+    return step
 
 
 def _broadcast(ser: pl.Series, height: int) -> pl.Series:
@@ -456,7 +473,7 @@ def _walk(rules: list[object]) -> Iterator[object]:
 
 
 def _default_attrs() -> object:
-    from ess.aq.rules import OutputAttrs  # noqa: PLC0415
+    from ess.aq.rules import OutputAttrs
 
     return OutputAttrs()
 
@@ -474,7 +491,7 @@ def _var_value(rule: VarDef) -> object:
     typ = rule.spec.typ
     if typ in ("S", "IP"):
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-            from ess.aq.expr import decode_strings  # noqa: PLC0415
+            from ess.aq.expr import decode_strings
 
             return decode_strings(text)
         return text
@@ -486,7 +503,7 @@ def _var_value(rule: VarDef) -> object:
 
 def _scan_shape(tree: object, var: str) -> tuple[str | None, object | None]:
     """Recognise `v + e`, `e + v`, `v - e`, `v * e`, `e * v`, `Max(v, e)`, `Min(v, e)`, `e`."""
-    from lark import Token, Tree  # noqa: PLC0415
+    from lark import Token, Tree
 
     def is_var(node: object) -> bool:
         return (isinstance(node, Tree) and node.data == "name"
@@ -518,9 +535,11 @@ def _scan_shape(tree: object, var: str) -> tuple[str | None, object | None]:
     return None, None
 
 
-def _compile_subtree(node: object, comp: Compiler, text: str) -> tuple[Typed, list]:  # type: ignore[type-arg]
-    from ess.aq.expr import Compiler as ExprCompiler  # noqa: PLC0415
-    from ess.aq.expr import Source  # noqa: PLC0415
+def _compile_subtree(
+    node: object, comp: Compiler, text: str
+) -> tuple[Typed, list[tuple[str, Typed]]]:
+    from ess.aq.expr import Compiler as ExprCompiler
+    from ess.aq.expr import Source
 
     ec = ExprCompiler(comp, Source(text, "-eval"))
     return ec.compile(node), ec.side_effects  # type: ignore[arg-type]
@@ -561,7 +580,7 @@ class Job:
     prog: Program
     comp: Compiler
 
-    def run(self, *, stderr: object = None) -> int:
+    def run(self, *, stderr: TextIO | None = None) -> int:
         err = stderr or sys.stderr
         st = RunState(random_state=self.prog.seed)
         st.carries.update(self.comp.vars_init)
@@ -580,7 +599,7 @@ class Job:
             for sink in st.sinks.values():
                 sink.close()
         if self.prog.stat:
-            err.write(f"aq_pp: rec={st.records} err={st.errors} out={st.out_rows}\n")  # type: ignore[attr-defined]
+            err.write(f"aq_pp: rec={st.records} err={st.errors} out={st.out_rows}\n")
         return 0
 
     def write_ovars(self, st: RunState) -> None:
@@ -594,7 +613,7 @@ class Job:
                 sink.write(title_line(cols, rule.attrs))
             write_rows(row, cols, rule.attrs, sink)
 
-    def batches(self, st: RunState, err: object) -> Iterator[pl.DataFrame]:
+    def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
         union = self.comp.input_cols
         for spec in [self.prog.main, *self.prog.cats]:
             items = spec.columns
@@ -617,7 +636,7 @@ class Job:
                     st.errors += dropped
                     if not spec.attrs.qui:
                         src = "stdin" if path == "-" else path
-                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors)\n")  # type: ignore[attr-defined]
+                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors)\n")
 
     def finish_frame(self, typed: pl.DataFrame, union: list[Col], st: RunState) -> pl.DataFrame:
         exprs = [
@@ -639,7 +658,7 @@ def st_random(st: RunState, height: int) -> pl.Expr:
     start = st.records - height
     seed = st.random_state
     rows = pl.int_range(start, start + height, dtype=pl.UInt64)
-    return ((rows.hash(seed) >> 33) + 1).cast(pl.Int64).alias("__random")
+    return ((rows.hash(seed) // 2**33) + 1).cast(pl.Int64).alias("__random")
 
 
 def compile_program(prog: Program) -> Job:

@@ -34,7 +34,7 @@ def open_input(path: str) -> BinaryIO:
     if path == "-":
         return sys.stdin.buffer
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by read_chunks
+        return open(path, "rb")
     except OSError as exc:
         raise AqDataError(f"cannot open input file {path!r}: {exc.strerror}") from None
 
@@ -77,14 +77,6 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = CHUNK_SIZE) -> I
             stream.close()
 
 
-def _drop_blank_lines(data: bytes) -> bytes:
-    # blank records are skipped [AMBIGUOUS in the spec]; keep it cheap: C-level replaces
-    data = data.replace(b"\r\n", b"\n")
-    while b"\n\n" in data:
-        data = data.replace(b"\n\n", b"\n")
-    return data.lstrip(b"\n")
-
-
 def _lines(data: bytes) -> pl.Series:
     text = data.decode("utf-8", errors="replace")
     if text.endswith("\n"):
@@ -97,11 +89,11 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     """Raw string columns `f0, f1, ...` (one per non-separator item) for one chunk."""
     specs = [it for it in items if isinstance(it, ColSpec)]
     names = [f"f{i}" for i in range(len(specs))]
-    data = _drop_blank_lines(chunk.data)
-    if not data:
+    data = chunk.data
+    if not data.strip():
         return pl.DataFrame({n: pl.Series([], dtype=pl.String) for n in names})
     if attrs.fmt in ("csv", "sep"):
-        return pl.read_csv(
+        frame = pl.read_csv(
             data,
             has_header=False,
             separator=attrs.sep,
@@ -112,7 +104,12 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
             encoding="utf8-lossy",
             raise_if_empty=False,
         )
+        # blank lines are skipped [AMBIGUOUS in the spec]; the CSV reader turns them into rows
+        # of empty fields, so such rows go (a record of only empty fields is dropped too)
+        return frame.filter(~pl.all_horizontal(pl.all() == ""))
     lines = _lines(data)
+    lines = lines.str.strip_chars_end("\r")
+    lines = lines.filter(lines != "")
     if attrs.fmt == "fix":
         cols, pos = [], 0
         for name, spec in zip(names, specs, strict=True):

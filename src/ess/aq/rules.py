@@ -333,7 +333,7 @@ def _lookup_spec(word: str) -> ColSpec:
     return parse_colspec(word, what="lookup spec")
 
 
-def parse_argv(argv: list[str]) -> Program:  # noqa: C901 - one flat dispatch on option names
+def parse_argv(argv: list[str]) -> Program:
     args = _Args(argv)
     main: InputSpec | None = None
     prog = Program(main=InputSpec(["-"], InputAttrs(), []))

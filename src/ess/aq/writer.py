@@ -65,7 +65,9 @@ class Sink:
                 try:
                     self.handle = open(self.path, "ab" if self.append else "wb")  # noqa: SIM115
                 except OSError as exc:
-                    raise AqError(f"cannot open output file {self.path!r}: {exc.strerror}") from None
+                    raise AqError(
+                        f"cannot open output file {self.path!r}: {exc.strerror}"
+                    ) from None
                 self.owned = True
         return self.handle
 
@@ -83,8 +85,8 @@ class Sink:
 def write_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, sink: Sink) -> None:
     if df.height == 0:
         return
-    line = pl.concat_str([field_expr(c, attrs) for c in cols], separator=attrs.sep)
-    out = df.select(line.fill_null("").alias("l"))
+    # each field is already rendered; let write_csv join them (cheaper than concat_str)
+    out = df.select([field_expr(c, attrs).alias(f"c{i}") for i, c in enumerate(cols)])
     buf = io.BytesIO()
-    out.write_csv(buf, include_header=False, quote_style="never")
+    out.write_csv(buf, include_header=False, quote_style="never", separator=attrs.sep)
     sink.write(buf.getvalue())

@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "-help", "--help"):
         sys.stdout.write(USAGE)
         sys.exit(0 if args else 2)
-    from ess.errors import EssError  # noqa: PLC0415
+    from ess.errors import EssError
 
     try:
-        from ess.aq.pp import compile_program  # noqa: PLC0415
-        from ess.aq.rules import parse_argv  # noqa: PLC0415
+        from ess.aq.pp import compile_program
+        from ess.aq.rules import parse_argv
 
         job = compile_program(parse_argv(args))
         if job.prog.test:

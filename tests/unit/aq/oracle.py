@@ -63,7 +63,7 @@ def evaluate(node: Tree, row: dict[str, object], types: dict[str, str]) -> objec
             return min(args) if name == "min" else max(args)  # type: ignore[type-var]
         if name == "tos":
             v = args[0]
-            return "%.17g" % v if isinstance(v, float) else str(v)
+            return f"{v:.17g}" if isinstance(v, float) else str(v)
         if name == "sleng":
             return len(str(args[0]).encode())
         if name == "abs":
@@ -112,7 +112,7 @@ def store(value: object, typ: str) -> object:
 
 def fmt(value: object, typ: str) -> str:
     if typ == "F":
-        return "%.17g" % value
+        return f"{value:.17g}"
     if typ == "S":
         return "" if value == "" else '"' + str(value).replace('"', '""') + '"'
     return str(value)
@@ -142,14 +142,15 @@ def run(prog: Program, rows: list[dict[str, object]], types: dict[str, str]) -> 
     out.append(title)
 
     def apply(rules: list[object], row: dict[str, object]) -> bool:
-        for rule in rules:
-            if not step(rule, row):
-                return False
-        return True
+        return all(step(rule, row) for rule in rules)
 
     def step(rule: object, row: dict[str, object]) -> bool:
         if isinstance(rule, Eval):
-            name = rule.target.name.lower() if not isinstance(rule.target, str) else rule.target.lower()  # type: ignore[union-attr]
+            name = (
+                rule.target.name.lower()
+                if not isinstance(rule.target, str)
+                else rule.target.lower()
+            )  # type: ignore[union-attr]
             row[name] = store(evaluate(parse(rule.expr, "-eval"), row, types), types[name])
             return True
         if isinstance(rule, Filt):

@@ -65,9 +65,13 @@ def to_csv(rows: list[dict[str, object]]) -> str:
     return "".join(f'{r["a"]},{r["b"]},{r["x"]!r},"{r["s"]}"\n' for r in rows)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=rows_st, chain=program())
-def test_compiler_matches_oracle(tmp_path: Path, rows: list[dict[str, object]], chain: list[str]) -> None:
+def test_compiler_matches_oracle(
+    tmp_path: Path, rows: list[dict[str, object]], chain: list[str]
+) -> None:
     src = tmp_path / "in.csv"
     out = tmp_path / "out.csv"
     src.write_text(to_csv(rows))
