@@ -140,12 +140,16 @@ def _iplist(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    _provider().add(args.reservation)
+    status = _provider().add(args.reservation)
+    for problem in status.problems:  # e.g. a host that could not be reached
+        note(problem)
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    _provider().remove(args.reservation)
+    status = _provider().remove(args.reservation)
+    for problem in status.problems:  # e.g. a host that could not be reached
+        note(problem)
     return 0
 
 
@@ -198,7 +202,7 @@ def register(subparsers: Any) -> None:
     p = add_command(
         sub,
         "add",
-        help="attach running instances by reservation id",
+        help="attach running instances by reservation id (custom clusters: hosts)",
         example="ess cluster add r-6b1f57d5",
         handler=_add,
     )
@@ -206,7 +210,7 @@ def register(subparsers: Any) -> None:
     p = add_command(
         sub,
         "remove",
-        help="detach instances of these reservations",
+        help="detach instances of these reservations (custom clusters: hosts)",
         example="ess cluster remove r-6b1f57d5",
         handler=_remove,
     )

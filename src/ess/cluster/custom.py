@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -296,8 +297,10 @@ class CustomProvider(ClusterProvider):
                 }
                 if res.python:
                     env["ESS_PYTHON"] = res.python
-                if res.system_site_packages:
-                    env["ESS_VENV_ARGS"] = "--system-site-packages"
+                venv_args = ["--system-site-packages"] if res.system_site_packages else []
+                venv_args += res.venv_args.split()
+                if venv_args:
+                    env["ESS_VENV_ARGS"] = " ".join(venv_args)
                 try:
                     result = await ssh.run(
                         host,
@@ -381,12 +384,14 @@ class CustomProvider(ClusterProvider):
         if not names:
             return []
         conn = self._connection(res, state)
-        try:
-            client = connect(conn, timeout=JOIN_TIMEOUT)
-        except ClusterError as exc:
-            return [str(exc)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                client = connect(conn, timeout=JOIN_TIMEOUT)
+            except ClusterError as exc:
+                return [str(exc)]
         client.close()
-        return []
+        return _version_problems([str(w.message) for w in caught])
 
     # -- interface -----------------------------------------------------------------------------
     def create(self, options: CreateOptions) -> ClusterStatus:
@@ -640,6 +645,25 @@ class CustomProvider(ClusterProvider):
     def scheduler_pid(self) -> int | None:
         state = self.load_state()
         return daemon.running_pid(self._scheduler_spec(state)) if state else None
+
+
+def _version_problems(messages: list[str]) -> list[str]:
+    """Dask's version-mismatch warnings, minus Python patch-level differences (harmless: the
+    hosts run their own Python, ess is the same build everywhere)."""
+    problems = []
+    for text in messages:
+        if "Mismatched versions" not in text:
+            continue
+        rows = [
+            " ".join(line.strip("|").split())
+            for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| Package", "| python "))
+        ]
+        if rows:
+            problems.append(
+                "package versions differ between master and workers: " + "; ".join(rows)
+            )
+    return problems
 
 
 def _cached_wheel(directory: Path, build_wheel: Any) -> Path:

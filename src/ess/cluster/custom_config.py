@@ -12,6 +12,8 @@ Essentia's format (``id``, ``pem``, ``ip_list``) is read unchanged. Extensions, 
 ``pip_args``             extra ``pip install`` arguments (e.g. ``--no-index --find-links DIR``)
 ``system_site_packages`` make the virtualenv with ``--system-site-packages`` (dependencies
                          already installed on the hosts)
+``venv_args``            more ``python -m venv`` arguments (e.g. ``--without-pip`` when the
+                         hosts' site packages provide pip)
 ``host_key_policy``      ``tofu`` (default: record a new host's key, refuse a changed one) or
                          ``strict`` (the key must already be in ``.conf/known_hosts``)
 ``master``               the master's address as the hosts reach it (default: the address the
@@ -43,6 +45,7 @@ KNOWN_KEYS = {
     "python",
     "pip_args",
     "system_site_packages",
+    "venv_args",
     "host_key_policy",
     "master",
     "node_dir",
@@ -59,6 +62,7 @@ class Reservation:
     python: str | None = None
     pip_args: str = ""
     system_site_packages: bool = False
+    venv_args: str = ""
     host_key_policy: str = "tofu"
     master: str | None = None
     node_dir: str = DEFAULT_NODE_DIR
@@ -131,6 +135,7 @@ def parse(data: Any, *, path: Path, ws: Workspace) -> Reservation:
         python=_string(data, "python", path),
         pip_args=_string(data, "pip_args", path) or "",
         system_site_packages=system_site,
+        venv_args=_string(data, "venv_args", path) or "",
         host_key_policy=policy,
         master=_string(data, "master", path),
         node_dir=_string(data, "node_dir", path) or DEFAULT_NODE_DIR,

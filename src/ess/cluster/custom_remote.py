@@ -106,14 +106,12 @@ def stop_worker(node: NodeDir) -> str:
 
 
 def remove_node(node: NodeDir) -> str:
-    """Stop the worker and delete everything ess put on the host for this cluster."""
-    parent = node.path.rsplit("/", 1)[0]
-    parent_word = q(parent) if parent.startswith("/") else '"$HOME"/' + q(parent)
-    return (
-        stop_worker(node)
-        + f"rm -rf {node.shell}\nrmdir {parent_word} 2>/dev/null || true\n"
-        + f"rmdir {parent_word}/.. 2>/dev/null || true\n"
-    )
+    """Stop the worker and delete everything ess put on the host for this cluster (and the
+    cluster's and ess's directories when they are left empty)."""
+    cluster_dir, _, _ = node.path.rpartition("/")
+    top, _, _ = cluster_dir.rpartition("/")
+    rmdirs = " ".join(NodeDir(d).shell for d in (cluster_dir, top) if d)
+    return stop_worker(node) + f"rm -rf {node.shell}\nrmdir {rmdirs} 2>/dev/null || true\n"
 
 
 _STATUS = r"""

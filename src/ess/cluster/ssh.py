@@ -13,7 +13,8 @@ reused by every step of that command (probe, upload, bootstrap, ...). What it gu
   connecting, retries, commands), so N slow hosts cost one timeout, not N.
 * **Retries on transient errors** (connection refused/reset/lost during the handshake, e.g. a
   ``MaxStartups`` drop or an sshd restarting), with a short backoff, within the deadline.
-  Authentication and host-key failures are never retried.
+  Authentication and host-key failures are never retried, nor is a connect timeout (a host
+  that does not answer would otherwise cost several timeouts).
 * **An unreachable host is reported, never stalls the others**: ``map`` returns a
   :class:`HostError` for it beside the other hosts' results.
 
@@ -300,11 +301,10 @@ class SshSession:
             except socket.gaierror as exc:
                 raise HostError(host, "unreachable", f"unknown host ({exc.strerror})") from exc
             except TimeoutError as exc:
-                if deadline - time.monotonic() <= 0:
-                    raise HostError(host, "timeout", "timed out connecting") from exc
-                error: Exception = exc
+                # not retried: a host that does not answer would cost the whole deadline
+                raise HostError(host, "timeout", "timed out connecting") from exc
             except (OSError, asyncssh.Error) as exc:
-                error = exc
+                error: Exception = exc
             else:
                 if not trusted:
                     await self._record_key(host, conn)
