@@ -8,6 +8,7 @@ unparsable number is a conversion error (row dropped under `eok`, fatal otherwis
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,13 @@ from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
 from ess.aq.rules import InputAttrs, Sep
 from ess.errors import AqDataError, AqSyntaxError
 
-CHUNK_SIZE = 32 << 20
+
+def _chunk_size() -> int:
+    # ESS_AQ_CHUNK_MB tunes the batch size (memory vs per-batch overhead); default 32 MB
+    try:
+        return max(1, int(os.environ.get("ESS_AQ_CHUNK_MB", "32"))) << 20
+    except ValueError:
+        return 32 << 20
 
 
 @dataclass
@@ -39,7 +46,8 @@ def open_input(path: str) -> BinaryIO:
         raise AqDataError(f"cannot open input file {path!r}: {exc.strerror}") from None
 
 
-def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = CHUNK_SIZE) -> Iterator[Chunk]:
+def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[Chunk]:
+    chunk_size = chunk_size or _chunk_size()
     stream = open_input(path)
     source = "stdin" if path == "-" else path
     try:

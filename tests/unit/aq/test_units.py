@@ -1,0 +1,153 @@
+"""Unit tests of the aq_pp pieces: formatter, argv parser (legacy aliases), functions, reader."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ess.aq.numfmt import format_series
+from ess.aq.pp import compile_program
+from ess.aq.reader import div_regex
+from ess.aq.rules import Eval, If, Imp, MapF, Output, parse_argv
+
+BIN = Path(sys.executable).parent
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=True, width=64), min_size=1))
+def test_format_matches_c_printf(values: list[float]) -> None:
+    got = format_series(pl.Series(values, dtype=pl.Float64)).to_list()
+    assert got == [f"{v:.17g}" for v in values]
+
+
+def test_format_dictionary_path_keeps_negative_zero() -> None:
+    values = [1.5, -0.0, 0.0, 99.91] * 2000
+    got = format_series(pl.Series(values)).to_list()
+    assert got == [f"{v:.17g}" for v in values]
+
+
+def test_format_g6() -> None:
+    values = [99.91, 1e-5, 123456789.0, 0.5]
+    assert format_series(pl.Series(values), 6).to_list() == [f"{v:g}" for v in values]
+
+
+def test_legacy_aliases() -> None:
+    prog = parse_argv(["-f", "a", "-f", "b", "-d", "s:x", "-evlc", "s:y", "x",
+                       "-mapfrx", "x", "(.*)", "-o", "out", "-notitle",
+                       "-ddef", "-udb", "-spec", "u.spec", "-imp", "db:t", "-rownum", "5"])  # fmt: skip
+    assert prog.main.files == ["a", "b"]
+    evl, mapf, out, imp = prog.chain
+    assert isinstance(evl, Eval) and isinstance(mapf, MapF) and "rx" in mapf.attrs
+    assert isinstance(out, Output) and out.attrs.notitle
+    assert isinstance(imp, Imp) and imp.attrs == ["spec=u.spec"] and prog.ddef
+    assert prog.rownum_start == 5
+
+
+def test_if_structure_and_c_attachment() -> None:
+    prog = parse_argv(["-d", "i:a", "-if", "-filt", "a>1", "-eval", "a", "1", "-elif", "-true",
+                       "-else", "-o", "-", "-endif", "-o", "f", "-c", "a"])  # fmt: skip
+    block, out = prog.chain
+    assert isinstance(block, If) and len(block.branches) == 2 and len(block.orelse or []) == 1
+    assert isinstance(out, Output) and out.columns == ["a"]
+
+
+def run(args: list[str], data: bytes) -> bytes:
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+    proc = subprocess.run([str(BIN / "aq_pp"), *args], input=data, capture_output=True,
+                          env=env, timeout=60, check=True)  # fmt: skip
+    return proc.stdout
+
+
+def _djb2(text: str) -> int:
+    h = 5381
+    for b in text.lower().encode():
+        h = (h * 33 + b) & 0xFFFFFFFF
+    return h
+
+
+def test_shash_is_djb2_of_lower_case() -> None:
+    words = ["Philippines", "a", "MiXeD case words", "x" * 70]
+    data = "".join(f'"{w}"\n' for w in words).encode()
+    out = run(["-f", "-", "-d", "s:w", "-eval", "l:h", "SHash(w)", "-c", "h"], data)
+    assert out.decode().split()[1:] == [str(_djb2(w)) for w in words]
+
+
+def test_numcmp() -> None:
+    out = run(["-f", "-", "-d", "f:a", "f:b", "-eval", "i:r", "NumCmp(a, b, 0.5)", "-c", "r"],
+              b"1.0,1.4\n1.0,1.6\n2,1.5\n")  # fmt: skip
+    assert out == b'"r"\n1\n0\n1\n'
+
+
+def test_integer_semantics_and_truncation() -> None:
+    out = run(["-f", "-", "-d", "is:a", "-eval", "is:q", "a / 2", "-eval", "is:r", "a % 3",
+               "-eval", "is:t", "a * 1.5", "-eval", "i:u", "0 - 1", "-c", "q", "r", "t", "u"],
+              b"-7\n7\n")  # fmt: skip
+    assert out == b'"q","r","t","u"\n-3,-1,-10,4294967295\n3,1,10,4294967295\n'
+
+
+def test_left_to_right_without_precedence() -> None:
+    out = run(["-f", "-", "-d", "i:a", "-eval", "i:r", "1 + 2 * 3", "-c", "r"], b"0\n")
+    assert out == b'"r"\n9\n'
+
+
+def test_div_regex_first_occurrence() -> None:
+    from ess.aq.colspec import ColSpec
+    from ess.aq.rules import Sep
+
+    regex = div_regex([ColSpec("S", "a"), Sep(" "), ColSpec("S", "b"), Sep('"')])
+    frame = pl.DataFrame({"l": ['x y z"tail']}).select(pl.col("l").str.extract_groups(regex))
+    assert frame.unnest("l").row(0) == ("x", "y z")
+
+
+def test_rt_mapping_and_mapc() -> None:
+    out = run(["-f", "-", "-d", "s:v", "-mapf", "v", "%%k:@n%%-%%rest%%", "-mapc", "s:o",
+               "%%rest%%/%%k%%", "-c", "o"], b"12-ab\n7-q\n")  # fmt: skip
+    assert out == b'"o"\n"ab/12"\n"q/7"\n'
+
+
+def test_cmb_ncas_and_req(tmp_path: Path) -> None:
+    look = tmp_path / "l.csv"
+    look.write_text("ALICE,1\nbob,2\n")
+    out = run(["-f", "-", "-d", "s:name", "-cmb,ncas,req", str(look), "s:name", "i:n"],
+              b"alice\ncarol\nBob\n")  # fmt: skip
+    assert out == b'"name","n"\n"alice",1\n"Bob",2\n'
+
+
+def test_rownum_and_random_and_ovar() -> None:
+    out = run(["-f", "-", "-d", "i:a", "-rownum", "10", "-var", "i:n", "0", "-eval", "n",
+               "n + 1", "-eval", "i:r", "$RowNum", "-eval", "i:p", "$Random > 0",
+               "-o", "-", "-c", "r", "p", "-ovar", "-"], b"5\n6\n")  # fmt: skip
+    assert out == b'"r","p"\n10,1\n11,1\n"n"\n2\n'
+
+
+def test_stdin_batches_bounded_memory(tmp_path: Path) -> None:
+    """~150 MB through stdin with 8 MB chunks: peak RSS stays far below the input size."""
+    gen = ("import sys\nline=b'u12345,1400000000,42,12.5\\n'*100000\n"
+           "[sys.stdout.buffer.write(line) for _ in range(60)]")  # fmt: skip
+    env = dict(os.environ, ESS_AQ_CHUNK_MB="8")
+    producer = subprocess.Popen([sys.executable, "-c", gen], stdout=subprocess.PIPE)
+    consumer = subprocess.Popen(
+        [str(BIN / "aq_pp"), "-f", "-", "-d", "s:k", "i:t", "i:a", "f:p", "-filt", "p > 1.0",
+         "-o,notitle", os.devnull], stdin=producer.stdout, env=env,
+    )  # fmt: skip
+    assert producer.stdout is not None
+    producer.stdout.close()
+    _, status, usage = os.wait4(consumer.pid, 0)
+    producer.wait()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.ru_maxrss / 1024 < 400, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+
+
+@pytest.mark.parametrize("bad", ["-f,bogus", "-o,bogus"])
+def test_unknown_attributes(bad: str) -> None:
+    from ess.errors import AqSyntaxError
+
+    with pytest.raises(AqSyntaxError, match="unknown"):
+        compile_program(parse_argv([bad, "x", "-d", "s:a"]))
