@@ -61,8 +61,8 @@ def _cases() -> list[object]:
             continue
         marks = []
         if any(expr.startswith(f) for f in UNSUPPORTED):
-            marks = [pytest.mark.xfail(raises=NotSupportedError, strict=True,
-                                       reason="column-writing functions not supported yet")]  # fmt: skip
+            why = "not supported yet (RxMap/QryDec write columns; ClipStr)"
+            marks = [pytest.mark.xfail(raises=NotSupportedError, strict=True, reason=why)]
         params.append(pytest.param(expr, binds, expected, id=ident, marks=marks))
     return params
 

@@ -39,9 +39,9 @@ def test_format_g6() -> None:
 
 
 def test_legacy_aliases() -> None:
-    prog = parse_argv(["-f", "a", "-f", "b", "-d", "s:x", "-evlc", "s:y", "x",
-                       "-mapfrx", "x", "(.*)", "-o", "out", "-notitle",
-                       "-ddef", "-udb", "-spec", "u.spec", "-imp", "db:t", "-rownum", "5"])  # fmt: skip
+    argv = ["-f", "a", "-f", "b", "-d", "s:x", "-evlc", "s:y", "x", "-mapfrx", "x", "(.*)"]
+    argv += ["-o", "out", "-notitle", "-ddef", "-udb", "-spec", "u.spec", "-imp", "db:t"]
+    prog = parse_argv([*argv, "-rownum", "5"])
     assert prog.main.files == ["a", "b"]
     evl, mapf, out, imp = prog.chain
     assert isinstance(evl, Eval) and isinstance(mapf, MapF) and "rx" in mapf.attrs
