@@ -17,24 +17,24 @@ import polars as pl
 from ess.errors import NotSupportedError, UdbError
 from ess.workspace import Workspace
 
-_SESSION: Any = None
+_SESSIONS: dict[str, Any] = {}
 
 
-def _session(ws: Workspace) -> Any:
-    global _SESSION
-    if _SESSION is None:
+def shared_session(ws: Workspace) -> Any:
+    """One UdbSession per process and work directory (aq_pp steps, in-process callers)."""
+    key = str(ws.work_dir.resolve())
+    if key not in _SESSIONS:
         from ess.udb.client import UdbSession
 
-        _SESSION = UdbSession(ws)
-        atexit.register(_close)
-    return _SESSION
+        if not _SESSIONS:
+            atexit.register(close_sessions)
+        _SESSIONS[key] = UdbSession(ws)
+    return _SESSIONS[key]
 
 
-def _close() -> None:
-    global _SESSION
-    if _SESSION is not None:
-        _SESSION.close()
-        _SESSION = None
+def close_sessions() -> None:
+    while _SESSIONS:
+        _SESSIONS.popitem()[1].close()
 
 
 def imp_step(
@@ -83,7 +83,7 @@ def imp_step(
     def step(df: pl.DataFrame, state: Any) -> pl.DataFrame:
         rows = df if mask is None else df.filter(pl.col(mask).fill_null(False))
         if rows.height:
-            _session(ws).import_frames(spec, tab, [rows.select(selection)], ddef=ddef)
+            shared_session(ws).import_frames(spec, tab, [rows.select(selection)], ddef=ddef)
         return df
 
     return step

@@ -220,13 +220,9 @@ def run(ws: Workspace, argv: list[str], *, session: UdbSession | None = None) ->
         tab = spec.require(tab).name
     if req.action in ("-crt", "-alt"):
         return b""  # definitions travel with each request; nothing to create on the servers
-    own = session is None
-    s = session or UdbSession(ws)
-    try:
-        return _execute(s, spec, tab, req)
-    finally:
-        if own:
-            s.close()
+    from ess.udb.imp import shared_session
+
+    return _execute(session or shared_session(ws), spec, tab, req)
 
 
 def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
