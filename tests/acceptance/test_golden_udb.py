@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.unit.udb.harness import Sandbox, cluster, run_line, script_lines
 
 GOLDEN = Path(__file__).parents[2].parent / "shared/acceptance/golden"
@@ -143,8 +142,11 @@ def test_ep_woodworking_3database(box: Sandbox, tmp_path: Path) -> None:
     )
     table = box.run("aq_udb -exp wood:allsales", cwd=tmp_path).stdout.decode()
     assert box.run("aq_udb -ord wood:allsales", cwd=tmp_path).stdout == b""
-    assert box.run("aq_udb -exp wood:allsales -o,notitle - | aq_pp -f - -d s:userid X "
-                   "i:articleid f:total X -imp wood:usersales", cwd=tmp_path).stdout == b""  # fmt: skip
+    feed_vector = (
+        "aq_udb -exp wood:allsales -o,notitle - | "
+        "aq_pp -f - -d s:userid X i:articleid f:total X -imp wood:usersales"
+    )
+    assert box.run(feed_vector, cwd=tmp_path).stdout == b""
     top = box.run("aq_udb -exp wood:usersales -sort,dec total -top 10", cwd=tmp_path)
     expected = (case / "expected.txt").read_text().splitlines(keepends=True)
     n_table = len(table.splitlines())

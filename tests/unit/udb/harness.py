@@ -30,8 +30,10 @@ class Sandbox:
     def work_dir(self) -> Path:
         return Path(self.env["ESS_WORK_DIR"])
 
-    def run(self, cmd: str, *, cwd: Path | None = None, input: bytes | None = None,
-            check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    def run(
+        self, cmd: str, *, cwd: Path | None = None, input: bytes | None = None,
+        check: bool = True, timeout: float = 180,
+    ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
         proc = subprocess.run(["bash", "-c", cmd], cwd=cwd or self.root, env=self.env,
                               input=input, capture_output=True, timeout=timeout)  # fmt: skip
         if check and proc.returncode != 0:
