@@ -622,6 +622,10 @@ class Job:
             for path in spec.files:
                 dropped = 0
                 for chunk in reader.read_chunks(path, spec.attrs):
+                    fast = reader.fast_typed(chunk, spec.attrs, items, names)
+                    if fast is not None:
+                        yield self.finish_frame(fast, union, st)
+                        continue
                     raw = reader.parse_chunk(chunk, spec.attrs, items)
                     typed, bad = reader.typed_frame(raw, items, names)
                     if bad.any():

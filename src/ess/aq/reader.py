@@ -134,6 +134,55 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
 
 
+def fast_typed(
+    chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str]
+) -> pl.DataFrame | None:
+    """Typed frame straight from Polars' CSV parser, or None when the slow path is needed.
+
+    Clean data (every numeric field parses; no blank, `-` or bad fields) is the common case;
+    Polars then parses numbers natively, which is cheaper than strings + conversion. Any null
+    in a numeric column means the chunk needs the field rules of `convert`, so it is re-parsed.
+    """
+    if attrs.fmt not in ("csv", "sep"):
+        return None
+    specs = [it for it in items if isinstance(it, ColSpec)]
+    schema: dict[str, pl.DataType] = {}
+    for i, spec in enumerate(specs):
+        numeric = spec.typ in ("I", "IS", "L", "LS", "F")
+        if numeric and (spec.has("trm") or spec.has("hex") or spec.has("clf")):
+            return None
+        schema[f"f{i}"] = polars_dtype(spec.typ) if numeric else pl.String()
+    if not any(dtype != pl.String() for dtype in schema.values()):
+        return None
+    frame = pl.read_csv(
+        chunk.data,
+        has_header=False,
+        separator=attrs.sep,
+        quote_char='"' if attrs.quoted else None,
+        schema=schema,
+        truncate_ragged_lines=True,
+        empty_string_is_null=False,
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+        ignore_errors=True,
+    )
+    numeric_cols = [n for n, d in schema.items() if d != pl.String()]
+    if frame.select(pl.any_horizontal(pl.col(numeric_cols).is_null().any())).item():
+        return None
+    exprs = []
+    for i, (spec, name) in enumerate(zip(specs, names, strict=True)):
+        if spec.skip:
+            continue
+        col = pl.col(f"f{i}")
+        if spec.typ in ("S", "IP"):
+            exprs.append(convert(col, spec).alias(name))
+        elif spec.typ in ("I", "IS"):
+            exprs.append(wrap_int(col, spec.typ).alias(name))
+        else:
+            exprs.append(col.alias(name))
+    return frame.select(exprs)
+
+
 def div_regex(items: list[ColSpec | Sep]) -> str:
     """`-f,div`: each column runs to the first occurrence of the following separator."""
     parts = ["^"]

@@ -41,6 +41,8 @@ def field_expr(col: OutCol, attrs: OutputAttrs) -> pl.Expr:
             return value
         quoted = pl.concat_str([pl.lit('"'), text, pl.lit('"')])
         return pl.when(value == "").then(pl.lit("")).otherwise(quoted)
+    if col.typ in ("I", "IS", "L", "LS"):
+        return value  # write_csv prints integers bare, as Essentia does
     return value.cast(pl.String)
 
 
