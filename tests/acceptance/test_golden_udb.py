@@ -45,9 +45,10 @@ def k_cases() -> set[str]:
 
 def cases() -> list[Path]:
     return sorted(
-        p for p in GOLDEN.iterdir()
+        p
+        for p in GOLDEN.iterdir()
         if p.is_dir() and (p.name.startswith("udb_opt_") or p.name.startswith("pp_opt_20"))
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,11 @@ def compare(case: str, got: str, expected: str, *, k: bool, title: bool) -> None
     "case",
     [
         pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=XFAIL[c.name], strict=True)])
-        if c.name in XFAIL else pytest.param(c, id=c.name)
+        if c.name in XFAIL
+        else pytest.param(c, id=c.name)
         for c in cases()
     ],
-)  # fmt: skip
+)
 def test_golden_case(case: Path, box: Sandbox, tmp_path: Path) -> None:
     work = tmp_path / case.name
     shutil.copytree(case, work)
@@ -98,8 +100,13 @@ def test_golden_case(case: Path, box: Sandbox, tmp_path: Path) -> None:
         cmd = script_lines(work / "cmd.sh")
         setup_lines = script_lines(work / "setup.sh")
         got = b"".join(run_line(line) for line in cmd if line not in setup_lines)
-    compare(case.name, got.decode(), (case / "expected.txt").read_text(),
-            k=case.name in k_cases(), title="notitle" not in " ".join(cmd))  # fmt: skip
+    compare(
+        case.name,
+        got.decode(),
+        (case / "expected.txt").read_text(),
+        k=case.name in k_cases(),
+        title="notitle" not in " ".join(cmd),
+    )
 
 
 def _norm(text: str) -> str:
@@ -110,11 +117,17 @@ def _norm(text: str) -> str:
 @pytest.mark.slow
 def test_ep_wordcount(box: Sandbox, tmp_path: Path) -> None:
     case = GOLDEN / "ep_wordcount"
-    box.run("ess server reset && ess create database mapreduce && "
-            "ess create vector wordcount s,pkey:word i,+add:count", cwd=tmp_path)  # fmt: skip
+    box.run(
+        "ess server reset && ess create database mapreduce && "
+        "ess create vector wordcount s,pkey:word i,+add:count",
+        cwd=tmp_path,
+    )
     restart = box.run("ess udbd restart", cwd=tmp_path).stdout.decode()
-    box.run(f"cat {DATA}/map-reduce/pg98.txt | tr -s '[[:punct:][:space:]]' '\\n' | "
-            "aq_pp -d s:word -eval i:count 1 -imp mapreduce:wordcount", cwd=tmp_path)  # fmt: skip
+    box.run(
+        f"cat {DATA}/map-reduce/pg98.txt | tr -s '[[:punct:][:space:]]' '\\n' | "
+        "aq_pp -d s:word -eval i:count 1 -imp mapreduce:wordcount",
+        cwd=tmp_path,
+    )
     top = box.run("aq_udb -exp mapreduce:wordcount -sort,dec count -top 10", cwd=tmp_path)
     assert top.stdout.decode() == (case / "expected.txt").read_text()
     recorded = (case / "recorded_ess3.2.0.out").read_text()
@@ -126,10 +139,13 @@ def test_ep_woodworking_3database(box: Sandbox, tmp_path: Path) -> None:
     case = GOLDEN / "ep_woodworking_3database"
     files = sorted((DATA / "woodworking/diy_woodworking").glob("purchase_2014*.gz"))
     assert len(files) == 30
-    box.run("ess server reset && ess create database wood && "
-            "ess create table allsales s,pkey:userid i,tkey:ptime i:articleid f:price i:refid && "
-            "ess create vector usersales s,pkey:userid i,+last:articleid f,+add:total && "
-            "ess udbd restart", cwd=tmp_path)  # fmt: skip
+    box.run(
+        "ess server reset && ess create database wood && "
+        "ess create table allsales s,pkey:userid i,tkey:ptime i:articleid f:price i:refid && "
+        "ess create vector usersales s,pkey:userid i,+last:articleid f,+add:total && "
+        "ess udbd restart",
+        cwd=tmp_path,
+    )
     # the NOTE's "without ess" step 9, one aq_pp for all files: each file's header is dropped
     # like -f,+1 would, files in date order
     feed = "; ".join(f"gzip -dc {f} | tail -n +2" for f in files)

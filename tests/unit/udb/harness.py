@@ -31,11 +31,22 @@ class Sandbox:
         return Path(self.env["ESS_WORK_DIR"])
 
     def run(
-        self, cmd: str, *, cwd: Path | None = None, input: bytes | None = None,
-        check: bool = True, timeout: float = 180,
-    ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        proc = subprocess.run(["bash", "-c", cmd], cwd=cwd or self.root, env=self.env,
-                              input=input, capture_output=True, timeout=timeout)  # fmt: skip
+        self,
+        cmd: str,
+        *,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+        check: bool = True,
+        timeout: float = 180,
+    ) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            ["bash", "-c", cmd],
+            cwd=cwd or self.root,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd!r} failed ({proc.returncode}): {proc.stderr.decode()}")
         return proc
@@ -113,7 +124,10 @@ def run_line(line: str) -> bytes:
     words = shlex.split(line)
     tool, args = words[0], words[1:]
     if any(w in ("|", ">", "<", ";", "&&") for w in words) or tool not in (
-        "ess", "aq_pp", "aq_udb"):  # fmt: skip
+        "ess",
+        "aq_pp",
+        "aq_udb",
+    ):
         proc = subprocess.run(["bash", "-c", line], capture_output=True, env=dict(os.environ))
         if proc.returncode:
             raise AssertionError(f"{line!r} failed: {proc.stderr.decode()}")

@@ -1,0 +1,168 @@
+"""aq_udb argv parsing and the rule compiler, on frames (no cluster)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from ess.errors import AqSyntaxError, NotSupportedError
+from ess.udb.merge import K, R
+from ess.udb.query import parse_argv
+from ess.udb.rules import RulePlan
+from ess.udb.spec import parse_spec
+
+SPEC = parse_spec(
+    "@PKey:\n s:country\n@Table:t\n s:name\n i:n\n s:extra\n@Var:\n i:counter\n",
+    name="db",
+    source="test",
+)
+
+
+def frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "country": ["P", "P", "Q", "Q", "Q"],
+            "name": ["a", "b", "c", "d", "e"],
+            "n": [1, 2, 3, 4, 5],
+            "extra": [""] * 5,
+            K: [1, 1, 2, 2, 2],
+            R: [1, 2, 3, 4, 5],
+        }
+    )
+
+
+def plan(argv: list[str], **var: int) -> RulePlan:
+    req = parse_argv(["-exp", "db:t", *argv])
+    return RulePlan("t", req.pp, req.rules, req.bvars, {"counter": 0, **var})
+
+
+def test_parse_shapes() -> None:
+    req = parse_argv(
+        [
+            "-exp,spec=x.spec",
+            "db:t",
+            "-sort,dec",
+            "n",
+            "-top",
+            "3",
+            "-o,notitle",
+            "-",
+            "-c",
+            "country",
+            "n",
+            "-lim_key",
+            "2",
+        ]
+    )
+    assert (req.action, req.target, req.spec_file) == ("-exp", "db:t", "x.spec")
+    assert (req.sort, req.sort_attrs, req.top, req.lim_key) == (["n"], ["dec"], 3, 2)
+    assert req.out_attrs.notitle and req.columns == ["country", "n"]
+    legacy = parse_argv(["-db", "db", "-exp_usr", "t", "-lim_usr", "1"])
+    assert (legacy.action, legacy.target, legacy.lim_key) == ("-exp", "db:t", 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["-sort"], "missing"),
+        (["-if", "-filt", "n>1"], "missing -endif"),
+        (["-pp", "t", "-eval", "n", "1"], "missing -endpp"),
+        (["-endif"], "without -if"),
+        (["-top", "x"], "expected a number"),
+        (["bogus"], "unexpected argument"),
+    ],
+)
+def test_parse_errors(argv: list[str], error: str) -> None:
+    with pytest.raises(AqSyntaxError, match=error):
+        parse_argv(["-exp", "db:t", *argv])
+
+
+def test_mod_not_supported() -> None:
+    with pytest.raises(NotSupportedError):
+        parse_argv(["-exp", "db:t", "-mod", "roi"])
+
+
+def test_if_else_eval_and_filter() -> None:
+    out = plan(
+        [
+            "-if",
+            "-filt",
+            "n > 2",
+            "-eval",
+            "extra",
+            '"big"',
+            "-else",
+            "-eval",
+            "extra",
+            '"small"',
+            "-endif",
+            "-filt",
+            "n != 4",
+        ]
+    ).run(frame(), SPEC, writer=None)
+    assert out.select("name", "extra").rows() == [
+        ("a", "small"),
+        ("b", "small"),
+        ("c", "big"),
+        ("e", "big"),
+    ]
+
+
+def test_bvar_counter_per_key_and_global_var() -> None:
+    per_key = plan(
+        [
+            "-pp",
+            "t",
+            "-bvar",
+            "counter",
+            "0",
+            "-eval",
+            "counter",
+            "counter + 1",
+            "-eval",
+            "n",
+            "counter * 10",
+            "-endpp",
+        ]
+    )
+    assert not per_key.global_vars()
+    assert per_key.run(frame(), SPEC, writer=None).get_column("n").to_list() == [10, 20, 10, 20, 30]
+    glob = plan(["-eval", "counter", "counter + n", "-eval", "n", "counter"], counter=100)
+    assert glob.global_vars()
+    assert glob.run(frame(), SPEC, writer=None).get_column("n").to_list() == [
+        101,
+        103,
+        106,
+        110,
+        115,
+    ]
+
+
+def test_goto_next_key_del_row_and_rownum() -> None:
+    written: dict[str, pl.DataFrame] = {}
+
+    def keep(key: str, stored: pl.DataFrame) -> None:
+        written[key] = stored
+
+    out = plan(
+        [
+            "-if",
+            "-filt",
+            "$RowNum == 2",
+            "-goto",
+            "next_key",
+            "-endif",
+            "-if",
+            "-filt",
+            'name == "a"',
+            "-del_row",
+            "-endif",
+        ]
+    ).run(frame(), SPEC, writer=keep)
+    assert out.get_column("name").to_list() == ["c"]
+    assert written["t"].get_column("name").to_list() == ["b", "c", "d", "e"]
+
+
+def test_unsupported_var_update() -> None:
+    with pytest.raises(NotSupportedError):
+        plan(["-eval", "counter", "counter * 2"]).run(frame(), SPEC, writer=None)
