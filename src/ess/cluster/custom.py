@@ -655,7 +655,7 @@ def _version_problems(messages: list[str]) -> list[str]:
         if "Mismatched versions" not in text:
             continue
         rows = [
-            " ".join(line.strip("|").split())
+            " ".join(cell.strip() for cell in line.strip().strip("|").split("|"))
             for line in text.splitlines()
             if line.startswith("| ") and not line.startswith(("| Package", "| python "))
         ]

@@ -210,7 +210,7 @@ class SshSession:
     settings: SshSettings
     connector: Connector = _asyncssh_connect
     _conns: dict[Host, Any] = field(default_factory=dict)
-    _opening: dict[Host, asyncio.Future[Any]] = field(default_factory=dict)
+    _opening: dict[Host, asyncio.Lock] = field(default_factory=dict)
     _starts: asyncio.Semaphore | None = None
     _per_server: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -239,19 +239,12 @@ class SshSession:
 
     # -- connecting ----------------------------------------------------------------------------
     async def connection(self, host: Host, deadline: float) -> Any:
-        if host in self._conns:
+        """The open connection to ``host``, opened now if needed (once, whoever asks)."""
+        lock = self._opening.setdefault(host, asyncio.Lock())
+        async with lock:
+            if host not in self._conns:
+                self._conns[host] = await self._open(host, deadline)
             return self._conns[host]
-        pending = self._opening.get(host)
-        if pending is None:
-            pending = asyncio.ensure_future(self._open(host, deadline))
-            self._opening[host] = pending
-        try:
-            conn = await asyncio.shield(pending)
-        finally:
-            if pending.done():
-                self._opening.pop(host, None)
-        self._conns[host] = conn
-        return conn
 
     def _server_slot(self, host: Host) -> asyncio.Semaphore:
         sem = self._per_server.get(host.address)
