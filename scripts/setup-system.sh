@@ -2,7 +2,7 @@
 # Installs the system packages the tests and demo need. Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in bzip2 xz-utils zstd parallel mawk; do
+for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
