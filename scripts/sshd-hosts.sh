@@ -49,7 +49,12 @@ ensure_user() {
     ssh-keygen -q -t ed25519 -N '' -C "ess-test-client" -f "$DIR/client_key"
   fi
   chmod 600 "$DIR/client_key"
-  install -m 600 -o "$USER_NAME" -g "$USER_NAME" "$DIR/client_key.pub" "$home/.ssh/authorized_keys"
+  # appended, not replaced: several scratch dirs (tests, benchmark) may share the test user
+  local auth="$home/.ssh/authorized_keys"
+  touch "$auth"
+  grep -qxF "$(cat "$DIR/client_key.pub")" "$auth" || cat "$DIR/client_key.pub" >>"$auth"
+  chown "$USER_NAME:$USER_NAME" "$auth"
+  chmod 600 "$auth"
 }
 
 ensure_deps_site() {
