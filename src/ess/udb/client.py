@@ -9,6 +9,7 @@ removing a worker moves only the partitions whose owner changed (:meth:`UdbSessi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ess.errors import ClusterError, UdbError
+from ess.errors import UdbError
 from ess.udb import hashing, merge, server
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec, load
@@ -63,18 +64,28 @@ class UdbSession:
     """A Dask client on the running cluster plus the partition map."""
 
     def __init__(self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0) -> None:
+        import dask
+        from distributed import Client
+
         from ess.cluster.provider import provider_for
-        from ess.engine.client import connect
+        from ess.engine.client import _quiet_logs
 
         self.ws = ws
         conn = provider_for(ws).connection(revive=revive)
         if conn is None:
             raise UdbError("no cluster is running: start the UDB with 'ess udbd start'")
         self.conn = conn
+        _quiet_logs()
+        dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"})
         try:
-            self.client = connect(conn, timeout=timeout)
-        except ClusterError as exc:
-            raise UdbError(f"the UDB cannot reach its workers: {exc}") from exc
+            self.client = Client(conn.address, security=conn.tls.dask_security("client"),
+                                 timeout=timeout, set_as_default=False)  # fmt: skip
+        except (OSError, TimeoutError) as exc:
+            raise UdbError(f"cannot reach the scheduler at {conn.address}: {exc}") from exc
+        # Wait for the workers; a worker still missing afterwards is reported, with the
+        # partitions it holds, by the first operation that needs it (never a partial answer).
+        with contextlib.suppress(TimeoutError, OSError):
+            self.client.wait_for_workers(len(conn.worker_names), timeout=timeout if revive else 2)
         self.workers = tuple(sorted(conn.worker_names))
         self.place = placement(self.workers)
 

@@ -1,0 +1,200 @@
+"""The UDB on a real local cluster: 1 → 3 workers (same answers, redistribution), eight
+concurrent importing processes, a worker crash, and bad input. One cluster for the module;
+every daemon is killed by pid at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ess.errors import UdbError
+from ess.udb import server, spec
+from ess.udb.client import UdbSession
+from ess.udb.imp import close_sessions
+from ess.udb.query import run
+from ess.workspace import Workspace
+from tests.unit.udb.harness import BIN, Sandbox, cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with cluster(tmp_path_factory.mktemp("udb-int"), workers=1) as sandbox:
+        with sandbox.inprocess(sandbox.root):
+            ws = Workspace.from_env()
+            spec.create_database(ws, "db", [])
+            spec.create_target(ws, "vector", "vec", ["s,pkey:k i,+add:n f,+add:x i,+max:hi s:last"])
+            spec.create_target(ws, "table", "tab", ["s,pkey:k i,tkey:n f:x s:last"])
+        yield sandbox
+
+
+def rows(start: int, count: int) -> pl.DataFrame:
+    i = pl.int_range(start, start + count, eager=True)
+    return pl.DataFrame(
+        {
+            "k": "u" + (i * 7919 % 613).cast(pl.String),
+            "n": i % 10,
+            "x": (i % 17).cast(pl.Float64) / 10,
+            "hi": i % 1000,
+            "last": "r" + i.cast(pl.String),
+        }
+    )
+
+
+def expected_vector(frame: pl.DataFrame) -> pl.DataFrame:
+    """Single-process reference: per key in first-insertion order, x summed sequentially."""
+    seq: dict[str, float] = {}
+    for key, x in zip(frame["k"], frame["x"], strict=True):  # reference only, small input
+        seq[key] = seq.get(key, 0.0) + x
+    out = frame.group_by("k", maintain_order=True).agg(
+        pl.col("n").sum(), pl.col("hi").max(), pl.col("last").last()
+    )
+    return out.with_columns(x=pl.Series([seq[k] for k in out["k"]]))
+
+
+def export(box: Sandbox, argv: list[str], session: UdbSession | None = None) -> bytes:
+    with box.inprocess(box.root):
+        return run(Workspace.from_env(), argv, session=session)
+
+
+def read_csv(data: bytes) -> pl.DataFrame:
+    import io
+
+    return pl.read_csv(io.BytesIO(data), schema_overrides={"k": pl.String, "last": pl.String})
+
+
+def test_one_worker_then_three_same_answers(box: Sandbox) -> None:
+    data = rows(0, 30_000)
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        db = spec.load(ws, "db")
+        with UdbSession(ws) as s:
+            assert s.import_frames(db, "vec", [data.slice(0, 10_000), data.slice(10_000)]) == 30_000
+            s.import_frames(db, "tab", [data], ddef=True)
+    vec1 = export(box, ["-exp", "db:vec"])
+    tab1 = export(box, ["-exp", "db:tab"])
+    got = read_csv(vec1)
+    want = expected_vector(data)
+    assert got.select("k", "n", "hi", "last").equals(want.select("k", "n", "hi", "last"))
+    assert got["x"].to_list() == pytest.approx(want["x"].to_list(), rel=0, abs=1e-9)
+    assert read_csv(tab1).height == 30_000
+
+    close_sessions()
+    box.run("ess cluster create --add --number 2")
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        with UdbSession(ws) as s, pytest.raises(UdbError, match="redistributed"):
+            s.import_frames(spec.load(ws, "db"), "vec", [rows(0, 10)])
+    started = box.run("ess udbd start").stdout.decode()
+    assert "udbd-10010" in started and "already running" in started
+    assert export(box, ["-exp", "db:vec"]) == vec1
+    assert export(box, ["-exp", "db:tab"]) == tab1
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        with UdbSession(ws) as s:
+            held = s.each_worker(server.w_inventory, "db")
+            assert len(held) == 3 and all(parts.get("db") for parts in held.values())
+            assert s.misplaced() == []
+
+
+def test_eight_concurrent_importers_lose_nothing(box: Sandbox, tmp_path: Path) -> None:
+    before = read_csv(export(box, ["-exp", "db:vec"]))
+    count_before = export(box, ["-cnt", "db:tab"])
+    files = []
+    for p in range(8):
+        path = tmp_path / f"part{p}.csv"
+        rows(100_000 + p * 5_000, 5_000).write_csv(path, include_header=False)
+        files.append(path)
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "aq_pp"),
+                "-f",
+                str(f),
+                "-d",
+                "s:k",
+                "i:n",
+                "f:x",
+                "i:hi",
+                "s:last",
+                "-imp",
+                "db:vec",
+                "-imp",
+                "db:tab",
+            ],
+            env=box.env,
+            cwd=box.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for f in files
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    added = pl.concat([rows(100_000 + p * 5_000, 5_000) for p in range(8)])
+    assert export(box, ["-cnt", "db:tab"]).splitlines()[2] == (
+        f'"row",{int(count_before.splitlines()[2].split(b",")[1]) + 40_000}'.encode()
+    )
+    after = read_csv(export(box, ["-exp", "db:vec"]))
+    totals = pl.concat([before.select("k", "n", "x"), added.select("k", "n", "x")])
+    want = totals.group_by("k").agg(pl.col("n").sum(), pl.col("x").sum()).sort("k")
+    got = after.select("k", "n", "x").sort("k")
+    assert got["k"].to_list() == want["k"].to_list()
+    assert got["n"].to_list() == want["n"].to_list()
+    assert got["x"].to_list() == pytest.approx(want["x"].to_list(), abs=1e-6)
+
+
+def test_worker_crash_loses_no_committed_import(box: Sandbox) -> None:
+    table = export(box, ["-exp", "db:tab"])
+    vector = export(box, ["-exp", "db:vec"])
+    close_sessions()
+    victim = box.pids()["worker-2"]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{victim}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(victim, os.WNOHANG)
+        time.sleep(0.05)
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        # without supervision the worker stays dead: the query names it, no partial answer
+        with (
+            UdbSession(ws, revive=False, timeout=5) as s,
+            pytest.raises(UdbError, match=r"worker-2 \(partitions [0-9, ]+\)"),
+        ):
+            run(ws, ["-exp", "db:tab"], session=s)
+    # the next ordinary command revives the worker, which reloads its snapshots
+    assert export(box, ["-exp", "db:tab"]) == table
+    assert export(box, ["-exp", "db:vec"]) == vector
+    assert box.pids()["worker-2"] != victim
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("aq_pp -d s:k i:n -imp nodb:vec", "database 'nodb' is not defined"),
+        ("aq_pp -d s:k i:n -imp db:nosuch", "no table or vector 'nosuch'"),
+        ("aq_pp -d s:k s:n f:x i:hi s:last -imp db:vec", "does not match"),
+        ("aq_pp -d s:k i:n -imp db:vec", "column 'x' of vec is missing"),
+        ("aq_udb -exp db:nosuch", "no table or vector 'nosuch'"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_changes(box: Sandbox, command: str, message: str) -> None:
+    before = export(box, ["-cnt", "db:vec"])
+    fields = command.split(" -imp")[0].count(":")  # one input field per -d column
+    line = ",".join(["zz", *["1"] * (fields - 1)]) + "\n"
+    proc = box.run(command, input=line.encode(), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr.decode()
+    assert export(box, ["-cnt", "db:vec"]) == before
