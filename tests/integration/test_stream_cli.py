@@ -160,6 +160,15 @@ def test_exec_and_file_without_a_cluster(ess_env: EssEnv) -> None:
     assert r.returncode != 0 and "nope.txt" in r.stderr
 
 
+def test_bad_requests_fail_clearly(wood: EssEnv) -> None:
+    r = wood.ess("stream", "nope", "*", "*")
+    assert r.returncode == 4 and "nope" in r.stderr
+    r = wood.ess("stream", "browse", "2015-01-01", "2015-12-31", "wc -l", check=True)
+    assert r.stdout == ""
+    r = wood.ess("stream", "browse", "*", "*", "--threads", "0")
+    assert r.returncode == 2
+
+
 def test_help_shows_examples(ess_env: EssEnv) -> None:
     for cmd in (
         ["stream"],

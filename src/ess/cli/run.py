@@ -36,7 +36,15 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None] | Non
 def _stream(args: argparse.Namespace) -> int:
     from ess.engine.pool import LocalPool
     from ess.engine.session import open_pool
-    from ess.run.stream import StreamRequest, debug_line, failure, make_batches, plan, run_ordered
+    from ess.run.stream import (
+        StreamRequest,
+        debug_line,
+        failure,
+        make_batches,
+        plan,
+        resolve,
+        run_ordered,
+    )
 
     ws = Workspace.from_env()
     req = StreamRequest(
@@ -62,9 +70,12 @@ def _stream(args: argparse.Namespace) -> int:
     stdout = sys.stdout.buffer
     stderr = sys.stderr.buffer
     failed = []
+    resolved = resolve(ws, req)
+    if not resolved.files:
+        return 0
     with open_pool(ws, master=args.master, threads=args.threads) as pool:
         pipelines, sizes = plan(
-            ws,
+            resolved,
             req,
             num_nodes=pool.num_nodes,
             num_threads=pool.threads_per_node,

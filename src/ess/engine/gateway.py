@@ -285,7 +285,11 @@ class GatewayPool(TaskPool):
         self._pending[tid] = future
         self._tid_of[id(future)] = tid
         resources = None if node is not None else self._resources
-        self._call(self._send(("submit", tid, fn, args, node, resources)))
+        try:
+            self._call(self._send(("submit", tid, fn, args, node, resources)))
+        except (OSError, ConnectionError, RuntimeError) as exc:
+            self._pending.pop(tid, None)
+            future.set_exception(ClusterError(f"lost the connection to the gateway ({exc})"))
         return future
 
     def outcomes(self, futures: list[Any]) -> list[Outcome]:

@@ -270,16 +270,20 @@ def failure(results: Sequence[PipelineResult], *, total: int) -> CommandFailed:
     return CommandFailed("\n".join(lines))
 
 
-def plan(
-    ws: Workspace,
-    req: StreamRequest,
-    *,
-    num_nodes: int,
-    num_threads: int,
-    shared_filesystem: bool,
-    local: bool,
-) -> tuple[list[Pipeline], list[int]]:
-    """Resolve the request into pipelines (and the byte size of each, for batching)."""
+@dataclass(frozen=True)
+class Resolved:
+    """What the datastore says about a stream request (no cluster needed to know it)."""
+
+    info: Any  # ess.datastore.api.CategoryInfo
+    store: Any  # ess.datastore.api.StoreSpec
+    files: tuple[FileRef, ...]
+    archive: tuple[str, ...]
+    output: tuple[Any, str] | None
+
+
+def resolve(ws: Workspace, req: StreamRequest) -> Resolved:
+    """Resolve the category, dates and --s3out first: a bad request fails before any cluster
+    work."""
     from ess.datastore.api import resolve_location, resolve_stream_files
     from ess.datastore.patterns import split_patterns
 
@@ -295,27 +299,41 @@ def plan(
     archive_text = req.archive if req.archive is not None else info.archive
     archive = tuple(split_patterns(archive_text, option="--archive")) if archive_text else ()
     output = resolve_location(ws, req.s3out) if req.s3out else None
-    refs = [FileRef(f.path, f.size) for f in files]
+    refs = tuple(FileRef(f.path, f.size) for f in files)
+    return Resolved(info=info, store=store, files=refs, archive=archive, output=output)
+
+
+def plan(
+    resolved: Resolved,
+    req: StreamRequest,
+    *,
+    num_nodes: int,
+    num_threads: int,
+    shared_filesystem: bool,
+    local: bool,
+) -> tuple[list[Pipeline], list[int]]:
+    """The pipelines of a resolved request (and the byte size of each, for batching)."""
+    info = resolved.info
     # Workers that share this machine run in the caller's directory with the caller's PATH;
     # the local thread pool inherits both anyway.
     cwd = os.getcwd() if shared_filesystem and not local else None
     env = shell_env() if shared_filesystem and not local else ()
     pipelines = build_pipelines(
-        files=refs,
-        store=store,
+        files=resolved.files,
+        store=resolved.store,
         command=req.command or DEFAULT_COMMAND,
         columnspec=info.columnspec,
         delimiter=info.delimiter,
         compression=info.compression,
-        archive=archive,
+        archive=resolved.archive,
         preprocess=info.preprocess,
         num_nodes=num_nodes,
         num_threads=num_threads,
         bulk=req.bulk,
         cwd=cwd,
         env=env,
-        output=output,
+        output=resolved.output,
     )
     # --bulk pipelines are few and long: one per task
-    sizes = [BATCH_MAX_BYTES] * len(pipelines) if req.bulk else [f.size for f in refs]
+    sizes = [BATCH_MAX_BYTES] * len(pipelines) if req.bulk else [f.size for f in resolved.files]
     return pipelines, sizes
