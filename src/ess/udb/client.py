@@ -251,6 +251,13 @@ class UdbSession:
                 frames.append(frame)
         if not frames:
             return pl.DataFrame()
+        if q.order is None and len(frames) > 1:
+            # each worker's rows are sorted by (__k, __r) and all rows of a key live on one
+            # worker, so merging the runs on __k alone yields the global export order
+            merged = frames[0]
+            for frame in frames[1:]:
+                merged = merged.merge_sorted(frame.select(merged.columns), key=merge.K)
+            return merged
         return pl.concat(frames, how="vertical_relaxed")
 
     def update(self, q: Query, frame: pl.DataFrame) -> None:

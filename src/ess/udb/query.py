@@ -251,7 +251,8 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
     frame = s.query(q)
     if frame.width == 0:
         frame = _empty(spec, tab)
-    frame = frame.sort(merge.K, merge.R)
+    if q.order is not None:  # sorted and cut on the workers: restore export order for ties
+        frame = frame.sort(merge.K, merge.R)
     if global_rules:
         writes: dict[str, pl.DataFrame] = {}
 

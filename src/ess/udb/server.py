@@ -291,7 +291,9 @@ def w_query(q: Query) -> pa.Table:
     if not frames:
         return pa.table({})
     out = pl.concat(frames, how="vertical_relaxed")
-    if q.order is not None:
+    if q.order is None:  # export order; the client merges the workers' sorted runs
+        out = out.sort(K, R)
+    else:
         out = out.sort([c for c, _ in q.order], descending=[d for _, d in q.order],
                        maintain_order=True)  # fmt: skip
         if q.top is not None:
