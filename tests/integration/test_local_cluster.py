@@ -299,6 +299,29 @@ def test_worker_killed_mid_stream_every_file_once(cluster: EssEnv) -> None:
     assert not _alive(victim)
 
 
+def test_exec_fails_cleanly_when_its_worker_dies(cluster: EssEnv) -> None:
+    errors = cluster.root / "exec.err"
+    with open(errors, "wb") as err:
+        proc = subprocess.Popen(
+            [str(BIN / "ess"), "exec", "touch started-%node_id; sleep 30"],
+            cwd=cluster.root,
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.monotonic() + 60
+    while len(list(cluster.root.glob("started-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = daemon_pids(cluster)["worker-2"]
+    cluster.seen_pids[f"worker-2-{victim}"] = victim  # type: ignore[attr-defined]
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - start < 20  # neither the 30 s of the command nor a hang
+    assert proc.returncode == 5, errors.read_text()
+    assert "worker-2 went away" in errors.read_text()
+
+
 def test_threads_per_worker_and_node_ids(cluster: EssEnv) -> None:
     r = cluster.ess(
         "stream",

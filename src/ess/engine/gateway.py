@@ -74,6 +74,10 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
+async def _await(future: Any) -> Any:
+    return await future
+
+
 def _portable_error(exc: BaseException) -> BaseException:
     """The exception itself if it survives pickling, else a ClusterError describing it."""
     try:
@@ -132,12 +136,30 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                 writer.write(_frame(obj))
                 await writer.drain()
 
-        async def watch(tid: int, future: Any) -> None:
+        async def pinned_result(future: Any, node: str, addr: str) -> Any:
+            # A task pinned to a worker cannot move: if that worker goes away it would wait
+            # forever for it, so fail it instead.
+            waiter = asyncio.ensure_future(_await(future))
+            while True:
+                done, _ = await asyncio.wait([waiter], timeout=1.0)
+                if done:
+                    return waiter.result()
+                if addr not in scheduler.workers:
+                    waiter.cancel()
+                    await (await get_client()).cancel([future])
+                    raise ClusterError(f"{node} went away while running the command")
+
+        async def watch(tid: int, future: Any, pinned: tuple[str, str] | None) -> None:
             try:
-                value = await future
+                if pinned is None:
+                    value = await future
+                else:
+                    value = await pinned_result(future, *pinned)
                 reply: tuple[Any, ...] = ("done", tid, "ok", value)
             except BaseException as exc:
-                if future.status == "cancelled" or isinstance(exc, asyncio.CancelledError):
+                if isinstance(exc, ClusterError):
+                    reply = ("done", tid, "error", exc)
+                elif future.status == "cancelled" or isinstance(exc, asyncio.CancelledError):
                     reply = ("done", tid, "cancelled", None)
                 else:
                     reply = ("done", tid, "error", _portable_error(exc))
@@ -161,15 +183,17 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                 elif kind == "submit":
                     _, tid, fn, args, node, resources = message
                     c = await get_client()
+                    pinned = None
                     if node is not None:
                         addr = (await wait_for([node]))[node]
+                        pinned = (node, addr)
                         future = c.submit(
                             fn, *args, pure=False, workers=[addr], allow_other_workers=False
                         )
                     else:
                         future = c.submit(fn, *args, pure=False, resources=resources)
                     futures[tid] = future
-                    task = asyncio.ensure_future(watch(tid, future))
+                    task = asyncio.ensure_future(watch(tid, future, pinned))
                     watchers.add(task)
                     task.add_done_callback(watchers.discard)
                 elif kind == "cancel":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ess.engine.pool import LocalPool, TaskPool
+from ess.engine.pool import Completions, LocalPool, TaskPool
 from ess.errors import ClusterError
 from ess.run.pipeline import NODE_ID, THREAD_ID, Pipeline, PipelineResult, run_pipeline
 from ess.run.stream import shell_env
@@ -40,9 +41,16 @@ def build_exec_pipelines(
     cwd = os.getcwd() if in_caller_dir else None
     env = shell_env() if in_caller_dir else ()
     out = (output[0], substitute(output[1], values)) if output is not None else None
+    run_id = uuid.uuid4().hex
     return [
         Pipeline(
-            index=i, label=name, command=substitute(command, values), env=env, cwd=cwd, output=out
+            index=i,
+            label=name,
+            command=substitute(command, values),
+            env=env,
+            cwd=cwd,
+            output=out,
+            run_id=run_id,
         )
         for i, name in enumerate(node_names)
     ]
@@ -62,17 +70,31 @@ def exec_pipelines(
 
 
 def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResult]:
-    """Run pipeline i on node i; yield the results in node order."""
+    """Run pipeline i on node i; yield the results in node order.
+
+    A node that cannot run its command at all (e.g. it died) fails the whole exec at once,
+    without waiting for the other nodes.
+    """
     futures = [
         pool.submit(run_pipeline, p, node=name)
         for p, name in zip(pipelines, pool.node_names, strict=True)
     ]
+    index = {id(f): i for i, f in enumerate(futures)}
+    completions = Completions()
+    for f in futures:
+        completions.watch(f)
+    ready: dict[int, PipelineResult] = {}
+    next_yield = 0
     try:
-        for f in futures:
-            pool.wait([f])
-            (outcome,) = pool.outcomes([f])
-            if outcome.error is not None:
-                raise ClusterError(f"exec failed: {outcome.error}")
-            yield outcome.value
+        while next_yield < len(futures):
+            if next_yield in ready:
+                yield ready.pop(next_yield)
+                next_yield += 1
+                continue
+            done = [f for f in completions.wait() if id(f) in index]
+            for f, outcome in zip(done, pool.outcomes(done), strict=True):
+                if outcome.error is not None:
+                    raise ClusterError(f"exec failed: {outcome.error}")
+                ready[index[id(f)]] = outcome.value
     finally:
         pool.cancel(futures)

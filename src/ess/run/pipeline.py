@@ -52,6 +52,7 @@ class Pipeline:
     env: tuple[tuple[str, str], ...] = ()
     cwd: str | None = None
     output: tuple[Any, str] | None = None  # (StoreSpec, path): write stdout there (--s3out)
+    run_id: str = ""  # pipelines of one command run share thread ids 1..N
 
 
 @dataclass(frozen=True)
@@ -72,21 +73,26 @@ class PipelineResult:
 
 # -- which node / thread am I ----------------------------------------------------------------
 _slots_lock = threading.Lock()
-_slots_used: set[int] = set()
+_slots_used: dict[str, set[int]] = {}
 
 
 @contextlib.contextmanager
-def _thread_slot() -> Iterator[int]:
+def _thread_slot(run_id: str) -> Iterator[int]:
+    """The lowest thread id free among the running pipelines of the same command run, so
+    %thread_id stays within 1..%num_threads whatever else this worker is running."""
     with _slots_lock:
+        used = _slots_used.setdefault(run_id, set())
         slot = 1
-        while slot in _slots_used:
+        while slot in used:
             slot += 1
-        _slots_used.add(slot)
+        used.add(slot)
     try:
         yield slot
     finally:
         with _slots_lock:
-            _slots_used.discard(slot)
+            used.discard(slot)
+            if not used:
+                _slots_used.pop(run_id, None)
 
 
 def current_node() -> tuple[str, int]:
@@ -173,7 +179,7 @@ def _widen(fd: int) -> None:
 # -- run -------------------------------------------------------------------------------------
 def run_pipeline(p: Pipeline) -> PipelineResult:
     node, node_num = current_node()
-    with _thread_slot() as thread_id:
+    with _thread_slot(p.run_id) as thread_id:
         command = p.command.replace(NODE_ID, str(node_num)).replace(THREAD_ID, str(thread_id))
         env = dict(os.environ)
         env.update(p.env)

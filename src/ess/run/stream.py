@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,7 @@ def build_pipelines(
         "node_id": NODE_ID,
         "thread_id": THREAD_ID,
     }
+    run_id = uuid.uuid4().hex
     pipelines = []
     for index, group in enumerate(groups):
         first = group[0]
@@ -140,6 +142,7 @@ def build_pipelines(
                 env=env + file_env,
                 cwd=cwd,
                 output=out,
+                run_id=run_id,
             )
         )
     return pipelines
