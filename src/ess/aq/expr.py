@@ -26,7 +26,14 @@ NUMERIC = frozenset({"I", "F", "B"})
 
 @functools.cache
 def parser() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+    # cache=True keeps the compiled LALR tables in the temp dir: aq_pp starts once per file
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        cache=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,17 @@ def as_number(value: Typed) -> Typed:
     return value
 
 
+def float_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """IEEE division. Polars rewrites `x / scalar` (a literal, or a column that holds one value
+    such as a -var) as `x * (1/scalar)`, which differs from C (3 / 2.5 gives 1.2000000000000002);
+    dividing two materialised Series is exact, so do that."""
+    # the row index forces full-length fields even when both operands are scalars
+    pair = pl.struct(a.alias("a"), b.alias("b"), pl.int_range(pl.len()).alias("i"))
+    return pair.map_batches(
+        lambda s: s.struct.field("a") / s.struct.field("b"), return_dtype=pl.Float64
+    )
+
+
 def c_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """C integer division (truncates toward zero); division by zero gives 0 [AMBIGUOUS]."""
     q = a // b
@@ -260,8 +278,12 @@ class Compiler:
             a, b = left.expr.cast(pl.Float64), right.expr.cast(pl.Float64)
             if op in "&|^":
                 raise self.error(f"type mismatch: bitwise {op!r} needs integers", tok)
-            fmod = a - b * (a / b).cast(pl.Int64, strict=False).cast(pl.Float64)
-            expr = {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "%": fmod}[op]
+            if op in "/%":
+                quotient = float_div(a, b)
+                if op == "/":
+                    return Typed(quotient, "F")
+                return Typed(a - b * quotient.cast(pl.Int64, strict=False).cast(pl.Float64), "F")
+            expr = {"+": a + b, "-": a - b, "*": a * b}[op]
             return Typed(expr, "F")
         a, b = left.expr.cast(pl.Int64), right.expr.cast(pl.Int64)
         ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,

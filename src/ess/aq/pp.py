@@ -591,7 +591,7 @@ class Job:
         for rule in self.prog.ovars:
             st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
         try:
-            for frame in self.batches(st, err):
+            for frame in prefetch(self.batches(st, err)):
                 for step in self.comp.steps:
                     frame = step(frame, st)
             self.write_ovars(st)
@@ -655,6 +655,47 @@ class Job:
         if self.comp.uses_random:
             frame = frame.with_columns(st_random(st, frame.height))
         return frame
+
+
+def prefetch(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
+    """Read and parse the next batch in a thread while this one is processed and written.
+
+    Polars releases the GIL while parsing, so on two cores reading overlaps with formatting.
+    At most `depth` parsed batches wait in the queue, which keeps memory bounded.
+    """
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                box.put(("frame", frame))
+            box.put(("end", None))
+        except BaseException as exc:
+            box.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="aq_pp-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
 
 
 def st_random(st: RunState, height: int) -> pl.Expr:
