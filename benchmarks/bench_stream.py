@@ -24,13 +24,13 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -99,6 +99,43 @@ def warm(files: list[Path]) -> None:
                 pass
 
 
+CPU: dict[str, list[float]] = {}  # CPU seconds (user+sys) per contender, all processes
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _daemon_cpu(pids: list[int]) -> float:
+    """CPU of the cluster daemons, including the commands they ran (reaped children)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def run_cpu(
+    label: str,
+    cmd: list[str] | str,
+    env: dict[str, str],
+    *,
+    shell: bool = False,
+    daemons: list[int] = (),
+) -> tuple[float, str]:  # type: ignore[assignment]
+    """``run`` that also records the CPU seconds everything involved used."""
+    before = _children_cpu() + _daemon_cpu(list(daemons))
+    elapsed, out = run(cmd, env, shell=shell)
+    CPU.setdefault(label, []).append(_children_cpu() + _daemon_cpu(list(daemons)) - before)
+    return elapsed, out
+
+
 def run(cmd: list[str] | str, env: dict[str, str], *, shell: bool = False) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(
@@ -127,11 +164,20 @@ def _isal_drain(path: str) -> int:
 
 
 def isal_limit(files: list[Path]) -> tuple[float, int]:
-    with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_isal_drain, [str(files[0])]))  # start the processes outside the timing
-        start = time.perf_counter()
-        total = sum(pool.map(_isal_drain, [str(f) for f in files]))
-    return time.perf_counter() - start, total
+    """Python isal decompression of ``files`` in 2 processes, output discarded (a child
+    process, so its CPU time is counted like everyone else's)."""
+    code = (
+        "import sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from bench_stream import _isal_drain\n"
+        "files = sys.argv[1:]\n"
+        "with ProcessPoolExecutor(2) as pool:\n"
+        "    total = sum(pool.map(_isal_drain, files))\n"
+        "print(total)\n"
+    )
+    elapsed, out = run_cpu("isal", [sys.executable, "-c", code, *map(str, files)], dict(os.environ))
+    return elapsed, int(out)
 
 
 def best(times: list[float]) -> float:
@@ -188,6 +234,7 @@ def main() -> None:
         # 1. throughput. The machine may be shared: contenders run interleaved, round after
         # round, and each keeps its best time, so a burst of load hits all of them alike.
         warm(big)
+        daemons = [int(p.read_text()) for p in (work / ".conf" / "cluster").glob("*.pid")]
         listing = " ".join(str(f) for f in big)
         have_parallel = shutil.which("parallel") is not None
         no_cluster_env = dict(env, ESS_WORK_DIR=str(work / ".conf-nocluster"))
@@ -197,16 +244,23 @@ def main() -> None:
         for _ in range(args.repeat):
             t, raw_bytes = isal_limit(big)
             times.setdefault("isal", []).append(t)
-            t, out_e = run([ESS, "stream", "big", "*", "*", "wc -l"], env)
+            t, out_e = run_cpu(
+                "ess", [ESS, "stream", "big", "*", "*", "wc -l"], env, daemons=daemons
+            )
             times.setdefault("ess", []).append(t)
-            t, _ = run([ESS, "stream", "big", "*", "*", "wc -l"], no_cluster_env)
+            t, _ = run_cpu("nocluster", [ESS, "stream", "big", "*", "*", "wc -l"], no_cluster_env)
             times.setdefault("nocluster", []).append(t)
-            t, out_x = run(
-                f"ls {listing} | xargs -P2 -n1 sh -c 'zcat \"$0\" | wc -l'", env, shell=True
+            t, out_x = run_cpu(
+                "xargs",
+                f"ls {listing} | xargs -P2 -n1 sh -c 'zcat \"$0\" | wc -l'",
+                env,
+                shell=True,
             )
             times.setdefault("xargs", []).append(t)
             if have_parallel:
-                t, _ = run(f"parallel -j2 'zcat {{}} | wc -l' ::: {listing}", env, shell=True)
+                t, _ = run_cpu(
+                    "parallel", f"parallel -j2 'zcat {{}} | wc -l' ::: {listing}", env, shell=True
+                )
                 times.setdefault("parallel", []).append(t)
         assert sorted(out_e.split()) == sorted(out_x.split()), "ess and zcat disagree"
         t_isal, t_ess, t_nocluster, t_xargs = (
@@ -231,6 +285,8 @@ def main() -> None:
             "speedup_vs_xargs": t_xargs / t_ess,
             "speedup_vs_parallel": (t_par / t_ess) if t_par else None,
             "ratio_to_isal_limit": t_ess / t_isal,
+            "cpu_seconds": {k: min(v) for k, v in CPU.items()},
+            "cpu_ratio_to_isal": min(CPU["ess"]) / min(CPU["isal"]),
             "all_runs_seconds": times,
         }
 
@@ -280,7 +336,7 @@ def main() -> None:
 
 def render(r: dict) -> str:  # type: ignore[type-arg]
     th, pf, lat = r["throughput"], r["per_file"], r["latency"]
-    s, mbps = th["seconds"], th["MB_per_s"]
+    s, mbps, cpu = th["seconds"], th["MB_per_s"], th["cpu_seconds"]
     files = r["files"]
 
     def opt(v: float | None, fmt: str) -> str:
@@ -304,6 +360,9 @@ def render(r: dict) -> str:  # type: ignore[type-arg]
         "| <= 1.3x |",
         f"| same, no cluster (threads in the ess process) | {s['ess_stream_no_cluster']:.2f} s"
         " | | | |",
+        f"| CPU seconds, all processes (load-independent) | ess cluster {cpu['ess']:.1f}, no "
+        f"cluster {cpu['nocluster']:.1f} | isal limit {cpu['isal']:.1f}; xargs zcat "
+        f"{cpu['xargs']:.1f} | {th['cpu_ratio_to_isal']:.2f}x the isal CPU | |",
         f"| per-file overhead, `true` on {pf['files']} tiny files (whole process) | "
         f"{pf['ms_per_file']['ess_stream_cluster']:.2f} ms/file | xargs -P2: "
         f"{pf['ms_per_file']['xargs_P2']:.2f} ms/file; GNU parallel -j2: "
