@@ -180,6 +180,25 @@ def test_worker_crash_loses_no_committed_import(box: Sandbox) -> None:
     assert box.pids()["worker-2"] != victim
 
 
+def test_memory_exhaustion_refuses_import_and_keeps_data(box: Sandbox) -> None:
+    from ess.udb.server import DEFAULT_MARGIN_KB, UdbPlugin
+    from ess.udb.udbd import snapshot_root
+
+    before = export(box, ["-exp", "db:vec"])
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        with UdbSession(ws) as s:
+            root = snapshot_root(ws, s.conn.cluster_id)
+            # a margin larger than the machine's memory: every import must be refused
+            s.client.register_plugin(UdbPlugin(root, mem_margin_kb=1 << 40))
+            try:
+                with pytest.raises(UdbError, match=r"out of memory .* data already stored is kept"):
+                    s.import_frames(spec.load(ws, "db"), "vec", [rows(0, 1_000)])
+            finally:
+                s.client.register_plugin(UdbPlugin(root, mem_margin_kb=DEFAULT_MARGIN_KB))
+    assert export(box, ["-exp", "db:vec"]) == before
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [

@@ -81,3 +81,19 @@ def key_hash(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
 
 def partition_of(frame: pl.DataFrame, columns: list[str], partitions: int) -> pl.Series:
     return (key_hash(frame, columns) % partitions).alias("__p")
+
+
+def segment_mask(frame: pl.DataFrame, columns: list[str], text: str) -> pl.Series:
+    """`seg=N1[-N2]/N[:V]`: True for keys whose hash falls in segments N1..N2 of N."""
+    from ess.errors import AqSyntaxError
+
+    try:
+        rng, _, n = text.partition("/")
+        lo, _, hi = rng.partition("-")
+        first, last, total = int(lo), int(hi or lo), int(n.split(":")[0])
+    except ValueError:
+        raise AqSyntaxError(f"bad seg= attribute {text!r}") from None
+    if not 1 <= first <= last <= total:
+        raise AqSyntaxError(f"bad seg= attribute {text!r}: need 1 <= N1 <= N2 <= N")
+    segs = key_hash(frame, columns) % total + 1
+    return (segs >= first) & (segs <= last)

@@ -246,6 +246,13 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
     global_rules = not plan.empty and plan.global_vars()
     q = Query(db=spec.name, spec_text=text, target=tab, pids=[],
               rules=None if plan.empty or global_rules else plan)  # fmt: skip
+    seg = [a[4:] for a in req.attrs if a.lower().startswith("seg=")]
+    cols = _output_columns(spec, tab, req)
+    if not global_rules:
+        q.seg = seg[0] if seg else None
+        if req.action == "-exp":  # workers render their rows; the client orders the lines
+            q.render, q.out_attrs = cols, req.out_attrs
+            q.keep = [c for c, _ in _order_spec(req, spec, tab)[:-2]] if req.sort else []
     if _pushdown_ok(req) and not global_rules:
         q.order, q.top = _order_spec(req, spec, tab), req.top
     frame = s.query(q)
@@ -263,6 +270,8 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
         for stored in writes.values():
             s.update(q, stored)
         _save_vars(s, spec, frame)
+        if seg:
+            frame = frame.filter(hashing.segment_mask(frame, [c.name for c in spec.pkey], seg[0]))
     if req.action == "-scn":
         return b""
     frame = _limit(frame, req)
@@ -274,7 +283,9 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
                            maintain_order=True)  # fmt: skip
     if req.top is not None:
         frame = frame.head(req.top)
-    return _render(frame, spec, tab, req)
+    if server.LINE in frame.columns:
+        return _write_lines(frame, cols, req)
+    return _write(frame, cols, req)
 
 
 def _empty(spec: DbSpec, tab: str) -> pl.DataFrame:
@@ -410,7 +421,7 @@ def _count(s: UdbSession, spec: DbSpec, tab: str, frame: pl.DataFrame, req: Requ
     return ("\n".join(lines) + "\n").encode()
 
 
-def _render(frame: pl.DataFrame, spec: DbSpec, tab: str, req: Request) -> bytes:
+def _output_columns(spec: DbSpec, tab: str, req: Request) -> list[tuple[str, str, str]]:
     if tab == ".":
         cols = [(c.name, "pkey" if len(spec.pkey) == 1 else c.name, c.typ) for c in spec.pkey]
     else:
@@ -418,10 +429,19 @@ def _render(frame: pl.DataFrame, spec: DbSpec, tab: str, req: Request) -> bytes:
         cols = [(c.name, c.name, c.typ) for c in (*spec.pkey, *target.columns)]
     if req.columns is not None:
         cols = _select(cols, req.columns, spec, tab)
-    seg = [a for a in req.attrs if a.lower().startswith("seg=")]
-    if seg:
-        frame = _segment(frame, spec, seg[0][4:])
-    return _write(frame, cols, req)
+    return cols
+
+
+def _write_lines(frame: pl.DataFrame, cols: list[tuple[str, str, str]], req: Request) -> bytes:
+    from ess.aq.writer import OutCol, title_line
+
+    head = b"" if req.out_attrs.notitle else title_line(
+        [OutCol(n, lab, t) for n, lab, t in cols], req.out_attrs)  # fmt: skip
+    if frame.height == 0:
+        return head
+    buf = io.BytesIO()
+    frame.select(server.LINE).write_csv(buf, include_header=False, quote_style="never")
+    return head + buf.getvalue()
 
 
 def _select(cols: list[tuple[str, str, str]], wanted: list[str], spec: DbSpec,
@@ -443,19 +463,6 @@ def _select(cols: list[tuple[str, str, str]], wanted: list[str], spec: DbSpec,
         else:
             raise AqSyntaxError(f"-c: no column {w!r} in {spec.name}:{tab}")
     return out
-
-
-def _segment(frame: pl.DataFrame, spec: DbSpec, text: str) -> pl.DataFrame:
-    """`seg=N1[-N2]/N`: keep the keys whose hash falls in segments N1..N2 of N."""
-    try:
-        rng, _, n = text.partition("/")
-        n = n.split(":")[0]
-        lo, _, hi = rng.partition("-")
-        first, last, total = int(lo), int(hi or lo), int(n)
-    except ValueError:
-        raise AqSyntaxError(f"bad seg= attribute {text!r}") from None
-    segs = hashing.key_hash(frame, [c.name for c in spec.pkey]) % total + 1
-    return frame.filter((segs >= first) & (segs <= last))
 
 
 def _write(frame: pl.DataFrame, cols: list[tuple[str, str, str]], req: Request) -> bytes:

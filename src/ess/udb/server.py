@@ -31,6 +31,8 @@ from ess.udb.merge import K, R
 from ess.udb.spec import DbSpec, Target, parse_spec
 
 PLUGIN_NAME = "ess-udb"
+#: Essentia's UDBD_MEM_MARGIN default (KB): an import that would leave less free is refused.
+DEFAULT_MARGIN_KB = 500_000
 _SEG_RE = re.compile(r"^(?P<name>[kvt]_[A-Za-z0-9_]*|var)\.(?P<seq>\d+)(?P<base>\.base)?\.arrow$")
 
 
@@ -62,6 +64,23 @@ class Store:
         self.dbs: dict[str, DbState] = {}
         self.lock = threading.Lock()
         self.ready = False
+        self.name = ""
+        self.margin = DEFAULT_MARGIN_KB * 1024
+
+    def check_memory(self, incoming: int) -> None:
+        """Refuse an import that would leave less than the margin free (UDBD_MEM_MARGIN)."""
+        import psutil
+
+        from ess.errors import UdbError
+
+        available = int(psutil.virtual_memory().available)
+        need = 3 * incoming  # the batch, its merged copy, the frames built while merging
+        if available - need < self.margin:
+            raise UdbError(
+                f"worker {self.name}: out of memory for this import ({available >> 20} MB "
+                f"available, about {need >> 20} MB needed, margin {self.margin >> 20} MB): "
+                "import refused, the data already stored is kept"
+            )
 
     # ------------------------------------------------------------------ snapshots
     def db(self, name: str) -> DbState:
@@ -148,13 +167,16 @@ class UdbPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, mem_margin_kb: int = DEFAULT_MARGIN_KB) -> None:
         self.root = root
+        self.mem_margin_kb = mem_margin_kb
         self.store: Store | None = None
 
     def setup(self, worker: Any) -> None:
         wname = str(worker.name)
         self.store = Store(Path(self.root) / re.sub(r"[^A-Za-z0-9_.-]", "_", wname))
+        self.store.name = wname
+        self.store.margin = self.mem_margin_kb * 1024
         self.store.load()
 
 
@@ -208,6 +230,7 @@ def w_import(spec_text: str, db: str, target_name: str, parts: dict[int, pa.Tabl
     pk = [c.name for c in spec.pkey]
     state = store.db(db)
     rows = 0
+    store.check_memory(sum(int(t.nbytes) for t in parts.values()))
     with state.lock:
         for pid, table in sorted(parts.items()):
             batch = pl.from_arrow(table)
@@ -263,6 +286,12 @@ class Query:
     columns: list[str] | None = None  # columns to return (None: all)
     top: int | None = None  # per-worker top-N after sorting by `order`
     order: list[tuple[str, bool]] | None = None  # (column, descending)
+    seg: str | None = None  # seg=N1[-N2]/N key sampling
+    #: render CSV lines here: (column, label, type) of each output field, the output
+    #: attributes, and the columns the client still needs beside the line (sort keys)
+    render: list[tuple[str, str, str]] | None = None
+    out_attrs: Any = None
+    keep: list[str] = field(default_factory=list)
 
 
 def w_query(q: Query) -> pa.Table:
@@ -291,6 +320,10 @@ def w_query(q: Query) -> pa.Table:
     if not frames:
         return pa.table({})
     out = pl.concat(frames, how="vertical_relaxed")
+    if q.seg is not None:
+        from ess.udb.hashing import segment_mask
+
+        out = out.filter(segment_mask(out, [c.name for c in spec.pkey], q.seg))
     if q.order is None:  # export order; the client merges the workers' sorted runs
         out = out.sort(K, R)
     else:
@@ -300,7 +333,21 @@ def w_query(q: Query) -> pa.Table:
             out = out.head(q.top)
     if q.columns is not None:
         out = out.select(q.columns)
+    if q.render is not None:
+        out = out.select(K, R, *q.keep, render_line(q.render, q.out_attrs).alias(LINE))
     return out.to_arrow()
+
+
+LINE = "__line"
+
+
+def render_line(cols: list[tuple[str, str, str]], attrs: Any) -> pl.Expr:
+    """One Essentia CSV line per row (ess.aq.writer's field formatting)."""
+    from ess.aq.writer import OutCol, field_expr
+
+    fields = [field_expr(OutCol(n, lab, t if t in ("S", "F", "IP") else "I"), attrs)
+              for n, lab, t in cols]  # fmt: skip
+    return pl.concat_str(fields, separator=attrs.sep).fill_null("")
 
 
 def _writer(store: Store, q: Query, pid: int, part: Part) -> Callable[[str, pl.DataFrame], None]:

@@ -63,6 +63,15 @@ def _session(ws: Workspace, *, start_cluster: bool) -> Any:
     return UdbSession(ws)
 
 
+def _margin() -> int:
+    """UDBD_MEM_MARGIN (KB, Essentia's variable) as seen by `ess udbd start`."""
+    text = os.environ.get("UDBD_MEM_MARGIN", "")
+    try:
+        return int(text) if text else server.DEFAULT_MARGIN_KB
+    except ValueError:
+        raise UdbError(f"UDBD_MEM_MARGIN must be a number of KB, not {text!r}") from None
+
+
 def snapshot_root(ws: Workspace, cluster_id: str) -> str:
     return str((ws.cache_dir / "udb" / cluster_id).resolve())
 
@@ -77,7 +86,9 @@ def start(ws: Workspace) -> list[str]:
         if s.client.run_on_scheduler(_is_registered):
             s.rebalance()
             return [f"{h}: udbd-{p} ({pid}) is already running." for p in ports]
-        s.client.register_plugin(UdbPlugin(snapshot_root(ws, s.conn.cluster_id)))
+        s.client.register_plugin(
+            UdbPlugin(snapshot_root(ws, s.conn.cluster_id), mem_margin_kb=_margin())
+        )
         moved = s.rebalance()
         _log(ws, f"started on {len(s.workers)} worker(s); {moved} partition(s) redistributed")
     return [f"{h}: Starting udbd-{p}." for p in ports] + [
