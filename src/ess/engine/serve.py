@@ -40,6 +40,13 @@ def _configure() -> None:
             "distributed.logging.distributed": "info",
             # no dashboard: the HTTP server keeps only its bare routes, on the loopback address
             "distributed.scheduler.http.routes": [],
+            # idle daemons should not burn CPU the commands need: event-loop health checks and
+            # the system monitor run at a relaxed pace (Dask's defaults: 20 ms and 500 ms)
+            "distributed.admin.tick.interval": "500ms",
+            "distributed.admin.tick.limit": "10s",
+            "distributed.admin.system-monitor.interval": "2s",
+            "distributed.worker.profile.enabled": False,  # stack sampling every 10 ms
+            "distributed.worker.memory.monitor-interval": "1s",
             "distributed.worker.http.routes": [],
         }
     )
