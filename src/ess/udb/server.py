@@ -225,7 +225,13 @@ def reserve_stamps(dask_scheduler: Any, count: int) -> int:
 
 
 def w_import(spec_text: str, db: str, target_name: str, parts: dict[int, pa.Table]) -> int:
-    store = _store()
+    return import_into(_store(), spec_text, db, target_name, parts)
+
+
+def import_into(
+    store: Store, spec_text: str, db: str, target_name: str, parts: dict[int, pa.Table]
+) -> int:
+    """Apply one batch (already split by partition) to this worker's partitions."""
     spec = spec_of(spec_text, db)
     pk = [c.name for c in spec.pkey]
     state = store.db(db)
