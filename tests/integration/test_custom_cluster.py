@@ -66,8 +66,34 @@ def sshd_hosts() -> Iterator[SshdHosts]:
     try:
         yield hosts
     finally:
+        leftovers = kill_leftover_workers(hosts.home / ".ess-node")
         hosts.sh("stop")
         shutil.rmtree(hosts.home / ".ess-node", ignore_errors=True)
+        if leftovers:
+            pytest.fail(f"worker loops left running by the tests (now killed): {leftovers}")
+
+
+def kill_leftover_workers(root: Path) -> list[str]:
+    """Kill worker loops still running under ``root`` (by their pid files); name them."""
+    found = []
+    for pid_file in root.glob("*/*/worker.pid"):
+        try:
+            pgid = int(pid_file.read_text())
+            cmd = Path(f"/proc/{pgid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if str(pid_file.parent / "run-worker.sh").encode() in cmd:
+            os.killpg(pgid, signal.SIGKILL)
+            found.append(str(pid_file.parent))
+    return found
+
+
+@pytest.fixture
+def env(ess_env: EssEnv) -> Iterator[EssEnv]:
+    """``ess_env`` whose custom cluster, if a test started one, is reset even when it fails."""
+    yield ess_env
+    if (ess_env.work_dir / "custom").exists():
+        ess_env.ess("cluster", "reset", timeout=120)
 
 
 def write_reservation(env: EssEnv, hosts: list[str], **extra: object) -> None:
@@ -134,8 +160,7 @@ def status_rows(text: str) -> dict[str, list[str]]:
 
 
 # -- the whole life of a 3-host cluster --------------------------------------------------------
-def test_three_host_cluster_end_to_end(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    env = ess_env
+def test_three_host_cluster_end_to_end(env: EssEnv, sshd_hosts: SshdHosts) -> None:
     add_pem(env, sshd_hosts)
     hosts = [sshd_hosts.entry(i) for i in (1, 2, 3)]
     write_reservation(env, hosts, id="e2e_cluster", pem="dev")
@@ -254,18 +279,17 @@ def test_three_host_cluster_end_to_end(ess_env: EssEnv, sshd_hosts: SshdHosts) -
     assert (env.work_dir / "reservation.json").exists()
 
 
-def test_machine_commands_do_not_apply(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    write_reservation(ess_env, [sshd_hosts.entry(1)])
+def test_machine_commands_do_not_apply(env: EssEnv, sshd_hosts: SshdHosts) -> None:
+    write_reservation(env, [sshd_hosts.entry(1)])
     for args in (("create", "--number", "2"), ("terminate", "-y")):
-        r = ess_env.ess("cluster", *args)
+        r = env.ess("cluster", *args)
         assert r.returncode == 5
         assert "your own" in r.stderr or "does not own" in r.stderr, r.stderr
-    assert ess_env.ess("cluster", "iplist").stdout.split() == ["127.0.0.2"]
+    assert env.ess("cluster", "iplist").stdout.split() == ["127.0.0.2"]
 
 
 # -- reaching hosts: keys, users, host keys, dead hosts ----------------------------------------
-def test_no_pem_uses_default_key(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    env = ess_env
+def test_no_pem_uses_default_key(env: EssEnv, sshd_hosts: SshdHosts) -> None:
     env.env.pop("SSH_AUTH_SOCK", None)
     write_reservation(env, [sshd_hosts.entry(1), sshd_hosts.entry(2)])
     denied = env.ess("cluster", "status")
@@ -283,8 +307,7 @@ def test_no_pem_uses_default_key(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None
     assert rows["worker-1"][1] == "stopped" and rows["worker-2"][1] == "stopped"
 
 
-def test_no_pem_uses_the_agent(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    env = ess_env
+def test_no_pem_uses_the_agent(env: EssEnv, sshd_hosts: SshdHosts) -> None:
     sock = env.root / "agent.sock"
     agent = subprocess.Popen(
         ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -309,26 +332,25 @@ def test_no_pem_uses_the_agent(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
         agent.wait(10)
 
 
-def test_wrong_user_is_refused_clearly(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    add_pem(ess_env, sshd_hosts)
-    write_reservation(ess_env, [sshd_hosts.entry(1)], pem="dev", user="ec2-user")
-    r = ess_env.ess("cluster", "start", timeout=120)
+def test_wrong_user_is_refused_clearly(env: EssEnv, sshd_hosts: SshdHosts) -> None:
+    add_pem(env, sshd_hosts)
+    write_reservation(env, [sshd_hosts.entry(1)], pem="dev", user="ec2-user")
+    r = env.ess("cluster", "start", timeout=120)
     assert r.returncode == 5, r.stderr
     assert "127.0.0.2:2222: permission denied for user 'ec2-user'" in r.stderr
     assert "dev.pem" in r.stderr
 
 
-def test_pem_readable_by_others_is_refused(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    add_pem(ess_env, sshd_hosts)
-    (ess_env.work_dir / "dev.pem").chmod(0o644)
-    write_reservation(ess_env, [sshd_hosts.entry(1)], pem="dev")
-    r = ess_env.ess("cluster", "status")
+def test_pem_readable_by_others_is_refused(env: EssEnv, sshd_hosts: SshdHosts) -> None:
+    add_pem(env, sshd_hosts)
+    (env.work_dir / "dev.pem").chmod(0o644)
+    write_reservation(env, [sshd_hosts.entry(1)], pem="dev")
+    r = env.ess("cluster", "status")
     assert r.returncode == 3
     assert "chmod 400" in r.stderr
 
 
-def test_changed_host_key_is_a_hard_error(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    env = ess_env
+def test_changed_host_key_is_a_hard_error(env: EssEnv, sshd_hosts: SshdHosts) -> None:
     add_pem(env, sshd_hosts)
     write_reservation(env, [sshd_hosts.entry(1), sshd_hosts.entry(4)], pem="dev")
     first = env.ess("cluster", "status")
@@ -353,16 +375,16 @@ def test_changed_host_key_is_a_hard_error(ess_env: EssEnv, sshd_hosts: SshdHosts
     assert again.returncode == 0, again.stderr
 
 
-def test_strict_policy_refuses_unknown_hosts(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
-    add_pem(ess_env, sshd_hosts)
-    write_reservation(ess_env, [sshd_hosts.entry(1)], pem="dev", host_key_policy="strict")
-    r = ess_env.ess("cluster", "status")
+def test_strict_policy_refuses_unknown_hosts(env: EssEnv, sshd_hosts: SshdHosts) -> None:
+    add_pem(env, sshd_hosts)
+    write_reservation(env, [sshd_hosts.entry(1)], pem="dev", host_key_policy="strict")
+    r = env.ess("cluster", "status")
     assert r.returncode == 1
     assert "unknown host key, and host_key_policy is strict" in r.stderr
-    assert not (ess_env.work_dir / "known_hosts").exists()
+    assert not (env.work_dir / "known_hosts").exists()
 
 
-def test_silent_host_costs_one_deadline(ess_env: EssEnv, sshd_hosts: SshdHosts) -> None:
+def test_silent_host_costs_one_deadline(env: EssEnv, sshd_hosts: SshdHosts) -> None:
     """A host that accepts TCP but never speaks SSH: the others answer, the sweep waits for
     one connect timeout, not one per attempt or per host."""
     listeners = []
@@ -384,11 +406,11 @@ def test_silent_host_costs_one_deadline(ess_env: EssEnv, sshd_hosts: SshdHosts) 
     for s in listeners:
         threading.Thread(target=accept, args=(s,), daemon=True).start()
     try:
-        add_pem(ess_env, sshd_hosts)
+        add_pem(env, sshd_hosts)
         silent = [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listeners]
-        write_reservation(ess_env, [sshd_hosts.entry(1), *silent], pem="dev", connect_timeout=3)
+        write_reservation(env, [sshd_hosts.entry(1), *silent], pem="dev", connect_timeout=3)
         t0 = time.monotonic()
-        r = ess_env.ess("cluster", "status")
+        r = env.ess("cluster", "status")
         elapsed = time.monotonic() - t0
         assert r.returncode == 1
         assert status_rows(r.stdout)["worker-1"][1] == "stopped"

@@ -667,8 +667,18 @@ def _version_problems(messages: list[str]) -> list[str]:
 
 
 def _cached_wheel(directory: Path, build_wheel: Any) -> Path:
+    """The wheel of build ``directory.name``, built once. A wheel whose files changed while it
+    was being built (an edited checkout) is not kept under that build's name."""
+    from ess.cluster.bootstrap import build_id
+
     found = sorted(directory.glob("*.whl")) if directory.is_dir() else []
-    return found[0] if found else Path(build_wheel(directory))
+    if found:
+        return found[0]
+    wheel = Path(build_wheel(directory))
+    if build_id() != directory.name:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ClusterError("the ess package changed while its wheel was being built; run again")
+    return wheel
 
 
 def _file_url(path: str) -> str:
