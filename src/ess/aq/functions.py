@@ -26,7 +26,7 @@ _UNSUPPORTED = {
     "agentparse", "agentparse2", "agentname", "agentos", "agentdevtype", "agentdevname",
     "iscrawler", "unamehash", "keyhash", "imphash", "seghash", "maskstr", "keyenc", "keydec",
     "kdec", "qrydec", "qryparmext", "rxmap", "rxreplace", "set", "iconv", "urlenc", "urldec",
-    "clipstr", "rowcount",
+    "rowcount",
 }  # fmt: skip
 
 
@@ -207,6 +207,48 @@ def _b64(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
         return Typed(value.str.encode("base64"), "S")
     decoded = value.str.replace_all(r"[^A-Za-z0-9+/]", "").str.decode("base64", strict=False)
     return Typed(decoded.cast(pl.String, strict=False).fill_null(""), "S")
+
+
+_CLIP = re.compile(r"^(!?)(\d+)(-?)([<>])(.*)$", re.S)
+
+
+@fn("ClipStr")
+def _clipstr(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    """`[!]Num[-]Dir[Sep]` elements joined by `;`, applied one after the other (spec 8.4)."""
+    _nargs(comp, args, node, 2)
+    value = _val(comp, args[0], "S").expr
+    for element in _const(comp, args[1]).split(";"):
+        m = _CLIP.match(element)
+        if m is None:
+            raise comp.error(f"ClipStr(): bad clip spec {element!r}", args[1])
+        value = _clip(value, m.group(1) == "!", int(m.group(2)), m.group(3) == "-",
+                      m.group(4), m.group(5))  # fmt: skip
+    return Typed(value, "S")
+
+
+def _clip(value: pl.Expr, rest: bool, num: int, excl: bool, direction: str, sep: str) -> pl.Expr:
+    size = value.str.len_chars()
+    if not sep:  # Num bytes from the start (>) or the end (<)
+        if direction == ">":
+            return value.str.slice(num) if rest else value.str.slice(0, num)
+        cut = pl.max_horizontal(size - num, pl.lit(0))
+        return value.str.slice(0, cut) if rest else value.str.slice(cut)
+    # up to and including the Num-th separator from the start; `<` is the same on the
+    # reversed value (lazy groups anchored at ^ stop at the first Num separators)
+    if direction == ">":
+        part = value.str.extract(f"^((?s:.*?{re.escape(sep)}){{{num}}})", 1)
+    else:
+        rev = value.str.reverse().str.extract(f"^((?s:.*?{re.escape(sep[::-1])}){{{num}}})", 1)
+        part = rev.str.reverse()
+    part = part.fill_null(value)  # fewer separators than Num: the whole value
+    plen = part.str.len_chars()
+    if rest:
+        if direction == ">":
+            return value.str.slice(plen)
+        return value.str.slice(0, pl.max_horizontal(size - plen, pl.lit(0)))
+    if excl:
+        return part.str.slice(0, plen - len(sep)) if direction == ">" else part.str.slice(len(sep))
+    return part
 
 
 # ---------------------------------------------------------------- math

@@ -87,6 +87,7 @@ class Compiler:
         self.vars_init: dict[str, object] = {}
         self.mask_stack: list[str | None] = [None]
         self.uses_random = False
+        self.used: set[str] = set()  # columns some rule or output reads (projection pushdown)
 
     # ------------------------------------------------------------ namespace
     def new_hidden(self, prefix: str) -> str:
@@ -105,6 +106,7 @@ class Compiler:
         col = self.cols.get(name.lower())
         if col is None:
             raise AqSyntaxError(f"{where}: unknown column {name!r}")
+        self.used.add(col.name)
         return col
 
     # Scope protocol for expressions
@@ -114,6 +116,7 @@ class Compiler:
             return None
         if col.is_var:
             self.var_reads.add(col.name)
+        self.used.add(col.name)
         return Typed(pl.col(col.name), kind(col.typ))
 
     def special(self, name: str) -> Typed | None:
@@ -199,6 +202,7 @@ class Compiler:
                 col.label = rule.alt
             self.cols[rule.alt.lower()] = col
         elif isinstance(rule, Imp):
+            self.used.update(c.name for c in self.cols.values())
             self.steps.append(_imp_step(self, rule))
         else:  # pragma: no cover
             raise NotSupportedError(f"aq_pp rule {type(rule).__name__}")
@@ -348,6 +352,8 @@ class Compiler:
         for c in self.cols.values():
             if c.is_var == variables and c not in seen:
                 seen.append(c)
+        if names is None or "*" in names or any(n.startswith(("~", "!")) for n in names):
+            self.used.update(c.name for c in seen)
         if names is None:
             return [OutCol(c.name, c.label, c.typ) for c in seen]
         out: list[OutCol] = []
@@ -614,9 +620,16 @@ class Job:
             write_rows(row, cols, rule.attrs, sink)
 
     def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
-        union = self.comp.input_cols
+        used = self.comp.used
+        # string fields nobody reads are not even parsed; numeric ones still are, because a
+        # value that does not convert drops the row (or stops the run) whether used or not
+        union = [c for c in self.comp.input_cols if c.name in used or c.typ not in ("S", "IP")]
         for spec in [self.prog.main, *self.prog.cats]:
-            items = spec.columns
+            items = [
+                ColSpec("X", "") if isinstance(it, ColSpec) and not it.skip
+                and it.typ in ("S", "IP") and it.name.lower() not in used else it
+                for it in spec.columns
+            ]  # fmt: skip
             names = [it.name.lower() if not it.skip else "" for it in items
                      if isinstance(it, ColSpec)]  # fmt: skip
             for path in spec.files:

@@ -103,6 +103,7 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     if attrs.fmt in ("csv", "sep"):
         frame = pl.read_csv(
             data,
+            columns=_kept(specs, names),
             has_header=False,
             separator=attrs.sep,
             quote_char='"' if attrs.quoted else None,
@@ -134,6 +135,12 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
 
 
+def _kept(specs: list[ColSpec], names: list[str]) -> list[int]:
+    """Fields the CSV parser must materialise: skipped (X) fields are never built."""
+    kept = [i for i, s in enumerate(specs) if not s.skip]
+    return kept or [0]
+
+
 def fast_typed(
     chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str]
 ) -> pl.DataFrame | None:
@@ -156,6 +163,7 @@ def fast_typed(
         return None
     frame = pl.read_csv(
         chunk.data,
+        columns=_kept(specs, list(schema)),
         has_header=False,
         separator=attrs.sep,
         quote_char='"' if attrs.quoted else None,

@@ -104,7 +104,12 @@ def truthy(v: object) -> bool:
 def store(value: object, typ: str) -> object:
     if typ in INTS:
         v = int(value)  # type: ignore[call-overload]  # C cast truncates toward zero
-        return v & 0xFFFFFFFF if typ == "I" else v
+        if typ == "I":
+            return v & 0xFFFFFFFF
+        if typ == "IS":  # 32-bit signed wrap-around, like a C cast
+            v &= 0xFFFFFFFF
+            return v - 2**32 if v >= 2**31 else v
+        return v
     if typ == "F":
         return float(value)  # type: ignore[arg-type]
     return value

@@ -28,7 +28,7 @@ PROSE = {  # expression → why it is not a value (and where it is tested)
     "SHash(x)": "formula; tests/unit/aq/test_units.py::test_shash_is_djb2_of_lower_case",
     "NumCmp(V1, V2, D)": "statement; tests/unit/aq/test_units.py::test_numcmp",
 }
-UNSUPPORTED = {"RxMap", "QryDec", "ClipStr"}
+UNSUPPORTED = {"RxMap", "QryDec"}
 
 
 def _value_type(text: str) -> str:
@@ -61,7 +61,7 @@ def _cases() -> list[object]:
             continue
         marks = []
         if any(expr.startswith(f) for f in UNSUPPORTED):
-            why = "not supported yet (RxMap/QryDec write columns; ClipStr)"
+            why = "not supported yet (RxMap/QryDec write columns)"
             marks = [pytest.mark.xfail(raises=NotSupportedError, strict=True, reason=why)]
         params.append(pytest.param(expr, binds, expected, id=ident, marks=marks))
     return params

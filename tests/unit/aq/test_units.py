@@ -151,3 +151,13 @@ def test_unknown_attributes(bad: str) -> None:
 
     with pytest.raises(AqSyntaxError, match="unknown"):
         compile_program(parse_argv([bad, "x", "-d", "s:a"]))
+
+
+def test_clipstr_elements() -> None:
+    specs = ["2>/", "2->/", "!2>/", "2</", "2-</", "!2</", "3>", "2>/;1<"]
+    args = ["-f", "-", "-d", "s:v"]
+    for i, spec in enumerate(specs):
+        args += ["-eval", f"s:c{i}", f'ClipStr(v, "{spec}")']
+    out = run([*args, "-o,notitle", "-", "-c", *[f"c{i}" for i in range(len(specs))]],
+              b'"/A/B/C"\n')  # fmt: skip
+    assert out == b'"/A/","/A","B/C","/B/C","B/C","/A","/A/","/"\n'
