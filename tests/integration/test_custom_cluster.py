@@ -255,6 +255,16 @@ def test_three_host_cluster_end_to_end(env: EssEnv, sshd_hosts: SshdHosts) -> No
     assert reservation["ip_list"] == hosts and reservation["pem"] == "dev"
     assert time.monotonic() - t0 < 60
 
+    # removing the first host: its worker is stopped, its files removed, the others renumbered
+    first_pgid = int((nodes[0] / "worker.pid").read_text())
+    removed = env.ess("cluster", "remove", hosts[0], timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    wait_gone([], [first_pgid])
+    assert not nodes[0].exists()
+    out = env.ess("exec", "echo %node_id $(basename $(dirname $PWD))")
+    assert out.stdout.splitlines() == ["1 127.0.0.3_2222", "2 127.0.0.4_2222"], out.stderr
+    nodes, hosts = nodes[1:], hosts[1:]
+
     # stop: every process we started is gone (checked by pid and process group)
     pgids = [int((n / "worker.pid").read_text()) for n in nodes]
     sched = int((env.work_dir / "custom" / "scheduler.pid").read_text())
@@ -263,14 +273,14 @@ def test_three_host_cluster_end_to_end(env: EssEnv, sshd_hosts: SshdHosts) -> No
     assert stopped.returncode == 0, stopped.stderr
     wait_gone([sched], pgids)
     status = env.ess("cluster", "status")
-    assert [status_rows(status.stdout)[f"worker-{i}"][1] for i in (1, 2, 3)] == ["stopped"] * 3
+    assert [status_rows(status.stdout)[f"worker-{i}"][1] for i in (1, 2)] == ["stopped"] * 2
 
     # start again (installed already), then reset removes what ess put on the hosts
     again = env.ess("cluster", "start", timeout=240)
     assert again.returncode == 0, again.stderr
     pgids = [int((n / "worker.pid").read_text()) for n in nodes]
     sched = int((env.work_dir / "custom" / "scheduler.pid").read_text())
-    assert env.ess("exec", "echo %node_id").stdout.split() == ["1", "2", "3"]
+    assert env.ess("exec", "echo %node_id").stdout.split() == ["1", "2"]
     reset = env.ess("cluster", "reset", timeout=120)
     assert reset.returncode == 0, reset.stderr
     wait_gone([sched], pgids)
@@ -327,6 +337,12 @@ def test_no_pem_uses_the_agent(env: EssEnv, sshd_hosts: SshdHosts) -> None:
         ok = env.ess("cluster", "status")
         assert ok.returncode == 0, ok.stderr
         assert status_rows(ok.stdout)["worker-1"][2] == "127.0.0.2"
+        # Essentia's workflow: no 'start'; the first command bootstraps the cluster
+        out = env.ess("exec", "echo %node_id $(whoami)", timeout=240)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["1", USER]
+        reset = env.ess("cluster", "reset", timeout=120)  # while the agent still runs
+        assert reset.returncode == 0, reset.stderr
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(10)
