@@ -25,7 +25,7 @@ _UNSUPPORTED = {
     "searchkey", "searchkey2", "iptocountry", "countryname", "countryregion", "agenttouid",
     "agentparse", "agentparse2", "agentname", "agentos", "agentdevtype", "agentdevname",
     "iscrawler", "unamehash", "keyhash", "imphash", "seghash", "maskstr", "keyenc", "keydec",
-    "kdec", "qrydec", "qryparmext", "rxmap", "rxreplace", "set", "iconv", "urlenc", "urldec",
+    "kdec", "qrydec", "qryparmext", "set", "iconv", "urlenc", "urldec",
     "rowcount",
 }  # fmt: skip
 
@@ -353,6 +353,69 @@ def _rxrep(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     if "all" in attrs:
         return Typed(value.str.replace_all(regex, repl), "S")
     return Typed(value.str.replace(regex, repl), "S")
+
+
+def _target_column(comp: Compiler, arg: Tree) -> str:
+    """A column argument that a function writes (RxMap, RxReplace): its internal name."""
+    if arg.data != "name":
+        raise comp.error("expected a column name", arg)
+    value = comp.compile(arg)
+    if value.kind != "S":
+        raise comp.error("type mismatch: the output column must be a string column", arg)
+    return value.expr.meta.output_name()
+
+
+@fn("RxMap")
+def _rxmap(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    """Regex search; each (Col, "MapTo") pair gets MapTo with %%N%% = N-th sub-expression."""
+    from ess.aq.mapping import parse_mapto
+
+    if len(args) < 4:
+        raise comp.error('RxMap() takes Val, Regex, Col, "MapTo" [, Col, "MapTo"]...', node)
+    rest = args[2:]
+    attrs = _attrs(_const(comp, rest.pop())) if len(rest) % 2 else []
+    value = _val(comp, args[0], "S").expr
+    regex = to_rust(_const(comp, args[1]), attrs or ["rx"])
+    groups = value.str.extract_groups(f"({regex})")
+    matched = value.str.contains(regex).fill_null(False)
+    for col_arg, map_arg in zip(rest[::2], rest[1::2], strict=True):
+        name = _target_column(comp, col_arg)
+        parts: list[pl.Expr] = []
+        for piece in parse_mapto(_const(comp, map_arg)):
+            if piece.var is None:
+                parts.append(pl.lit(piece.literal))
+            elif piece.var.isdigit():
+                field = groups.struct[int(piece.var)].fill_null("")
+                if piece.start is not None or piece.length is not None:
+                    field = field.str.slice(piece.start or 0, piece.length)
+                parts.append(field)
+            else:
+                raise comp.error(
+                    f"RxMap(): %%{piece.var}%% is not a sub-expression number", map_arg
+                )
+        rendered = pl.concat_str(parts) if parts else pl.lit("")
+        comp.side_effects.append(
+            (name, Typed(pl.when(matched).then(rendered).otherwise(pl.col(name)), "S"))
+        )
+    return _flag(matched)
+
+
+@fn("RxReplace")
+def _rxreplace(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    """Replace the first (or all) matches; the result always goes to Col; returns the count."""
+    _nargs(comp, args, node, 4, 5)
+    value = _val(comp, args[0], "S").expr
+    attrs = _attrs(_const(comp, args[4])) if len(args) == 5 else []
+    regex = to_rust(_const(comp, args[1]), attrs or ["rx"])
+    repl = re.sub(r"%%(\d+)%%", r"${\1}", _const(comp, args[3]).replace("$", "$$"))
+    name = _target_column(comp, args[2])
+    count = value.str.count_matches(regex).cast(pl.Int64)
+    if "all" in attrs:
+        new = value.str.replace_all(regex, repl)
+    else:
+        new, count = value.str.replace(regex, repl), pl.min_horizontal(count, pl.lit(1))
+    comp.side_effects.append((name, Typed(new, "S")))
+    return Typed(count.cast(pl.Int64), "I")
 
 
 def _multi(kind: str, require_all: bool) -> Handler:

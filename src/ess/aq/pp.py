@@ -132,8 +132,8 @@ class Compiler:
             return Typed(pl.lit(int(now if name == "cursec" else now * 1e6 % 1e6)), "I")
         return None
 
-    def assign(self, name: str, value: Typed) -> None:  # pragma: no cover - RxMap etc.
-        raise NotSupportedError("functions that write columns (RxMap, QryDec, ...)")
+    def assign(self, name: str, value: Typed) -> None:  # pragma: no cover - protocol only
+        raise NotSupportedError("functions that write columns by name (Set)")
 
     @property
     def mask(self) -> str | None:
@@ -223,13 +223,14 @@ class Compiler:
     # ------------------------------------------------------------ -eval and variables
     def eval_rule(self, rule: Eval) -> None:
         where = "-eval"
-        if rule.target is None:
-            value, _ = compile_expr(rule.expr, self, where)
+        if rule.target is None:  # only the column writes of functions (RxMap ...) matter
+            self.apply_effects(compile_expr(rule.expr, self, where)[1])
             return
         if isinstance(rule.target, ColSpec):
             if rule.target.name.lower() in self.cols:
                 raise AqSyntaxError(f"-eval: column {rule.target.name!r} is already defined")
-            value, _ = compile_expr(rule.expr, self, where)
+            value, effects = compile_expr(rule.expr, self, where)
+            self.apply_effects(effects)
             col = self.define(rule.target)
             new = True
         else:
@@ -237,7 +238,8 @@ class Compiler:
             if col.is_var:
                 self.var_update(col, rule)
                 return
-            value, _ = compile_expr(rule.expr, self, where)
+            value, effects = compile_expr(rule.expr, self, where)
+            self.apply_effects(effects)
             new = False
         converted = assign_value(value, col.typ, f"-eval {col.label}")
         name, mask = col.name, self.mask
@@ -252,6 +254,12 @@ class Compiler:
         expr = pl.when(pl.col(mask)).then(converted).otherwise(fallback)
         expr = expr.fill_null(default_value(col.typ))
         self.steps.append(lambda df, st: df.with_columns(expr.alias(name)))
+
+    def apply_effects(self, effects: list[tuple[str, Typed]]) -> None:
+        """Columns written by functions, under the current branch mask."""
+        for name, value in effects:
+            col = next(c for c in self.cols.values() if c.name == name)
+            self.set_masked(col, value.expr, False)
 
     def var_update(self, col: Col, rule: Eval) -> None:
         if col.name in self.var_updates:

@@ -28,7 +28,7 @@ PROSE = {  # expression → why it is not a value (and where it is tested)
     "SHash(x)": "formula; tests/unit/aq/test_units.py::test_shash_is_djb2_of_lower_case",
     "NumCmp(V1, V2, D)": "statement; tests/unit/aq/test_units.py::test_numcmp",
 }
-UNSUPPORTED = {"RxMap", "QryDec"}
+UNSUPPORTED = {"QryDec"}
 
 
 def _value_type(text: str) -> str:
@@ -61,21 +61,27 @@ def _cases() -> list[object]:
             continue
         marks = []
         if any(expr.startswith(f) for f in UNSUPPORTED):
-            why = "not supported yet (RxMap/QryDec write columns)"
+            why = "QryDec() is not supported yet"
             marks = [pytest.mark.xfail(raises=NotSupportedError, strict=True, reason=why)]
         params.append(pytest.param(expr, binds, expected, id=ident, marks=marks))
     return params
 
 
-def _evaluate(expr: str, cols: dict[str, str], target: str, tmp: Path) -> str:
+def _evaluate(
+    expr: str, cols: dict[str, str], target: str, tmp: Path, outs: tuple[str, ...] = ()
+) -> str:
     names = list(cols) or ["dummy"]
     values = [cols[n] for n in cols] or ["0"]
     spec = [f"{_value_type(v)}:{n}" for n, v in zip(names, values, strict=True)]
     src = tmp / "in.csv"
     src.write_text(",".join(f'"{v}"' if _value_type(v) == "s" else v for v in values) + "\n")
     out = tmp / "out.csv"
-    argv = ["-f", str(src), "-d", *spec, "-eval", f"{target}:res", expr,
-            "-o,notitle", str(out), "-c", "res"]  # fmt: skip
+    argv = ["-f", str(src), "-d", *spec]
+    for name in outs:  # string columns the function writes
+        argv += ["-eval", f"s:{name}", '""']
+    argv += ["-eval", f"{target}:res", expr, "-o,notitle", str(out), "-c", "res", *outs]
+    if outs:
+        return out.read_text().rstrip("\n") if compile_program(parse_argv(argv)).run() == 0 else ""
     compile_program(parse_argv(argv)).run()
     text = out.read_text().rstrip("\n")
     return text[1:-1].replace('""', '"') if text.startswith('"') else text
@@ -106,6 +112,12 @@ def test_function_row(expr: str, binds: str, expected: str, tmp_path: Path,
         cols = {"Str2": "abcdef"}
     else:
         pairs = [(pure, want)]
+    writes = re.match(r"returns (\d+); (.*)$", want)
+    if writes:  # "returns 1; OutCol1="x"; OutCol2="y-x"": value and the written columns
+        outs = re.findall(r'(\w+)="([^"]*)"', writes.group(2))
+        got = _evaluate(pure, cols, "i", tmp_path, tuple(n for n, _ in outs))
+        assert got == ",".join([writes.group(1), *(f'"{v}"' for _, v in outs)])
+        return
     for one, value in pairs:
         if one.startswith("SubStr") and "Str2" not in cols:
             cols = {"Str2": "abcdef"}

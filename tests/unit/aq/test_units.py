@@ -161,3 +161,13 @@ def test_clipstr_elements() -> None:
     out = run([*args, "-o,notitle", "-", "-c", *[f"c{i}" for i in range(len(specs))]],
               b'"/A/B/C"\n')  # fmt: skip
     assert out == b'"/A/","/A","B/C","/B/C","B/C","/A","/A/","/"\n'
+
+
+def test_rxmap_and_rxreplace_write_columns() -> None:
+    rxmap = 'RxMap(v, "^\\(.*\\) ABC \\(.*\\)$", o1, "%%1%%", o2, "%%2%%-%%1%%")'
+    args = ["-f", "-", "-d", "s:v", "-eval", "s:o1", '""', "-eval", "s:o2", '""',
+            "-eval", "i:r", rxmap, "-eval", "s:w", '""',
+            "-eval", "i:n", 'RxReplace(v, "[a-z]", w, "<%%0%%>", all)']  # fmt: skip
+    out = run(args, b'"x ABC y"\n"nope"\n')
+    assert out == (b'"v","o1","o2","r","w","n"\n"x ABC y","x","y-x",1,"<x> ABC <y>",2\n'
+                   b'"nope",,,0,"<n><o><p><e>",4\n')  # fmt: skip
