@@ -147,6 +147,7 @@ def main() -> None:
                        check=True)  # fmt: skip
         size_mb = data.stat().st_size / 1e6
         print(f"generated {args.rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - t0:.1f}s")
+        load = os.getloadavg()[0]  # the machine may be shared: record how busy it was
         results: dict[str, dict[str, dict[str, float]]] = {}
         for task, tools in commands(data, Path(tmp) / "out.csv").items():
             results[task] = {}
@@ -157,14 +158,15 @@ def main() -> None:
                 results[task][tool] = {"seconds": round(best, 3), "peak_rss_mb": round(rss, 1),
                                        "rows_per_s": round(args.rows / best)}  # fmt: skip
         payload = {"rows": args.rows, "input_mb": round(size_mb, 1), "cpus": os.cpu_count(),
-                   "results": results}  # fmt: skip
+                   "load_average_start": round(load, 2), "results": results}  # fmt: skip
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "aq_pp.json").write_text(json.dumps(payload, indent=2) + "\n")
         print(table(payload))
 
 
 def table(payload: dict) -> str:  # type: ignore[type-arg]
-    lines = [f"rows: {payload['rows']:,} ({payload['input_mb']} MB CSV), cpus: {payload['cpus']}",
+    lines = [f"rows: {payload['rows']:,} ({payload['input_mb']} MB CSV), cpus: {payload['cpus']}, "
+             f"load average at start: {payload.get('load_average_start')}",
              "", "| task | tool | seconds | Mrows/s | peak RSS MB | aq_pp speed-up vs tool |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for task, tools in payload["results"].items():

@@ -101,8 +101,8 @@ def _cmb(comp: Compiler, rule: Lookup) -> pl.Expr | None:
             combine.append(spec)
     if not keys:
         raise AqSyntaxError("-cmb: no key column (no column in common and none marked key)")
-    if rule.attrs.all:
-        raise NotSupportedError("-cmb,all")
+    if rule.attrs.all and comp.mask is not None:
+        raise NotSupportedError("-cmb,all inside -if branches")
     table = load(rule, specs)
     key_cols = [comp.lookup(k.name, "-cmb") for k in keys]
     for spec, col in zip(keys, key_cols, strict=True):
@@ -118,11 +118,15 @@ def _cmb(comp: Compiler, rule: Lookup) -> pl.Expr | None:
         return expr.str.to_lowercase() if rule.attrs.ncas and spec.typ == "S" else expr
 
     right = table.select(
-        *[norm(pl.col(k.name.lower()), k).cast(c_dtype(c)).alias(t)
-          for k, c, t in zip(keys, key_cols, tmp_keys, strict=True)],
+        *[
+            norm(pl.col(k.name.lower()), k).cast(c_dtype(c)).alias(t)
+            for k, c, t in zip(keys, key_cols, tmp_keys, strict=True)
+        ],
         *[pl.col(n).alias(h) for n, h in right_cols.items()],
         pl.lit(True).alias(hit),
-    ).unique(subset=tmp_keys, keep="first", maintain_order=True)  # fmt: skip
+    )
+    if not rule.attrs.all:  # default: the first match in file order; `all`: one row per match
+        right = right.unique(subset=tmp_keys, keep="first", maintain_order=True)  # fmt: skip
     left_keys = [norm(pl.col(c.name), k).alias(t)
                  for k, c, t in zip(keys, key_cols, tmp_keys, strict=True)]  # fmt: skip
 

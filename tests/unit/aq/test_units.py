@@ -171,3 +171,10 @@ def test_rxmap_and_rxreplace_write_columns() -> None:
     out = run(args, b'"x ABC y"\n"nope"\n')
     assert out == (b'"v","o1","o2","r","w","n"\n"x ABC y","x","y-x",1,"<x> ABC <y>",2\n'
                    b'"nope",,,0,"<n><o><p><e>",4\n')  # fmt: skip
+
+
+def test_cmb_all_multiplies_rows(tmp_path: Path) -> None:
+    look = tmp_path / "l.csv"
+    look.write_text("a,1\na,2\nc,3\n")
+    out = run(["-f", "-", "-d", "s:k", "-cmb,all", str(look), "s:k", "i:n"], b"a\nb\n")
+    assert out == b'"k","n"\n"a",1\n"a",2\n"b",0\n'
