@@ -11,7 +11,7 @@ import math
 from lark import Tree
 
 from ess.aq.expr import decode_strings, parse
-from ess.aq.rules import Eval, Filt, If, Output, Program
+from ess.aq.rules import Eval, Filt, If, Output, Program, VarDef
 
 INTS = {"I", "IS", "L", "LS"}
 
@@ -129,9 +129,14 @@ def run(prog: Program, rows: list[dict[str, object]], types: dict[str, str]) -> 
     order = list(types)
     out: list[str] = []
     defaults: dict[str, object] = {}
+    variables: dict[str, object] = {}  # -var: one value for the whole run
 
     def declare(rules: list[object]) -> None:
         for rule in rules:
+            if isinstance(rule, VarDef):
+                name = rule.spec.name.lower()
+                types[name] = rule.spec.typ
+                variables[name] = store(float(rule.value), rule.spec.typ)
             if isinstance(rule, Eval) and not isinstance(rule.target, str) and rule.target:
                 name = rule.target.name.lower()
                 types[name] = rule.target.typ
@@ -156,10 +161,14 @@ def run(prog: Program, rows: list[dict[str, object]], types: dict[str, str]) -> 
                 if not isinstance(rule.target, str)
                 else rule.target.lower()
             )  # type: ignore[union-attr]
-            row[name] = store(evaluate(parse(rule.expr, "-eval"), row, types), types[name])
+            value = store(evaluate(parse(rule.expr, "-eval"), {**row, **variables}, types),
+                          types[name])  # fmt: skip
+            (variables if name in variables else row)[name] = value
+            return True
+        if isinstance(rule, VarDef):
             return True
         if isinstance(rule, Filt):
-            return truthy(evaluate(parse(rule.expr, "-filt"), row, types))
+            return truthy(evaluate(parse(rule.expr, "-filt"), {**row, **variables}, types))
         if isinstance(rule, If):
             for br in rule.branches:
                 ok = step(br.check, row)
@@ -177,4 +186,7 @@ def run(prog: Program, rows: list[dict[str, object]], types: dict[str, str]) -> 
     for base in rows:
         row = {**defaults, **base}
         apply(chain, row)
+    if prog.ovars:  # -ovar: one row of final variable values after the data rows
+        out.append(",".join(f'"{n}"' for n in variables))
+        out.append(",".join(fmt(v, types[n]) for n, v in variables.items()))
     return out

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ess.aq.pp import compile_program
-from ess.aq.rules import parse_argv
+from ess.aq.rules import Output, parse_argv
 
 from .oracle import run as oracle_run
 
@@ -54,6 +54,9 @@ def program(draw: st.DrawFn) -> list[str]:
     argv += ["-eval", "s:t", draw(st.sampled_from(['s + "-" + ToS(a)', '"k" + s', "ToS(b)"]))]
     if draw(st.booleans()):
         argv += ["-filt", draw(filt_expr())]
+    if draw(st.booleans()):  # running variables: sequential sums, printed by -ovar
+        argv = ["-var", "f:acc", "0", "-var", "i:cnt", "0", *argv,
+                "-eval", "acc", f"acc + ({draw(num_expr())})", "-eval", "cnt", "cnt + 1"]  # fmt: skip
     if draw(st.booleans()):
         argv += ["-if", "-filt", draw(filt_expr()), "-eval", "i:z", draw(num_expr()),
                  "-elif", "-filt", draw(filt_expr()), "-eval", "z", "Max(a, b)",
@@ -75,11 +78,14 @@ def test_compiler_matches_oracle(
     src = tmp_path / "in.csv"
     out = tmp_path / "out.csv"
     src.write_text(to_csv(rows))
-    argv = ["-f", str(src), "-d", "i:a", "is:b", "f:x", "s:s", *chain, "-o", str(out)]
+    ovar = ["-ovar", str(out)] if "-var" in chain else []
+    argv = ["-f", str(src), "-d", "i:a", "is:b", "f:x", "s:s", *chain, "-o", str(out), *ovar]
     prog = parse_argv(argv)
     compile_program(prog).run()
     got = out.read_text().splitlines()
-    expected = oracle_run(parse_argv(argv[:-2]), rows, TYPES)
+    oracle_prog = parse_argv(argv)
+    oracle_prog.chain = [r for r in oracle_prog.chain if not isinstance(r, Output)]
+    expected = oracle_run(oracle_prog, rows, TYPES)
     # float nan/inf spelling is covered by the formatter tests, not here
     expected = [line for line in expected if "nan" not in line and "inf" not in line]
     got = [line for line in got if "nan" not in line and "inf" not in line]
