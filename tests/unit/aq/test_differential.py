@@ -55,8 +55,8 @@ def program(draw: st.DrawFn) -> list[str]:
     if draw(st.booleans()):
         argv += ["-filt", draw(filt_expr())]
     if draw(st.booleans()):  # running variables: sequential sums, printed by -ovar
-        argv = ["-var", "f:acc", "0", "-var", "i:cnt", "0", *argv,
-                "-eval", "acc", f"acc + ({draw(num_expr())})", "-eval", "cnt", "cnt + 1"]  # fmt: skip
+        update = ["-eval", "acc", f"acc + ({draw(num_expr())})", "-eval", "cnt", "cnt + 1"]
+        argv = ["-var", "f:acc", "0", "-var", "i:cnt", "0", *argv, *update]
     if draw(st.booleans()):
         argv += ["-if", "-filt", draw(filt_expr()), "-eval", "i:z", draw(num_expr()),
                  "-elif", "-filt", draw(filt_expr()), "-eval", "z", "Max(a, b)",
