@@ -250,16 +250,18 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
     cols = _output_columns(spec, tab, req)
     if not global_rules:
         q.seg = seg[0] if seg else None
+        if req.action in ("-cnt", "-scn"):  # only the stamps travel back
+            q.columns = [merge.K, merge.R]
         if req.action == "-exp":  # workers render their rows; the client orders the lines
             q.render, q.out_attrs = cols, req.out_attrs
-            q.keep = [c for c, _ in _order_spec(req, spec, tab)[:-2]] if req.sort else []
+            q.keep = _order_spec(req, spec, tab)[0] if req.sort else []
     if _pushdown_ok(req) and not global_rules:
         q.order, q.top = _order_spec(req, spec, tab), req.top
     frame = s.query(q)
     if frame.width == 0:
         frame = _empty(spec, tab)
-    if q.order is not None:  # sorted and cut on the workers: restore export order for ties
-        frame = frame.sort(merge.K, merge.R)
+    if q.order is not None:  # cut on the workers: back to export order (ties), then sorted
+        frame = frame.sort(merge.K, maintain_order=True)
     if global_rules:
         writes: dict[str, pl.DataFrame] = {}
 
@@ -278,9 +280,7 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
     if req.action == "-cnt":
         return _count(s, spec, tab, frame, req)
     if req.sort:
-        order = _order_spec(req, spec, tab)
-        frame = frame.sort([c for c, _ in order], descending=[d for _, d in order],
-                           maintain_order=True)  # fmt: skip
+        frame = sort_result(frame, *_order_spec(req, spec, tab))
     if req.top is not None:
         frame = frame.head(req.top)
     if server.LINE in frame.columns:
@@ -300,13 +300,17 @@ def _pushdown_ok(req: Request) -> bool:
             and req.lim_rec is None and req.key_rec is None and req.action == "-exp")  # fmt: skip
 
 
-def _order_spec(req: Request, spec: DbSpec, tab: str) -> list[tuple[str, bool]]:
-    """Sort keys: the columns then the export order; `dec` reverses the whole ascending sort."""
-    dec = "dec" in req.sort_attrs
+def _order_spec(req: Request, spec: DbSpec, tab: str) -> tuple[list[str], bool]:
     if "ncas" in req.sort_attrs:
         raise NotSupportedError("aq_udb -sort,ncas")
-    cols = [_column_name(spec, tab, c) for c in req.sort]
-    return [(c, dec) for c in cols] + [(merge.K, dec), (merge.R, dec)]
+    return [_column_name(spec, tab, c) for c in req.sort], "dec" in req.sort_attrs
+
+
+def sort_result(frame: pl.DataFrame, cols: list[str], dec: bool) -> pl.DataFrame:
+    """Stable ascending sort of a frame in export order; `dec` is that result reversed (so
+    ties come out in reverse export order, spec 11.4)."""
+    out = frame.sort(cols, maintain_order=True)
+    return out.reverse() if dec else out
 
 
 def _column_name(spec: DbSpec, tab: str, name: str) -> str:

@@ -74,7 +74,7 @@ class RulePlan:
         writer: Callable[[str, pl.DataFrame], None] | None,
     ) -> pl.DataFrame:
         """Run on a worker over one partition; persist writes with `writer`."""
-        frame = frame.sort(K, R)
+        frame = frame.sort(K, maintain_order=True)  # export order (see server.w_query)
         return self.run(frame, spec, writer=writer, others=_others(part))
 
     def run(

@@ -274,6 +274,8 @@ def import_into(
             if target.kind == "vector":
                 batch = batch.select(current.columns)
             merged = merge.merge_rows(current, batch, group, cols)
+            if target.kind == "table":  # merged rows keep their place: stored order = row stamp
+                merged = merged.sort(R, maintain_order=True)
             prefix = "t_" if target.kind == "table" else "v_"
             (part.tables if target.kind == "table" else part.vectors)[target.key] = merged
             store.write(db, pid, part, prefix + target.key, merged, base=True)
@@ -291,7 +293,7 @@ class Query:
     rules: Any = None  # a picklable ess.udb.query.RulePlan, or None
     columns: list[str] | None = None  # columns to return (None: all)
     top: int | None = None  # per-worker top-N after sorting by `order`
-    order: list[tuple[str, bool]] | None = None  # (column, descending)
+    order: tuple[list[str], bool] | None = None  # (sort columns, descending)
     seg: str | None = None  # seg=N1[-N2]/N key sampling
     #: render CSV lines here: (column, label, type) of each output field, the output
     #: attributes, and the columns the client still needs beside the line (sort keys)
@@ -330,13 +332,12 @@ def w_query(q: Query) -> pa.Table:
         from ess.udb.hashing import segment_mask
 
         out = out.filter(segment_mask(out, [c.name for c in spec.pkey], q.seg))
-    if q.order is None:  # export order; the client merges the workers' sorted runs
-        out = out.sort(K, R)
-    else:
-        out = out.sort([c for c, _ in q.order], descending=[d for _, d in q.order],
-                       maintain_order=True)  # fmt: skip
-        if q.top is not None:
-            out = out.head(q.top)
+    # Export order: keys by first insertion, a key's rows as stored (insertion order, or the
+    # order -ord left). Keys are disjoint between partitions, so a stable sort on the key
+    # stamp alone is enough (and ~3x cheaper than sorting on two columns).
+    out = out.sort(K, maintain_order=True)
+    if q.order is not None:
+        out = top_candidates(out, q.order[0], q.order[1], q.top)
     if q.columns is not None:
         out = out.select(q.columns)
     if q.render is not None:
@@ -345,6 +346,19 @@ def w_query(q: Query) -> pa.Table:
 
 
 LINE = "__line"
+
+
+def top_candidates(
+    frame: pl.DataFrame, cols: list[str], dec: bool, top: int | None
+) -> pl.DataFrame:
+    """This worker's candidates for the global top N of a frame in export order. They stay in
+    ascending order, so tied rows keep export order for the client's final stable sort."""
+    from ess.udb.query import sort_result
+
+    out = sort_result(frame, cols, False)
+    if top is None:
+        return out
+    return out.tail(top) if dec else out.head(top)
 
 
 def render_line(cols: list[tuple[str, str, str]], attrs: Any) -> pl.Expr:

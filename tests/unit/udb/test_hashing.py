@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ess.udb.hashing import B, M, key_hash, partition_of
@@ -18,6 +18,7 @@ def test_fixed_values() -> None:
     assert key_hash(frame, ["k"]).to_list() == [97, 0, 0, 12858457, 1138661714]
 
 
+@settings(deadline=None, max_examples=60)
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.integers(0, 49))
 def test_matches_reference_and_slicing(values: list[str], cut: int) -> None:
     frame = pl.DataFrame({"k": values})

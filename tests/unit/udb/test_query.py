@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ess.errors import AqSyntaxError, NotSupportedError
 from ess.udb.merge import K, R
@@ -166,3 +168,25 @@ def test_goto_next_key_del_row_and_rownum() -> None:
 def test_unsupported_var_update() -> None:
     with pytest.raises(NotSupportedError):
         plan(["-eval", "counter", "counter * 2"]).run(frame(), SPEC, writer=None)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=40),
+    st.integers(1, 10),
+    st.booleans(),
+)
+def test_top_pushdown_equals_full_sort(rows: list[tuple[int, int]], top: int, dec: bool) -> None:
+    from ess.udb.query import sort_result
+    from ess.udb.server import top_candidates
+
+    # keys numbered by first appearance; rows of a key in insertion order (export order)
+    firsts = {key: i for i, (key, _) in reversed(list(enumerate(rows)))}
+    full = pl.DataFrame(
+        {K: [firsts[k] for k, _ in rows], "v": [v for _, v in rows], "pos": list(range(len(rows)))}
+    ).sort(K, maintain_order=True)
+    want = sort_result(full, ["v"], dec).head(top)
+    workers = [full.filter(pl.col(K) % 2 == w) for w in (0, 1)]  # keys split over 2 workers
+    merged = pl.concat([top_candidates(w, ["v"], dec, top) for w in workers])
+    got = sort_result(merged.sort(K, maintain_order=True), ["v"], dec).head(top)
+    assert got.get_column("pos").to_list() == want.get_column("pos").to_list()
