@@ -163,6 +163,39 @@ def _isal_drain(path: str) -> int:
     return n
 
 
+def _isal_into_wc(path: str) -> int:
+    """The least a `wc -l` pipeline can cost: isal decompression written into `wc -l`."""
+    import fcntl
+    import subprocess
+
+    from isal import igzip
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ
+    proc = subprocess.Popen(["wc", "-l"], stdin=r, stdout=subprocess.PIPE)
+    os.close(r)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with igzip.open(path, "rb") as f:
+        while k := f.readinto(buf):
+            os.write(w, view[:k])
+    os.close(w)
+    return int(proc.communicate()[0])
+
+
+def isal_floor(files: list[Path], worker: str, label: str) -> tuple[float, int]:
+    code = (
+        "import sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        f"from bench_stream import {worker} as work\n"
+        "with ProcessPoolExecutor(2) as pool:\n"
+        "    print(sum(pool.map(work, sys.argv[1:])))\n"
+    )
+    elapsed, out = run_cpu(label, [sys.executable, "-c", code, *map(str, files)], dict(os.environ))
+    return elapsed, int(out)
+
+
 def isal_limit(files: list[Path]) -> tuple[float, int]:
     """Python isal decompression of ``files`` in 2 processes, output discarded (a child
     process, so its CPU time is counted like everyone else's)."""
@@ -244,6 +277,8 @@ def main() -> None:
         for _ in range(args.repeat):
             t, raw_bytes = isal_limit(big)
             times.setdefault("isal", []).append(t)
+            t, _ = isal_floor(big, "_isal_into_wc", "isal_wc")
+            times.setdefault("isal_wc", []).append(t)
             t, out_e = run_cpu(
                 "ess", [ESS, "stream", "big", "*", "*", "wc -l"], env, daemons=daemons
             )
@@ -285,6 +320,9 @@ def main() -> None:
             "speedup_vs_xargs": t_xargs / t_ess,
             "speedup_vs_parallel": (t_par / t_ess) if t_par else None,
             "ratio_to_isal_limit": t_ess / t_isal,
+            "isal_into_wc_seconds": best(times["isal_wc"]),
+            "ratio_to_isal_into_wc": t_ess / best(times["isal_wc"]),
+            "cpu_ratio_to_isal_into_wc": min(CPU["ess"]) / min(CPU["isal_wc"]),
             "cpu_seconds": {k: min(v) for k, v in CPU.items()},
             "cpu_ratio_to_isal": min(CPU["ess"]) / min(CPU["isal"]),
             "all_runs_seconds": times,
@@ -360,9 +398,13 @@ def render(r: dict) -> str:  # type: ignore[type-arg]
         "| <= 1.3x |",
         f"| same, no cluster (threads in the ess process) | {s['ess_stream_no_cluster']:.2f} s"
         " | | | |",
+        f"| same | | isal into `wc -l` (2 processes: the floor for this command): "
+        f"{th['isal_into_wc_seconds']:.2f} s | {th['ratio_to_isal_into_wc']:.2f}x | |",
         f"| CPU seconds, all processes (load-independent) | ess cluster {cpu['ess']:.1f}, no "
         f"cluster {cpu['nocluster']:.1f} | isal limit {cpu['isal']:.1f}; xargs zcat "
-        f"{cpu['xargs']:.1f} | {th['cpu_ratio_to_isal']:.2f}x the isal CPU | |",
+        f"{cpu['xargs']:.1f}; isal into wc {cpu['isal_wc']:.1f} | "
+        f"{th['cpu_ratio_to_isal']:.2f}x the isal CPU, "
+        f"{th['cpu_ratio_to_isal_into_wc']:.2f}x the isal-into-wc CPU | |",
         f"| per-file overhead, `true` on {pf['files']} tiny files (whole process) | "
         f"{pf['ms_per_file']['ess_stream_cluster']:.2f} ms/file | xargs -P2: "
         f"{pf['ms_per_file']['xargs_P2']:.2f} ms/file; GNU parallel -j2: "
