@@ -113,8 +113,10 @@ def commands(data: Path, out: Path) -> dict[str, dict[str, list[str]]]:
     }
 
 
-def timed(cmd: list[str], out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, stdout to `out` for the awk case."""
+def timed(cmd: list[str], out: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user+sys) of one command.
+
+    CPU seconds do not depend on how busy a shared machine is; wall seconds do."""
     start = time.perf_counter()
     with open(out.with_suffix(".stdout"), "wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.PIPE)
@@ -124,7 +126,7 @@ def timed(cmd: list[str], out: Path) -> tuple[float, float]:
     if proc.returncode != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -152,10 +154,10 @@ def main() -> None:
         for task, tools in commands(data, Path(tmp) / "out.csv").items():
             results[task] = {}
             for tool, cmd in tools.items():
-                best, rss = min(
-                    timed(cmd, Path(tmp) / f"{task}_{tool}") for _ in range(args.repeat)
-                )
+                runs = [timed(cmd, Path(tmp) / f"{task}_{tool}") for _ in range(args.repeat)]
+                best, rss, cpu = min(runs)
                 results[task][tool] = {"seconds": round(best, 3), "peak_rss_mb": round(rss, 1),
+                                       "cpu_seconds": round(cpu, 3),
                                        "rows_per_s": round(args.rows / best)}  # fmt: skip
         payload = {"rows": args.rows, "input_mb": round(size_mb, 1), "cpus": os.cpu_count(),
                    "load_average_start": round(load, 2), "results": results}  # fmt: skip
@@ -167,14 +169,14 @@ def main() -> None:
 def table(payload: dict) -> str:  # type: ignore[type-arg]
     lines = [f"rows: {payload['rows']:,} ({payload['input_mb']} MB CSV), cpus: {payload['cpus']}, "
              f"load average at start: {payload.get('load_average_start')}",
-             "", "| task | tool | seconds | Mrows/s | peak RSS MB | aq_pp speed-up vs tool |",
-             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+             "", "| task | tool | wall s | Mrows/s | CPU s | peak RSS MB | aq_pp speed-up (wall) "
+             "| aq_pp speed-up (CPU) |", "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for task, tools in payload["results"].items():
-        ours = tools["aq_pp"]["seconds"]
+        ours, ours_cpu = tools["aq_pp"]["seconds"], tools["aq_pp"]["cpu_seconds"]
         for tool, r in tools.items():
-            ratio = r["seconds"] / ours
+            speed = f"{r['seconds'] / ours:.2f}x | {r['cpu_seconds'] / ours_cpu:.2f}x"
             lines.append(f"| {task} | {tool} | {r['seconds']:.2f} | {r['rows_per_s'] / 1e6:.2f} | "
-                         f"{r['peak_rss_mb']:.0f} | {ratio:.2f}x |")  # fmt: skip
+                         f"{r['cpu_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {speed} |")  # fmt: skip
     return "\n".join(lines)
 
 
