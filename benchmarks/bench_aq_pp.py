@@ -175,8 +175,10 @@ def table(payload: dict) -> str:  # type: ignore[type-arg]
         ours, ours_cpu = tools["aq_pp"]["seconds"], tools["aq_pp"]["cpu_seconds"]
         for tool, r in tools.items():
             speed = f"{r['seconds'] / ours:.2f}x | {r['cpu_seconds'] / ours_cpu:.2f}x"
-            lines.append(f"| {task} | {tool} | {r['seconds']:.2f} | {r['rows_per_s'] / 1e6:.2f} | "
-                         f"{r['cpu_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {speed} |")  # fmt: skip
+            lines.append(
+                f"| {task} | {tool} | {r['seconds']:.2f} | {r['rows_per_s'] / 1e6:.2f} | "
+                f"{r['cpu_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {speed} |"
+            )
     return "\n".join(lines)
 
 
