@@ -205,6 +205,9 @@ class UdbSession:
             raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
         self.check_placement()
         text = spec.text()
+        tgt_spec = spec.target(target) if target not in (".", "var") else None
+        if tgt_spec is not None and tgt_spec.kind != "vector":
+            tgt_spec = None
         pending: list[Any] = []
         total = 0
         for batch in _prepared(spec, target, frames, ddef=ddef):
@@ -216,6 +219,8 @@ class UdbSession:
             if target == "var":
                 parts = {0: batch}
             else:
+                if tgt_spec is not None and merge.combinable(tgt_spec):
+                    batch = merge.combine(batch, [c.name for c in spec.pkey], tgt_spec.columns)
                 pcol = hashing.partition_of(batch, [c.name for c in spec.pkey], PARTITIONS)
                 parts = {
                     int(k[0]): v.drop("__p")

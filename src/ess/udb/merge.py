@@ -138,3 +138,27 @@ def conform_keys(frame: pl.DataFrame, pkey: Sequence[Column], *, where: str) -> 
     """Key-only import (`-imp Db`): just the pkey columns."""
     target = Target("vector", ".", ())
     return conform(frame, pkey, target, ddef=False, where=where)
+
+
+def combinable(target: Target) -> bool:
+    """Whether a batch for this vector may be pre-merged on the client (one row per key) with
+    exactly the result of merging its rows one by one: true when every column's action is
+    associative and needs no "first row initialises" special case — integer `+add`, `+first`,
+    `+last`, `+min`, `+max`, `+bor`, none with `+nozero`. Float `+add` is excluded: its sum
+    must run in import order starting from the stored value."""
+    for col in target.columns:
+        if col.nozero or (col.action == "+add" and col.typ == "F"):
+            return False
+    return True
+
+
+def combine(batch: pl.DataFrame, group: list[str], columns: Sequence[Column]) -> pl.DataFrame:
+    """Pre-merge a batch (in import order) to one row per key; the row keeps the first stamp."""
+    aggs = []
+    for col in columns:
+        c = pl.col(col.name)
+        agg = {"+first": c.first(), "+last": c.last(), "+min": c.min(), "+max": c.max(),
+               "+bor": c.bitwise_or(), "+add": c.sum()}[col.action]  # fmt: skip
+        aggs.append(agg.cast(col.dtype, wrap_numerical=True).alias(col.name))
+    out = batch.group_by(group, maintain_order=True).agg(*aggs, pl.col(R).min())
+    return out.select(batch.columns)

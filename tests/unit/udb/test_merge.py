@@ -158,3 +158,29 @@ def test_conform_ddef_and_mismatch() -> None:
         )
     with pytest.raises(UdbError, match="no pkey column"):
         conform(pl.DataFrame({"n": [1]}), PK, target, ddef=True, where="imp")
+
+
+COMBINABLE = cols("i,+add:a", "i,+min:mi", "i,+max:mx", "i,+first:fi", "s:la", "i,+bor:bo")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(row_st, min_size=1, max_size=30), st.integers(1, 30))
+def test_client_combine_then_merge_equals_merging_rows(rows: list[dict], size: int) -> None:
+    from ess.udb.merge import combinable, combine
+
+    assert combinable(Target("vector", "v", tuple(COMBINABLE)))
+    assert not combinable(Target("vector", "v", tuple(COLUMNS)))
+    names = [c.name for c in COMBINABLE]
+    frame = pl.DataFrame([{k: r[k] for k in ["k", *names]} for r in rows])
+    batches = [frame.slice(i, size) for i in range(0, frame.height, size)]
+    plain = run_import(COMBINABLE, batches)
+    keys = empty_frame(PK, (), rows=False)
+    vec = empty_frame(PK, COMBINABLE, rows=False)
+    stamp = 0
+    for batch in batches:
+        batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
+        stamp += batch.height
+        batch = combine(batch, ["k"], COMBINABLE)
+        keys, batch, _ = assign_keys(keys, batch, ["k"])
+        vec = merge_rows(vec, batch.select(vec.columns), ["k"], COMBINABLE)
+    assert vec.sort(K).equals(plain)
