@@ -73,7 +73,7 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
             if eof:
                 data, pending = pending, b""
             else:
-                cut = pending.rfind(b"\n")
+                cut = record_end(pending, quoted=attrs.fmt == "csv" and attrs.quoted)
                 if cut < 0:
                     continue
                 data, pending = pending[: cut + 1], pending[cut + 1 :]
@@ -83,6 +83,23 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def record_end(data: bytes, *, quoted: bool) -> int:
+    """Index of the last record terminator; with CSV quoting, one that is not inside quotes.
+
+    A chunk always starts at a record boundary, so a newline is outside quotes exactly when
+    the number of `"` before it is even (doubled quotes count twice and keep the parity).
+    """
+    cut = data.rfind(b"\n")
+    if not quoted or cut < 0:
+        return cut
+    quotes = data.count(b'"', 0, cut)
+    while cut >= 0 and quotes % 2:
+        prev = data.rfind(b"\n", 0, cut)
+        quotes -= data.count(b'"', prev + 1, cut)
+        cut = prev
+    return cut
 
 
 def _lines(data: bytes) -> pl.Series:

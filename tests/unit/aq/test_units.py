@@ -178,3 +178,21 @@ def test_cmb_all_multiplies_rows(tmp_path: Path) -> None:
     look.write_text("a,1\na,2\nc,3\n")
     out = run(["-f", "-", "-d", "s:k", "-cmb,all", str(look), "s:k", "i:n"], b"a\nb\n")
     assert out == b'"k","n"\n"a",1\n"a",2\n"b",0\n'
+
+
+def test_record_end_skips_newlines_inside_quotes() -> None:
+    from ess.aq.reader import record_end
+
+    assert record_end(b'a,"x\ny"\nb,"p\nq', quoted=True) == 7
+    assert record_end(b'a,"x\ny"\nb,"p\nq', quoted=False) == 12
+    assert record_end(b'a,"say ""hi""\nthere"\n', quoted=True) == 20
+
+
+def test_quoted_newline_across_batches(tmp_path: Path) -> None:
+    rows = [f'{i},"line one\nline two {i}"\n' for i in range(200000)]
+    src = tmp_path / "in.csv"
+    src.write_text("".join(rows))
+    env = dict(os.environ, ESS_AQ_CHUNK_MB="1")
+    proc = subprocess.run([str(BIN / "aq_pp"), "-f", str(src), "-d", "i:n", "s:t", "-o,notitle",
+                           "-", "-c", "n"], capture_output=True, env=env, timeout=120, check=True)  # fmt: skip
+    assert proc.stdout == "".join(f"{i}\n" for i in range(200000)).encode()
