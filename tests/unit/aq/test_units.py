@@ -193,6 +193,6 @@ def test_quoted_newline_across_batches(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text("".join(rows))
     env = dict(os.environ, ESS_AQ_CHUNK_MB="1")
-    proc = subprocess.run([str(BIN / "aq_pp"), "-f", str(src), "-d", "i:n", "s:t", "-o,notitle",
-                           "-", "-c", "n"], capture_output=True, env=env, timeout=120, check=True)  # fmt: skip
+    args = [str(BIN / "aq_pp"), "-f", str(src), "-d", "i:n", "s:t", "-o,notitle", "-", "-c", "n"]
+    proc = subprocess.run(args, capture_output=True, env=env, timeout=120, check=True)
     assert proc.stdout == "".join(f"{i}\n" for i in range(200000)).encode()
