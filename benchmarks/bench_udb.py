@@ -64,6 +64,7 @@ def main() -> int:
 
     data = make_rows(args.rows, args.keys)
     batches = [data.slice(o, args.batch) for o in range(0, args.rows, args.batch)]
+    load_before = os.getloadavg()[0]
     results: dict[str, object] = {
         "rows": args.rows,
         "batch": args.batch,
@@ -127,6 +128,8 @@ def main() -> int:
         table_export_rows_per_s=args.rows / t_texp,
         vector_top10_s=t_top,
     )
+    # the machine is shared: record how busy it was, so the rates can be read in context
+    results.update(load_average_before=load_before, load_average_after=os.getloadavg()[0])
     out_path = HERE / "results" / "udb.json"
     out_path.parent.mkdir(exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -134,6 +137,10 @@ def main() -> int:
         f"| measure ({args.rows:,} rows, {distinct:,} keys, {args.workers} workers) | time | rate |"
     )
     print("|---|---|---|")
+    print(
+        f"| load average before / after (2 cores, shared) | {load_before:.1f} / "
+        f"{os.getloadavg()[0]:.1f} | |"
+    )
     print(
         f"| Polars group_by (1 process, in memory) | {t_polars:.2f} s | "
         f"{args.rows / t_polars / 1e6:.1f} M rows/s |"

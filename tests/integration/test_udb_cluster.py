@@ -155,6 +155,21 @@ def test_eight_concurrent_importers_lose_nothing(box: Sandbox, tmp_path: Path) -
     assert got["x"].to_list() == pytest.approx(want["x"].to_list(), abs=1e-6)
 
 
+def test_stream_imports_from_inside_workers(box: Sandbox, tmp_path: Path) -> None:
+    data = tmp_path / "parts"
+    data.mkdir()
+    for day in range(1, 5):
+        rows(200_000 + day * 1_000, 1_000).write_csv(
+            data / f"part_2014090{day}.csv", include_header=False
+        )
+    before = int(export(box, ["-cnt", "db:tab"]).splitlines()[2].split(b",")[1])
+    box.run(f"ess select local && ess category add parts '{data}/part_*'")
+    proc = box.run("ess stream parts '*' '*' 'aq_pp -f - -d s:k i:n f:x i:hi s:last -imp db:tab'")
+    assert proc.stdout == b""
+    after = int(export(box, ["-cnt", "db:tab"]).splitlines()[2].split(b",")[1])
+    assert after == before + 4_000
+
+
 def test_worker_crash_loses_no_committed_import(box: Sandbox) -> None:
     table = export(box, ["-exp", "db:tab"])
     vector = export(box, ["-exp", "db:vec"])
