@@ -14,7 +14,7 @@ from collections.abc import Callable
 import polars as pl
 from lark import Tree
 
-from ess.aq.expr import Compiler, Typed, as_number, lit_str
+from ess.aq.expr import Compiler, Typed, as_number
 from ess.aq.regex import to_rust, wildcard_to_rust
 from ess.errors import NotSupportedError
 
@@ -561,6 +561,3 @@ def _timetodate(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     tz = "UTC" if str(node.children[0]).lower() == "timetogmdate" else local_tz()
     stamp = pl.from_epoch(value, time_unit="s").dt.replace_time_zone("UTC")
     return Typed(stamp.dt.convert_time_zone(tz).dt.strftime(fmt), "S")
-
-
-_ = lit_str

@@ -1,0 +1,161 @@
+"""Running a compiled aq_pp program: batches in, steps, outputs; the reader runs ahead."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import polars as pl
+
+from ess.aq import reader
+from ess.aq.colspec import ColSpec, polars_dtype
+from ess.aq.pp import ROWNUM, Col, Compiler, RunState, default_value
+from ess.aq.rules import Program
+from ess.aq.writer import Sink, title_line, write_rows
+from ess.errors import AqDataError
+
+
+@dataclass
+class Job:
+    """A compiled aq_pp command ready to run."""
+
+    prog: Program
+    comp: Compiler
+
+    def run(self, *, stderr: TextIO | None = None) -> int:
+        err = stderr or sys.stderr
+        st = RunState(random_state=self.prog.seed)
+        st.carries.update(self.comp.vars_init)
+        for rule, cols in self.comp.outputs:
+            sink = st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
+            if not rule.attrs.notitle:
+                sink.write(title_line(cols, rule.attrs))
+        for rule in self.prog.ovars:
+            st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
+        try:
+            frames = self.batches(st, err)
+            if os.environ.get("ESS_AQ_PREFETCH", "1") != "0":  # knob for measuring the thread
+                frames = prefetch(frames)
+            for frame in frames:
+                for step in self.comp.steps:
+                    frame = step(frame, st)
+            self.write_ovars(st)
+        finally:
+            for sink in st.sinks.values():
+                sink.close()
+        if self.prog.stat:
+            err.write(f"aq_pp: rec={st.records} err={st.errors} out={st.out_rows}\n")
+        return 0
+
+    def write_ovars(self, st: RunState) -> None:
+        for rule in self.prog.ovars:
+            cols = self.comp.out_columns(rule.columns, "-ovar", variables=True)
+            row = pl.DataFrame(
+                {c.name: pl.Series([st.carries[c.name]], dtype=polars_dtype(c.typ)) for c in cols}
+            )
+            sink = st.sinks[rule.path]
+            if not rule.attrs.notitle:
+                sink.write(title_line(cols, rule.attrs))
+            write_rows(row, cols, rule.attrs, sink)
+
+    def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
+        used = self.comp.used
+        # string fields nobody reads are not even parsed; numeric ones still are, because a
+        # value that does not convert drops the row (or stops the run) whether used or not
+        union = [c for c in self.comp.input_cols if c.name in used or c.typ not in ("S", "IP")]
+        for spec in [self.prog.main, *self.prog.cats]:
+            items = [
+                ColSpec("X", "") if isinstance(it, ColSpec) and not it.skip
+                and it.typ in ("S", "IP") and it.name.lower() not in used else it
+                for it in spec.columns
+            ]  # fmt: skip
+            names = [it.name.lower() if not it.skip else "" for it in items
+                     if isinstance(it, ColSpec)]  # fmt: skip
+            for path in spec.files:
+                dropped = 0
+                for chunk in reader.read_chunks(path, spec.attrs):
+                    fast = reader.fast_typed(chunk, spec.attrs, items, names)
+                    if fast is not None:
+                        yield self.finish_frame(fast, union, st)
+                        continue
+                    raw = reader.parse_chunk(chunk, spec.attrs, items)
+                    typed, bad = reader.typed_frame(raw, items, names)
+                    if bad.any():
+                        if not spec.attrs.eok:
+                            row = bad.arg_true()[0]
+                            msg = reader.describe_error(raw, typed, items, names, row, chunk)
+                            raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
+                        dropped += int(bad.sum())
+                        typed = typed.filter(~bad)
+                    yield self.finish_frame(typed, union, st)
+                if dropped:
+                    st.errors += dropped
+                    if not spec.attrs.qui:
+                        src = "stdin" if path == "-" else path
+                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors)\n")
+
+    def finish_frame(self, typed: pl.DataFrame, union: list[Col], st: RunState) -> pl.DataFrame:
+        exprs = [
+            pl.col(c.name) if c.name in typed.columns else default_value(c.typ).alias(c.name)
+            for c in union
+        ]
+        start = self.prog.rownum_start + st.records
+        st.records += typed.height
+        frame = typed.select(exprs).with_columns(
+            pl.int_range(start, start + typed.height, dtype=pl.Int64).alias(ROWNUM)
+        )
+        if self.comp.uses_random:
+            frame = frame.with_columns(st_random(st, frame.height))
+        return frame
+
+
+def prefetch(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
+    """Read and parse the next batch in a thread while this one is processed and written.
+
+    Polars releases the GIL while parsing, so on two cores reading overlaps with formatting.
+    At most `depth` parsed batches wait in the queue, which keeps memory bounded.
+    """
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                box.put(("frame", frame))
+            box.put(("end", None))
+        except BaseException as exc:
+            box.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="aq_pp-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+def st_random(st: RunState, height: int) -> pl.Expr:
+    """Positive pseudo-random integers seeded by -seed (Essentia's generator is unknown)."""
+    start = st.records - height
+    seed = st.random_state
+    rows = pl.int_range(start, start + height, dtype=pl.UInt64)
+    return ((rows.hash(seed) // 2**33) + 1).cast(pl.Int64).alias("__random")
