@@ -6,7 +6,6 @@ string is an empty field, integers and IPs are bare, floats are C `%.17g`.
 
 from __future__ import annotations
 
-import io
 import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -89,6 +88,5 @@ def write_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, sink: S
         return
     # each field is already rendered; let write_csv join them (cheaper than concat_str)
     out = df.select([field_expr(c, attrs).alias(f"c{i}") for i, c in enumerate(cols)])
-    buf = io.BytesIO()
-    out.write_csv(buf, include_header=False, quote_style="never", separator=attrs.sep)
-    sink.write(buf.getvalue())
+    # straight into the destination: no intermediate copy of the batch's text
+    out.write_csv(sink.open(), include_header=False, quote_style="never", separator=attrs.sep)
