@@ -232,3 +232,32 @@ def test_bad_input_is_refused_and_nothing_changes(box: Sandbox, command: str, me
     assert proc.returncode != 0
     assert message in proc.stderr.decode()
     assert export(box, ["-cnt", "db:vec"]) == before
+
+
+def test_var_vector_rules_del_key_and_seg(box: Sandbox, tmp_path: Path) -> None:
+    from tests.unit.udb.harness import run_line
+
+    with box.inprocess(tmp_path):
+        for line in (
+            "ess create database vdb",
+            "ess create table t s,pkey:k i:n s:name",
+            "ess create variable i:total s:label f:avg",
+        ):
+            run_line(line)
+        Path("in.csv").write_text("a,1,x\nb,2,y\na,3,z\nc,4,w\n")
+        Path("v.csv").write_text("7,abc,1.5\n")
+        run_line("aq_pp -f in.csv -d s:k i:n s:name -imp vdb:t")
+        assert run_line("aq_udb -exp vdb:var") == b'"total","label","avg"\n0,,0\n'
+        run_line("aq_pp -f v.csv -d i:total s:label f:avg -imp vdb:var")
+        assert run_line("aq_udb -exp vdb:var") == b'"total","label","avg"\n7,"abc",1.5\n'
+        # a Var running across keys (no -bvar): rules run on the client in export order
+        out = run_line("aq_udb -exp vdb:t -eval total 'total + n' -eval name 'ToS(total)'")
+        assert out == b'"k","n","name"\n"a",1,"8"\n"a",3,"11"\n"b",2,"13"\n"c",4,"17"\n'
+        assert run_line("aq_udb -exp vdb:var") == b'"total","label","avg"\n17,"abc",1.5\n'
+        run_line("aq_udb -scn vdb:t -if -filt 'n == 3' -del_key -endif")
+        assert run_line("aq_udb -exp vdb") == b'"pkey"\n"b"\n"c"\n'
+        assert run_line("aq_udb -cnt vdb:t") == b'"field","count"\n"pkey",2\n"row",2\n'
+        halves = run_line("aq_udb -exp,seg=1/2 vdb") + run_line("aq_udb -exp,seg=2/2 vdb")
+        assert sorted(halves.splitlines()) == sorted([b'"pkey"', b'"pkey"', b'"b"', b'"c"'])
+        run_line("aq_udb -clr vdb:var")
+        assert run_line("aq_udb -inf vdb") == b'"pkey","var","t"\n2,1,2\n'

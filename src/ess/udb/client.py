@@ -278,6 +278,18 @@ class UdbSession:
         ]
         self.gather(futures)
 
+    def drop_keys(self, db: str, frame: pl.DataFrame) -> None:
+        """Delete keys (columns __k, __p) with all their data, on the owning workers."""
+        parts = {
+            int(k[0]): v.select(merge.K).unique().to_arrow()
+            for k, v in frame.partition_by("__p", as_dict=True).items()
+        }
+        addrs = self._require_workers(db, parts)
+        self.gather([
+            self._run(addrs[name], server.w_drop_keys, db, {p: parts[p] for p in pids})
+            for name, pids in self.by_owner(parts).items()
+        ])  # fmt: skip
+
     def var(self, db: str) -> pl.DataFrame | None:
         addrs = self._require_workers(db, [0])
         table = self.gather([self._run(addrs[self.place[0]], server.w_var, db)])[0]

@@ -263,14 +263,18 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
     if q.order is not None:  # cut on the workers: back to export order (ties), then sorted
         frame = frame.sort(merge.K, maintain_order=True)
     if global_rules:
+        full = frame.select(merge.K, "__p")
         writes: dict[str, pl.DataFrame] = {}
 
         def keep(key: str, stored: pl.DataFrame) -> None:
             writes[key] = stored
 
-        frame = plan.run(frame, spec, writer=keep)
+        dropped: list[pl.Series] = []
+        frame = plan.run(frame, spec, writer=keep, drop_keys=dropped.append)
         for stored in writes.values():
             s.update(q, stored)
+        if dropped:
+            s.drop_keys(spec.name, full.filter(pl.col(merge.K).is_in(dropped[0].implode())))
         _save_vars(s, spec, frame)
         if seg:
             frame = frame.filter(hashing.segment_mask(frame, [c.name for c in spec.pkey], seg[0]))

@@ -22,7 +22,7 @@ from ess.errors import AqSyntaxError, NotSupportedError
 from ess.udb.merge import K, R
 from ess.udb.spec import Column, DbSpec, Target
 
-ALIVE, DEL, STOP = "__alive", "__del", "__stop"
+ALIVE, DEL, DELKEY = "__alive", "__del", "__delkey"
 
 
 @dataclass
@@ -72,10 +72,11 @@ class RulePlan:
         spec: DbSpec,
         *,
         writer: Callable[[str, pl.DataFrame], None] | None,
+        drop_keys: Callable[[pl.Series], None] | None = None,
     ) -> pl.DataFrame:
         """Run on a worker over one partition; persist writes with `writer`."""
         frame = frame.sort(K, maintain_order=True)  # export order (see server.w_query)
-        return self.run(frame, spec, writer=writer, others=_others(part))
+        return self.run(frame, spec, writer=writer, others=_others(part), drop_keys=drop_keys)
 
     def run(
         self,
@@ -84,6 +85,7 @@ class RulePlan:
         *,
         writer: Callable[[str, pl.DataFrame], None] | None,
         others: Callable[[str], pl.DataFrame | None] | None = None,
+        drop_keys: Callable[[pl.Series], None] | None = None,
     ) -> pl.DataFrame:
         target = _target_of(spec, self.target)
         var = spec.var
@@ -92,6 +94,7 @@ class RulePlan:
             *(_const(c, self.var_init.get(c.key)).alias(_v(c)) for c in var_cols),
             pl.lit(True).alias(ALIVE),
             pl.lit(False).alias(DEL),
+            pl.lit(False).alias(DELKEY),
         )
         for group in self.pp:
             if (target is not None and group.table.lower() == target.key) or (
@@ -115,6 +118,10 @@ class RulePlan:
                     + [c for c in ("__p",) if c in frame.columns]
                 )
                 writer(target.key, stored)
+        if drop_keys is not None and self.persist:
+            gone = frame.filter(pl.col(DELKEY)).get_column(K).unique()
+            if gone.len():
+                drop_keys(gone)  # the key and all its data (-del_key)
         return frame.filter(pl.col(ALIVE) & ~pl.col(DEL))
 
 
@@ -228,7 +235,9 @@ class _Runner:
             return frame.with_columns((pl.col(DEL) | live).alias(DEL))
         if op == "del_key":
             self.changed = True
-            return frame.with_columns((pl.col(DEL) | live.any().over(K)).alias(DEL))
+            gone = live.any().over(K)
+            return frame.with_columns((pl.col(DEL) | gone).alias(DEL),
+                                      (pl.col(DELKEY) | gone).alias(DELKEY))  # fmt: skip
         if op == "goto":
             dest = rule.args[0].lower()
             if dest == "next_key":

@@ -198,6 +198,8 @@ def _part(state: DbState, spec: DbSpec, pid: int) -> Part:
     if part is None:
         part = Part(keys=merge.empty_frame(spec.pkey, (), rows=False))
         state.parts[pid] = part
+    elif part.keys.width == 0:  # made for the Var row only (no definition at hand then)
+        part.keys = merge.empty_frame(spec.pkey, (), rows=False)
     return part
 
 
@@ -314,6 +316,8 @@ def w_query(q: Query) -> pa.Table:
             if part is None:
                 continue
             if q.target == ".":
+                if part.keys.width == 0:
+                    continue
                 frame = part.keys.with_columns(pl.col(K).alias(R))
             else:
                 target = spec.require(q.target)
@@ -322,8 +326,10 @@ def w_query(q: Query) -> pa.Table:
                     frame = frame.with_columns(pl.col(K).alias(R))
             if q.rules is not None:
                 frame = q.rules.run_partition(
-                    frame, part, spec, writer=_writer(store, q, pid, part)
-                )
+                    frame, part, spec, writer=_writer(store, q, pid, part),
+                    drop_keys=lambda keys, pid=pid, part=part: drop_keys(
+                        store, q.db, pid, part, keys),
+                )  # fmt: skip
             frames.append(frame.with_columns(pl.lit(pid, dtype=pl.Int32).alias("__p")))
     if not frames:
         return pa.table({})
@@ -379,6 +385,29 @@ def _writer(store: Store, q: Query, pid: int, part: Part) -> Callable[[str, pl.D
         store.write(q.db, pid, part, kind + target.key, frame, base=True)
 
     return write
+
+
+def drop_keys(store: Store, db: str, pid: int, part: Part, keys: pl.Series) -> None:
+    """Remove keys (by key stamp) with all their rows from one partition (`-del_key`)."""
+    gone = pl.col(K).is_in(keys.implode())
+    part.keys = part.keys.filter(~gone)
+    store.write(db, pid, part, "k_", part.keys, base=True)
+    for prefix, frames in (("t_", part.tables), ("v_", part.vectors)):
+        for name, frame in frames.items():
+            frames[name] = frame.filter(~gone)
+            store.write(db, pid, part, prefix + name, frames[name], base=True)
+
+
+def w_drop_keys(db: str, keys: dict[int, pa.Table]) -> None:
+    store = _store()
+    state = store.db(db)
+    with state.lock:
+        for pid, table in keys.items():
+            part = state.parts.get(pid)
+            if part is not None:
+                frame = pl.from_arrow(table)
+                assert isinstance(frame, pl.DataFrame)
+                drop_keys(store, db, pid, part, frame.get_column(K))
 
 
 def w_update(q: Query, frames: dict[int, pa.Table]) -> None:
