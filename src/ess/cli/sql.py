@@ -8,7 +8,15 @@ from ess.cli._unsupported import register_unsupported
 
 
 def register(subparsers: Any) -> None:
-    register_unsupported(subparsers, "query", "SQL-like query on raw category data",
-                         "ess query 'select count(*) from browse:*:*'")
-    register_unsupported(subparsers, "redshift", "load data into Redshift/PostgreSQL",
-                         "ess redshift register mycluster")
+    register_unsupported(
+        subparsers,
+        "query",
+        "SQL-like query on raw category data",
+        "ess query 'select count(*) from browse:*:*'",
+    )
+    register_unsupported(
+        subparsers,
+        "redshift",
+        "load data into Redshift/PostgreSQL",
+        "ess redshift register mycluster",
+    )
