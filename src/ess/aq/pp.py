@@ -87,6 +87,7 @@ class Compiler:
         self.vars_init: dict[str, object] = {}
         self.mask_stack: list[str | None] = [None]
         self.uses_random = False
+        self.uses_rownum = False  # $RowNum: the row-number column is only built when read
         self.used: set[str] = set()  # columns some rule or output reads (projection pushdown)
 
     # ------------------------------------------------------------ namespace
@@ -121,6 +122,7 @@ class Compiler:
 
     def special(self, name: str) -> Typed | None:
         if name == "rownum":
+            self.uses_rownum = True
             return Typed(pl.col(ROWNUM), "I")
         if name == "random":
             self.uses_random = True

@@ -104,9 +104,10 @@ class Job:
         ]
         start = self.prog.rownum_start + st.records
         st.records += typed.height
-        frame = typed.select(exprs).with_columns(
-            pl.int_range(start, start + typed.height, dtype=pl.Int64).alias(ROWNUM)
-        )
+        frame = typed.select(exprs)
+        if self.comp.uses_rownum:
+            rownum = pl.int_range(start, start + typed.height, dtype=pl.Int64)
+            frame = frame.with_columns(rownum.alias(ROWNUM))
         if self.comp.uses_random:
             frame = frame.with_columns(st_random(st, frame.height))
         return frame
