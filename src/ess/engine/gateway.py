@@ -185,7 +185,11 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                     c = await get_client()
                     pinned = None
                     if node is not None:
-                        addr = (await wait_for([node]))[node]
+                        try:
+                            addr = (await wait_for([node]))[node]
+                        except ClusterError as exc:
+                            await send(("done", tid, "error", exc))
+                            continue
                         pinned = (node, addr)
                         future = c.submit(
                             fn, *args, pure=False, workers=[addr], allow_other_workers=False
