@@ -7,6 +7,7 @@ provider (EC2, SSH) plugs in by subclassing and registering, never by ``if platf
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,14 +130,23 @@ def register_provider(cls: P) -> P:
     return cls
 
 
-def _load_builtin_providers() -> None:
-    # Imported for their registration side effect; kept lazy so the registry has no import cycle.
-    from ess.cluster import custom, ec2, local, unsupported  # noqa: F401
+#: Where each built-in platform's provider lives. Only the platform in use is imported: the EC2
+#: and SSH providers pull in boto3 and asyncssh, which every other command should not pay for.
+_BUILTIN_MODULES = {
+    "local": "ess.cluster.local",
+    "cloud": "ess.cluster.ec2",
+    "custom": "ess.cluster.custom",
+}
+
+
+def _load_provider(name: str) -> None:
+    module = _BUILTIN_MODULES.get(name)
+    if module is not None and name not in _REGISTRY:
+        importlib.import_module(module)  # registers itself with @register_provider
 
 
 def platforms() -> list[str]:
-    _load_builtin_providers()
-    return sorted(_REGISTRY)
+    return sorted(set(_BUILTIN_MODULES) | set(_REGISTRY))
 
 
 def platform_file(ws: Workspace) -> Path:
@@ -160,8 +170,8 @@ def set_platform(ws: Workspace, name: str) -> None:
 
 
 def provider_for(ws: Workspace, platform: str | None = None) -> ClusterProvider:
-    _load_builtin_providers()
     name = platform or current_platform(ws)
+    _load_provider(name)
     factory: Callable[[Workspace], ClusterProvider] | None = _REGISTRY.get(name)
     if factory is None:
         raise ConfigError(f"{platform_file(ws)}: unknown platform {name!r}")
