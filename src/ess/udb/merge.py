@@ -4,6 +4,10 @@ Every stored row carries two hidden stamps, unique over the whole cluster: ``__r
 sequence number of the row and ``__k`` the sequence number of the row that first created its
 key. Export order is ``(__k, __r)``: keys in order of first insertion, rows of a key in insertion
 order, whichever partitions and workers hold them.
+
+Group-bys here do not ask for `maintain_order`: Polars always keeps the order of rows within
+a group (what `+first`, `+last` and the sequential float `+add` need); only the order of the
+groups themselves is free, and the stamps carry that.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def assign_keys(
     keys: pl.DataFrame, batch: pl.DataFrame, pkey: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Add the batch's new keys to the key set; return (keys, batch with __k, number of new)."""
-    first = batch.group_by(pkey, maintain_order=True).agg(pl.col(R).min().alias("__new"))
+    first = batch.group_by(pkey).agg(pl.col(R).min().alias("__new"))
     seen = first.join(keys, on=pkey, how="left", nulls_equal=True)
     new = seen.filter(pl.col(K).is_null()).select(*pkey, pl.col("__new").alias(K))
     if new.height:
@@ -86,9 +90,7 @@ def merge_rows(
         [touched, batch.select(existing.columns)], how="vertical", rechunk=False
     ).with_columns(pl.struct(group).is_first_distinct().alias(S))
     aggs = [_merge_expr(c).alias(c.name) for c in columns]
-    merged = both.group_by(group, maintain_order=True).agg(
-        *aggs, *(pl.col(s).first() for s in stamps)
-    )
+    merged = both.group_by(group).agg(*aggs, *(pl.col(s).first() for s in stamps))
     return pl.concat([kept, merged.select(existing.columns)], how="vertical", rechunk=False)
 
 
@@ -160,5 +162,5 @@ def combine(batch: pl.DataFrame, group: list[str], columns: Sequence[Column]) ->
         agg = {"+first": c.first(), "+last": c.last(), "+min": c.min(), "+max": c.max(),
                "+bor": c.bitwise_or(), "+add": c.sum()}[col.action]  # fmt: skip
         aggs.append(agg.cast(col.dtype, wrap_numerical=True).alias(col.name))
-    out = batch.group_by(group, maintain_order=True).agg(*aggs, pl.col(R).min())
+    out = batch.group_by(group).agg(*aggs, pl.col(R).min())
     return out.select(batch.columns)

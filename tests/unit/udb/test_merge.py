@@ -184,3 +184,26 @@ def test_client_combine_then_merge_equals_merging_rows(rows: list[dict], size: i
         keys, batch, _ = assign_keys(keys, batch, ["k"])
         vec = merge_rows(vec, batch.select(vec.columns), ["k"], COMBINABLE)
     assert vec.sort(K).equals(plain)
+
+
+def test_large_batch_keeps_row_order_within_keys() -> None:
+    """Big enough for Polars' parallel group-by: +first/+last/float +add still follow rows."""
+    n = 300_000
+    i = pl.int_range(0, n, eager=True)
+    frame = pl.DataFrame(
+        {
+            "k": "k" + (i * 7919 % 5_000).cast(pl.String),
+            "fi": i,
+            "la": i,
+            "t": (i % 13).cast(pl.Float64) / 10 + 1e-3,
+        }
+    )
+    got = run_import(cols("i,+first:fi", "i,+last:la", "f,+add:t"), [frame])
+    want: dict[str, list] = {}
+    for k, v, t in zip(frame["k"], frame["fi"], frame["t"], strict=True):
+        if k in want:
+            want[k][1] = v
+            want[k][2] += t
+        else:
+            want[k] = [v, v, t]
+    assert got.select("fi", "la", "t").rows() == [tuple(want[k]) for k in got["k"]]
