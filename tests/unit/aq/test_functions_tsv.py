@@ -28,7 +28,7 @@ PROSE = {  # expression → why it is not a value (and where it is tested)
     "SHash(x)": "formula; tests/unit/aq/test_units.py::test_shash_is_djb2_of_lower_case",
     "NumCmp(V1, V2, D)": "statement; tests/unit/aq/test_units.py::test_numcmp",
 }
-UNSUPPORTED = {"QryDec"}
+UNSUPPORTED: set[str] = set()
 
 
 def _value_type(text: str) -> str:

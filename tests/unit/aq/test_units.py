@@ -196,3 +196,16 @@ def test_quoted_newline_across_batches(tmp_path: Path) -> None:
     args = [str(BIN / "aq_pp"), "-f", str(src), "-d", "i:n", "s:t", "-o,notitle", "-", "-c", "n"]
     proc = subprocess.run(args, capture_output=True, env=env, timeout=120, check=True)
     assert proc.stdout == "".join(f"{i}\n" for i in range(200000)).encode()
+
+
+def test_qrydec_urldec_urlenc() -> None:
+    qry = 'QryDec(v, "beg=?", c1, "k1", c2, "k1", zero, c3, "k2")'
+    args = ["-f", "-", "-d", "s:v", "-eval", "s:c1", '"old"', "-eval", "s:c2", '""',
+            "-eval", "s:c3", '""', "-eval", "i:n", qry,
+            "-eval", "s:e", 'UrlEnc("a b/é")', "-eval", "s:d", "UrlDec(c3)"]  # fmt: skip
+    args += ["-o,notitle", "-"]
+    out = run(args, b'"/p?k1=a&k1=b&k2=x%2520y+z%C3%A9"\n"/q"\n').decode()
+    assert out.splitlines() == [
+        '"/p?k1=a&k1=b&k2=x%2520y+z%C3%A9","a","b","x%20y zé",3,"a%20b%2F%C3%A9","x y zé"',
+        '"/q","old",,,0,"a%20b%2F%C3%A9",',
+    ]
