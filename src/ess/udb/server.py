@@ -31,6 +31,8 @@ from ess.udb.merge import K, R
 from ess.udb.spec import DbSpec, Target, parse_spec
 
 PLUGIN_NAME = "ess-udb"
+#: appended snapshot segments of one table/key set before they are compacted into one
+COMPACT_AFTER = 64
 #: Essentia's UDBD_MEM_MARGIN default (KB): an import that would leave less free is refused.
 DEFAULT_MARGIN_KB = 500_000
 _SEG_RE = re.compile(r"^(?P<name>[kvt]_[A-Za-z0-9_]*|var)\.(?P<seq>\d+)(?P<base>\.base)?\.arrow$")
@@ -47,6 +49,7 @@ class Part:
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # by lower-case name
     vectors: dict[str, pl.DataFrame] = field(default_factory=dict)
     seq: int = 0
+    appended: dict[str, int] = field(default_factory=dict)  # segments since the last base
 
 
 @dataclass
@@ -107,6 +110,18 @@ class Store:
                 m = _SEG_RE.match(old.name)
                 if m and m["name"] == name and int(m["seq"]) < part.seq:
                     old.unlink(missing_ok=True)
+
+    def append(self, db: str, pid: int, part: Part, name: str, rows: pl.DataFrame,
+               whole: pl.DataFrame) -> None:  # fmt: skip
+        """Persist appended rows; every COMPACT_AFTER appends, one base segment instead (so
+        many small imports do not leave a directory of thousands of files to reload)."""
+        count = part.appended.get(name, 0) + 1
+        if count >= COMPACT_AFTER:
+            self.write(db, pid, part, name, whole.rechunk(), base=True)
+            part.appended[name] = 0
+        else:
+            self.write(db, pid, part, name, rows, base=False)
+            part.appended[name] = count
 
     def drop_dir(self, db: str, pid: int | None = None) -> None:
         path = self.root / db.lower() if pid is None else self._dir(db, pid)
@@ -260,7 +275,7 @@ def import_into(
             keys, batch, nnew = merge.assign_keys(part.keys, batch, pk)
             part.keys = keys
             if nnew:
-                store.write(db, pid, part, "k_", keys.tail(nnew), base=False)
+                store.append(db, pid, part, "k_", keys.tail(nnew), keys)
             if target_name == ".":
                 continue
             target = spec.require(target_name)
@@ -269,7 +284,7 @@ def import_into(
             if target.kind == "table" and not target.merge_keys:
                 new = pl.concat([current, batch], how="vertical", rechunk=False)
                 part.tables[target.key] = new
-                store.write(db, pid, part, f"t_{target.key}", batch, base=False)
+                store.append(db, pid, part, f"t_{target.key}", batch, new)
                 continue
             group = pk + [c.name for c in target.merge_keys]
             cols = [c for c in target.columns if "+key" not in c.attrs]

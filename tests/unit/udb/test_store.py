@@ -1,0 +1,67 @@
+"""Worker-side store without Dask: imports, snapshots on disk, reload after a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ess.udb import hashing, merge
+from ess.udb.server import COMPACT_AFTER, Store, import_into
+from ess.udb.spec import parse_spec
+
+SPEC = parse_spec(
+    "@PKey:\n s:k\n@Table:t\n i:n\n f:x\n@Vector:v\n i,+add:n\n f,+add:x\n@Var:\n i:total\n",
+    name="db",
+    source="test",
+)
+
+
+def batches(count: int, size: int) -> list[dict[int, object]]:
+    out = []
+    for b in range(count):
+        i = pl.int_range(b * size, (b + 1) * size, eager=True)
+        frame = pl.DataFrame(
+            {"k": "k" + (i % 37).cast(pl.String), "n": i, "x": i / 7, merge.R: i + 1_000}
+        )
+        parts = frame.with_columns(hashing.partition_of(frame, ["k"], 4))
+        out.append(
+            {
+                int(key[0]): v.drop("__p").to_arrow()
+                for key, v in parts.partition_by("__p", as_dict=True).items()
+            }
+        )
+    return out
+
+
+def frames(store: Store) -> dict[str, pl.DataFrame]:
+    state = store.db("db")
+    out = {}
+    for name in ("t", "v"):
+        got = [
+            p.tables.get(name) if name == "t" else p.vectors.get(name) for p in state.parts.values()
+        ]
+        stamps = [merge.K, merge.R] if name == "t" else [merge.K]
+        out[name] = pl.concat([g for g in got if g is not None]).sort(stamps)
+    out["keys"] = pl.concat([p.keys for p in state.parts.values()]).sort(merge.K)
+    return out
+
+
+def test_snapshots_reload_exactly_and_compact(tmp_path: Path) -> None:
+    store = Store(tmp_path / "w1")
+    store.ready = True
+    for batch in batches(COMPACT_AFTER + 6, 50):
+        import_into(store, SPEC.text(), "db", "t", batch)
+        import_into(store, SPEC.text(), "db", "v", batch)
+    before = frames(store)
+    assert before["t"].height == (COMPACT_AFTER + 6) * 50
+    assert before["keys"].height == 37
+    reloaded = Store(tmp_path / "w1")  # a worker that crashed and came back
+    reloaded.load()
+    after = frames(reloaded)
+    for name in before:
+        assert after[name].equals(before[name]), name
+    files = list((tmp_path / "w1").rglob("*.arrow"))
+    # per partition: key set + table compacted once, vector rewritten as one base file
+    assert len(files) < 4 * (2 * 8 + 1)
+    assert not list((tmp_path / "w1").rglob("*.tmp"))
