@@ -106,3 +106,15 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
 def test_help_has_example() -> None:
     out = run_cli("-h")
     assert out.returncode == 0 and b"example:" in out.stdout
+
+
+def test_unwritable_output_and_div_mismatch(tmp_path: Path) -> None:
+    out = run_cli("-f", "-", *SPEC, "-o", str(tmp_path / "no" / "such" / "dir.csv"),
+                  stdin=b"1,x,2\n")  # fmt: skip
+    assert out.returncode == 7 and b"cannot open output file" in out.stderr
+    div = ["-f,div", "-", "-d", "s:a", "sep: [", "s:b", "sep:]"]  # as the shell passes sep:' ['
+    bad = run_cli(*div, stdin=b"x [y]\nno brackets here\n")
+    assert bad.returncode == AqDataError.exit_code
+    assert b"stdin, line 2: record does not match the column spec" in bad.stderr
+    ok = run_cli("-f,div,eok,qui", "-", *div[2:], stdin=b"x [y]\nno brackets here\n")
+    assert ok.returncode == 0 and ok.stdout == b'"a","b"\n"x","y"\n'
