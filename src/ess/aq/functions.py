@@ -25,7 +25,7 @@ _UNSUPPORTED = {
     "searchkey", "searchkey2", "iptocountry", "countryname", "countryregion", "agenttouid",
     "agentparse", "agentparse2", "agentname", "agentos", "agentdevtype", "agentdevname",
     "iscrawler", "unamehash", "keyhash", "imphash", "seghash", "maskstr", "keyenc", "keydec",
-    "kdec", "qryparmext", "set", "iconv",
+    "kdec", "qryparmext", "iconv",
     "rowcount",
 }  # fmt: skip
 
@@ -447,6 +447,37 @@ def _per_batch(value: pl.Expr, op: Callable[[pl.Series], pl.Series]) -> pl.Expr:
     """Apply a Series → Series function; the row index keeps constants full length."""
     pair = pl.struct(value.alias("v"), pl.int_range(pl.len()).alias("i"))
     return pair.map_batches(lambda s: op(s.struct.field("v")), return_dtype=pl.String)
+
+
+@fn("Set")
+def _set(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    """`Set(NameStr, Val)`: assign Val to the column named at run time; 1, or 0 if no such
+    column or the types do not fit. Compiled as one masked write per candidate column."""
+    from ess.aq.colspec import kind as kind_of
+    from ess.aq.pp import assign_value
+
+    _nargs(comp, args, node, 2)
+    name = _val(comp, args[0], "S").expr.str.to_lowercase()
+    value = as_number(comp.compile(args[1]))
+    columns = getattr(comp.scope, "cols", None)
+    if columns is None:
+        raise NotSupportedError("Set() outside aq_pp")
+    hits: list[pl.Expr] = []
+    targets: dict[str, tuple[str, list[str]]] = {}  # internal name → (type, names it answers to)
+    for alias, col in columns.items():
+        if not col.is_var:
+            targets.setdefault(col.name, (col.typ, []))[1].append(alias)
+    for internal, (typ, names) in targets.items():
+        fits = (kind_of(typ) in ("S", "IP")) == (value.kind in ("S", "IP"))
+        if not fits:
+            continue
+        cond = name.is_in(pl.Series(names, dtype=pl.String)).fill_null(False)
+        stored = assign_value(value, typ, "Set()")
+        comp.side_effects.append(
+            (internal, Typed(pl.when(cond).then(stored).otherwise(pl.col(internal)), typ))
+        )
+        hits.append(cond)
+    return _flag(pl.any_horizontal(hits)) if hits else Typed(pl.lit(0, dtype=pl.Int64), "I", 0)
 
 
 @fn("UrlDec", "UrlEnc")

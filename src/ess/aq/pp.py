@@ -261,6 +261,7 @@ class Compiler:
         """Columns written by functions, under the current branch mask."""
         for name, value in effects:
             col = next(c for c in self.cols.values() if c.name == name)
+            self.used.add(col.name)
             self.set_masked(col, value.expr, False)
 
     def var_update(self, col: Col, rule: Eval) -> None:

@@ -209,3 +209,14 @@ def test_qrydec_urldec_urlenc() -> None:
         '"/p?k1=a&k1=b&k2=x%2520y+z%C3%A9","a","b","x%20y zé",3,"a%20b%2F%C3%A9","x y zé"',
         '"/q","old",,,0,"a%20b%2F%C3%A9",',
     ]
+
+
+def test_set_assigns_by_runtime_name() -> None:
+    data = b'"n",1,2.5\n"v",3,4.5\n"q",5,6.5\n"a",0,0\n'
+    args = ["-f", "-", "-d", "s:which", "i:n", "f:v", "-eval", "s:a", '""']
+    args += ["-eval", "i:r", "Set(which, 9.7)", "-eval", "i:s", 'Set(which, "txt")']
+    out = run(args, data)
+    assert out.decode().splitlines() == [
+        '"which","n","v","a","r","s"',
+        '"n",9,2.5,,1,0', '"v",3,9.6999999999999993,,1,0', '"q",5,6.5,,0,0', '"a",0,0,"txt",0,1',
+    ]  # fmt: skip
