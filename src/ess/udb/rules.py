@@ -105,7 +105,7 @@ class RulePlan:
                 )
                 frame = frame.with_columns(pl.lit(True).alias(ALIVE))
             else:
-                raise NotSupportedError(f"aq_udb -pp on another table ({group.table}) than -exp")
+                frame = self._pp_other(frame, group, spec, var_cols, writer, others)
         runner = _Runner(spec, target, var_cols, self.bvars, pp=False)
         frame = runner.run(frame, self.rules)
         changed = runner.changed or any(g.rules for g in self.pp)
@@ -124,6 +124,50 @@ class RulePlan:
                 drop_keys(gone)  # the key and all its data (-del_key)
         return frame.filter(pl.col(ALIVE) & ~pl.col(DEL))
 
+    def _pp_other(
+        self,
+        frame: pl.DataFrame,
+        group: PPGroup,
+        spec: DbSpec,
+        var_cols: list[Column],
+        writer: Callable[[str, pl.DataFrame], None] | None,
+        others: Callable[[str], pl.DataFrame | None] | None,
+    ) -> pl.DataFrame:
+        """`-pp Tab` on another table of the same keys: run the group over Tab's rows, then
+        each key's Var values after its last row carry over to the exported rows."""
+        if others is None or group.table in (".", "var"):
+            raise NotSupportedError(
+                f"aq_udb -pp {group.table} with a Var that runs across keys (use -bvar)"
+            )
+        other_target = spec.require(group.table)
+        other = others(other_target.key)
+        if other is None or other.height == 0:
+            return frame
+        other = other.sort(K, maintain_order=True).with_columns(
+            *(pl.lit(None, dtype=c.dtype).alias(_v(c)) for c in var_cols),
+            pl.lit(True).alias(ALIVE),
+            pl.lit(False).alias(DEL),
+            pl.lit(False).alias(DELKEY),
+        )
+        # start every key from the exported rows' current Var values (first row of the key)
+        start = frame.group_by(K).agg(pl.col(_v(c)).first() for c in var_cols)
+        other = other.drop([_v(c) for c in var_cols]).join(start, on=K, how="left")
+        other = other.with_columns(
+            pl.col(_v(c)).fill_null(_const(c, self.var_init.get(c.key))) for c in var_cols
+        )
+        runner = _Runner(spec, other_target, var_cols, group.bvars, pp=True)
+        other = runner.run(other, group.rules)
+        if writer is not None and self.persist and (runner.changed or other[DEL].any()):
+            kept = other.filter(~pl.col(DEL)).select(
+                [c.name for c in (*spec.pkey, *other_target.columns)] + _stamps(other_target)
+            )
+            writer(other_target.key, kept)
+        last = other.group_by(K).agg(pl.col(_v(c)).last().alias(f"__n{c.key}") for c in var_cols)
+        frame = frame.join(last, on=K, how="left", maintain_order="left")
+        return frame.with_columns(
+            pl.coalesce(f"__n{c.key}", _v(c)).alias(_v(c)) for c in var_cols
+        ).drop([f"__n{c.key}" for c in var_cols])
+
 
 def _stamps(target: Target) -> list[str]:
     return [K, R] if target.kind == "table" else [K]
@@ -131,7 +175,11 @@ def _stamps(target: Target) -> list[str]:
 
 def _others(part: Any) -> Callable[[str], pl.DataFrame | None]:
     def get(name: str) -> pl.DataFrame | None:
-        return part.vectors.get(name.lower())
+        low = name.lower()
+        found = part.tables.get(low)
+        if found is None and low in part.vectors:
+            found = part.vectors[low].with_columns(pl.col(K).alias(R))
+        return found
 
     return get
 

@@ -190,3 +190,46 @@ def test_top_pushdown_equals_full_sort(rows: list[tuple[int, int]], top: int, de
     merged = pl.concat([top_candidates(w, ["v"], dec, top) for w in workers])
     got = sort_result(merged.sort(K, maintain_order=True), ["v"], dec).head(top)
     assert got.get_column("pos").to_list() == want.get_column("pos").to_list()
+
+
+def test_pp_on_another_table_carries_var_per_key() -> None:
+    spec = parse_spec(
+        "@PKey:\n s:country\n@Table:t\n s:name\n i:n\n s:extra\n@Table:o\n i:m\n"
+        "@Var:\n i:counter\n",
+        name="db",
+        source="test",
+    )
+    other = pl.DataFrame({"country": ["Q", "P", "Q"], "m": [5, 6, 7], K: [2, 1, 2], R: [9, 8, 10]})
+    written: dict[str, pl.DataFrame] = {}
+
+    def keep(key: str, stored: pl.DataFrame) -> None:
+        written[key] = stored
+
+    req = parse_argv(
+        [
+            "-exp",
+            "db:t",
+            "-pp",
+            "o",
+            "-bvar",
+            "counter",
+            "0",
+            "-eval",
+            "counter",
+            "counter + 1",
+            "-eval",
+            "m",
+            "m * 10",
+            "-endpp",
+            "-filt",
+            "counter >= 2",
+            "-eval",
+            "n",
+            "counter",
+        ]
+    )
+    plan = RulePlan("t", req.pp, req.rules, req.bvars, {"counter": 0})
+    assert not plan.global_vars()
+    out = plan.run(frame(), spec, writer=keep, others=lambda name: other if name == "o" else None)
+    assert out.select("country", "n").rows() == [("Q", 2), ("Q", 2), ("Q", 2)]
+    assert sorted(written["o"].get_column("m").to_list()) == [50, 60, 70]
