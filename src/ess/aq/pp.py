@@ -88,6 +88,7 @@ class Compiler:
         self.mask_stack: list[str | None] = [None]
         self.uses_random = False
         self.uses_rownum = False  # $RowNum: the row-number column is only built when read
+        self.prunable: list[tuple[Step, str]] = []  # (-eval step, new column) pairs
         self.used: set[str] = set()  # columns some rule or output reads (projection pushdown)
 
     # ------------------------------------------------------------ namespace
@@ -164,6 +165,10 @@ class Compiler:
             chain.append(Output("-", OutputAttrs()))
         for rule in chain:
             self.rule(rule)
+        # dead columns: a new column that nothing reads or prints, computed by an expression
+        # that cannot fail (no function call), has no effect on the output — skip computing it
+        dead = {id(step) for step, name in self.prunable if name not in self.used}
+        self.steps = [step for step in self.steps if id(step) not in dead]
 
     def rule(self, rule: object) -> None:
         if isinstance(rule, VarDef):
@@ -246,11 +251,14 @@ class Compiler:
         converted = assign_value(value, col.typ, f"-eval {col.label}")
         name, mask = col.name, self.mask
         if mask is None:
-            self.steps.append(
-                lambda df, st: df.with_columns(converted.alias(name)).filter(
-                    pl.col(name).is_not_null()
-                )
-            )
+
+            def step(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
+                # a null is a processing error (e.g. DateToTime on a bad date): row dropped
+                return df.with_columns(converted.alias(name)).filter(pl.col(name).is_not_null())
+
+            self.steps.append(step)
+            if new and not effects and _no_call(rule.expr):
+                self.prunable.append((step, name))
             return
         fallback = default_value(col.typ) if new else pl.col(name)
         expr = pl.when(pl.col(mask)).then(converted).otherwise(fallback)
@@ -462,6 +470,12 @@ class Compiler:
         from ess.aq.lookup import compile_lookup
 
         return compile_lookup(self, rule)
+
+
+def _no_call(text: str) -> bool:
+    """True when an expression calls no function (so it cannot fail at run time)."""
+    tree = parse(text, "-eval")
+    return not any(True for _ in tree.find_data("call"))
 
 
 def _branch_step(cond: pl.Expr, bmask: str, taken: str) -> Step:

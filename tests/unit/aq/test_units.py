@@ -220,3 +220,15 @@ def test_set_assigns_by_runtime_name() -> None:
         '"which","n","v","a","r","s"',
         '"n",9,2.5,,1,0', '"v",3,9.6999999999999993,,1,0', '"q",5,6.5,,0,0', '"a",0,0,"txt",0,1',
     ]  # fmt: skip
+
+
+def test_dead_columns_are_not_computed() -> None:
+    base = ["-f", "x", "-d", "i:a", "-var", "i:s", "0", "-eval", "i:dead", "a / 2",
+            "-eval", "i:live", "a + 1", "-eval", "s", "s + live"]  # fmt: skip
+    pruned = compile_program(parse_argv([*base, "-ovar", "-"]))
+    kept = compile_program(parse_argv([*base, "-o", "-"]))  # `-o` prints every column
+    assert len(kept.comp.steps) == len(pruned.comp.steps) + 2  # the dead -eval and the -o
+    head = base[:7]  # input spec and the -var
+    call = compile_program(parse_argv([*head, "-eval", "i:t", 'ToI("x")', "-ovar", "-"]))
+    plain = compile_program(parse_argv([*head, "-eval", "i:t", "a", "-ovar", "-"]))
+    assert len(call.comp.steps) == len(plain.comp.steps) + 1  # a call may fail: never pruned
