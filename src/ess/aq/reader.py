@@ -118,6 +118,7 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     if not data.strip():
         return pl.DataFrame({n: pl.Series([], dtype=pl.String) for n in names})
     if attrs.fmt in ("csv", "sep"):
+        data = _without_long_records(chunk, attrs, len(specs))
         frame = pl.read_csv(
             data,
             columns=_kept(specs, names),
@@ -152,6 +153,49 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
 
 
+def _too_many_fields(chunk: Chunk, attrs: InputAttrs, width: int) -> list[int] | None:
+    """0-based indexes of the records with more fields than the column spec, or None.
+
+    Polars refuses such a chunk as a whole (SchemaError), so the check runs first: a cheap
+    vectorised count of separators rules out most chunks, and only a suspicious chunk is split
+    record by record (error path only).
+    """
+    import csv
+    import io
+
+    text = chunk.data.decode("utf-8", errors="replace")
+    counts = pl.Series(text.split("\n")).str.count_matches(attrs.sep, literal=True)
+    if counts.max() is None or counts.cast(pl.Int64).max() < width:  # type: ignore[operator]  # width fields need width-1 separators: none is too long
+        return None
+    quote = '"' if attrs.quoted else None
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=attrs.sep,
+        quotechar=quote or "\0",
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+    long = [i for i, row in enumerate(reader) if len(row) > width]
+    return long or None
+
+
+def _without_long_records(chunk: Chunk, attrs: InputAttrs, width: int) -> bytes:
+    long = _too_many_fields(chunk, attrs, width)
+    if long is None:
+        return chunk.data
+    if not attrs.eok:
+        raise AqDataError(
+            f"{chunk.source}, line {chunk.first_line + long[0]}: more fields than the "
+            f"{width} columns of -d (use -f,eok to skip such records)"
+        )
+    if not attrs.qui:
+        sys.stderr.write(
+            f"aq_pp: {chunk.source}: {len(long)} record(s) with too many fields skipped\n"
+        )
+    drop = set(long)
+    kept = [line for i, line in enumerate(chunk.data.split(b"\n")) if i not in drop]
+    return b"\n".join(kept)
+
+
 def _kept(specs: list[ColSpec], names: list[str]) -> list[int]:
     """Fields the CSV parser must materialise: skipped (X) fields are never built."""
     kept = [i for i, s in enumerate(specs) if not s.skip]
@@ -178,6 +222,8 @@ def fast_typed(
         schema[f"f{i}"] = polars_dtype(spec.typ) if numeric else pl.String()
     if not any(dtype != pl.String() for dtype in schema.values()):
         return None
+    if _too_many_fields(chunk, attrs, len(specs)) is not None:
+        return None  # the slow path reports or (eok) drops the long records
     frame = pl.read_csv(
         chunk.data,
         columns=_kept(specs, list(schema)),

@@ -118,3 +118,20 @@ def test_unwritable_output_and_div_mismatch(tmp_path: Path) -> None:
     assert b"stdin, line 2: record does not match the column spec" in bad.stderr
     ok = run_cli("-f,div,eok,qui", "-", *div[2:], stdin=b"x [y]\nno brackets here\n")
     assert ok.returncode == 0 and ok.stdout == b'"a","b"\n"x","y"\n'
+
+
+def test_records_with_too_many_fields() -> None:
+    """A record longer than the column spec is an error naming its line; eok skips it."""
+    data = b"a,b\n1,2\n3,4,5\n6,7\n"
+    strict = subprocess.run(
+        [str(BIN / "aq_pp"), "-f,+1", "-", "-d", "i:a", "i:b"], input=data, capture_output=True
+    )
+    assert strict.returncode == AqDataError.exit_code
+    assert b"stdin, line 3: more fields than the 2 columns of -d" in strict.stderr
+    lenient = subprocess.run(
+        [str(BIN / "aq_pp"), "-f,+1,eok,qui", "-", "-d", "i:a", "i:b"],
+        input=data,
+        capture_output=True,
+    )
+    assert lenient.returncode == 0 and lenient.stderr == b""
+    assert lenient.stdout == b'"a","b"\n1,2\n6,7\n'
