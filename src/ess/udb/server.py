@@ -189,7 +189,10 @@ class UdbPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         wname = str(worker.name)
-        self.store = Store(Path(self.root) / re.sub(r"[^A-Za-z0-9_.-]", "_", wname))
+        # expanduser: on hosts that do not share the master's disk the root is "~/..." and
+        # means the worker's own home (see udbd.snapshot_root).
+        root = Path(self.root).expanduser()
+        self.store = Store(root / re.sub(r"[^A-Za-z0-9_.-]", "_", wname))
         self.store.name = wname
         self.store.margin = self.mem_margin_kb * 1024
         self.store.load()

@@ -72,7 +72,12 @@ def _margin() -> int:
         raise UdbError(f"UDBD_MEM_MARGIN must be a number of KB, not {text!r}") from None
 
 
-def snapshot_root(ws: Workspace, cluster_id: str) -> str:
+def snapshot_root(ws: Workspace, cluster_id: str, *, shared_filesystem: bool = True) -> str:
+    """Where workers keep their snapshots: under the master's cache dir when they share its
+    disk (local clusters), else in each worker's own home (EC2 and SSH hosts cannot write the
+    master's paths)."""
+    if not shared_filesystem:
+        return f"~/.ess-udb/{cluster_id}"
     return str((ws.cache_dir / "udb" / cluster_id).resolve())
 
 
@@ -87,7 +92,10 @@ def start(ws: Workspace) -> list[str]:
             s.rebalance()
             return [f"{h}: udbd-{p} ({pid}) is already running." for p in ports]
         s.client.register_plugin(
-            UdbPlugin(snapshot_root(ws, s.conn.cluster_id), mem_margin_kb=_margin())
+            UdbPlugin(
+                snapshot_root(ws, s.conn.cluster_id, shared_filesystem=s.conn.shared_filesystem),
+                mem_margin_kb=_margin(),
+            )
         )
         moved = s.rebalance()
         _log(ws, f"started on {len(s.workers)} worker(s); {moved} partition(s) redistributed")

@@ -65,3 +65,12 @@ def test_snapshots_reload_exactly_and_compact(tmp_path: Path) -> None:
     # per partition: key set + table compacted once, vector rewritten as one base file
     assert len(files) < 4 * (2 * 8 + 1)
     assert not list((tmp_path / "w1").rglob("*.tmp"))
+
+
+def test_snapshot_root_is_worker_local_off_the_masters_disk(tmp_path: Path) -> None:
+    from ess.udb.udbd import snapshot_root
+    from ess.workspace import Workspace
+
+    ws = Workspace(work_dir=tmp_path / ".conf", cache_dir=tmp_path / ".ess", aws_dir=tmp_path)
+    assert snapshot_root(ws, "c1") == str((tmp_path / ".ess" / "udb" / "c1").resolve())
+    assert snapshot_root(ws, "c1", shared_filesystem=False) == "~/.ess-udb/c1"
