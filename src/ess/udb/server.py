@@ -152,14 +152,7 @@ class Store:
             frames = [_read(p) for _, _, p in items[start:]]
             frame = pl.concat(frames, how="vertical", rechunk=True)
             part.seq = max(part.seq, items[-1][0])
-            if name == "k_":
-                part.keys = frame
-            elif name == "var":
-                state.var = frame
-            elif name.startswith("t_"):
-                part.tables[name[2:]] = frame
-            else:
-                part.vectors[name[2:]] = frame
+            _place(state, part, name, frame)
         return part
 
 
@@ -175,6 +168,18 @@ try:
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
     WorkerPlugin = object  # type: ignore[misc,assignment]
+
+
+def _place(state: DbState, part: Part, name: str, frame: pl.DataFrame) -> None:
+    """Put a stored frame where its segment name says: keys, the var row, a table, a vector."""
+    if name == "k_":
+        part.keys = frame
+    elif name == "var":
+        state.var = frame
+    elif name.startswith("t_"):
+        part.tables[name[2:]] = frame
+    else:
+        part.vectors[name[2:]] = frame
 
 
 class UdbPlugin(WorkerPlugin):
@@ -547,14 +552,7 @@ def w_put(db: str, pid: int, data: dict[str, pa.Table]) -> None:
         for name, table in data.items():
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
-            if name == "k_":
-                part.keys = frame
-            elif name == "var":
-                state.var = frame
-            elif name.startswith("t_"):
-                part.tables[name[2:]] = frame
-            else:
-                part.vectors[name[2:]] = frame
+            _place(state, part, name, frame)
             store.write(db, pid, part, name, frame, base=True)
         state.parts[pid] = part
 
