@@ -71,21 +71,31 @@ class EssEnv:
         return self.run(*args, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def ess_env(tmp_path: Path) -> Iterator[EssEnv]:
+def sandbox_env(root: Path) -> dict[str, str]:
+    """This process's environment with every ess directory (and HOME) moved under ``root``,
+    no AWS credentials, UTC, the C locale, and the venv's tools first on PATH."""
     env = dict(os.environ)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         env.pop(var, None)
     env.update(
-        ESS_WORK_DIR=str(tmp_path / ".conf"),
-        ESS_CACHE_DIR=str(tmp_path / ".ess"),
-        ESS_AWS_DIR=str(tmp_path / ".aws"),
-        HOME=str(tmp_path),
+        ESS_WORK_DIR=str(root / ".conf"),
+        ESS_CACHE_DIR=str(root / ".ess"),
+        ESS_AWS_DIR=str(root / ".aws"),
+        HOME=str(root),
         TZ="UTC",
         LC_ALL="C",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    yield EssEnv(root=tmp_path, env=env)
+    return env
+
+
+def make_env(root: Path) -> EssEnv:
+    return EssEnv(root=root, env=sandbox_env(root))
+
+
+@pytest.fixture
+def ess_env(tmp_path: Path) -> Iterator[EssEnv]:
+    yield make_env(tmp_path)
 
 
 def free_port() -> int:

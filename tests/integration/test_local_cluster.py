@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, GOLDEN, WOODWORKING, EssEnv
+from tests.conftest import BIN, GOLDEN, WOODWORKING, EssEnv, make_env
 
 pytestmark = pytest.mark.slow
 
@@ -45,22 +45,6 @@ def _kill_all(pids: dict[str, int]) -> None:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def make_env(root: Path) -> EssEnv:
-    env = dict(os.environ)
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        env.pop(var, None)
-    env.update(
-        ESS_WORK_DIR=str(root / ".conf"),
-        ESS_CACHE_DIR=str(root / ".ess"),
-        ESS_AWS_DIR=str(root / ".aws"),
-        HOME=str(root),
-        TZ="UTC",
-        LC_ALL="C",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-    )
-    return EssEnv(root=root, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -74,20 +74,10 @@ class Sandbox:
 
 
 def sandbox(root: Path) -> Sandbox:
-    env = dict(os.environ)
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        env.pop(var, None)
-    env.update(
-        ESS_WORK_DIR=str(root / ".conf"),
-        ESS_CACHE_DIR=str(root / ".ess"),
-        ESS_AWS_DIR=str(root / ".aws"),
-        HOME=str(root),
-        TZ="UTC",
-        LC_ALL="C",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-    )
+    from tests.conftest import sandbox_env
+
     root.mkdir(parents=True, exist_ok=True)
-    return Sandbox(root, env)
+    return Sandbox(root, sandbox_env(root))
 
 
 @contextlib.contextmanager
