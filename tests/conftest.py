@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -106,15 +107,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto server (S3, EC2, ...) on 127.0.0.1 for the whole session, stopped at the end."""
+@contextlib.contextmanager
+def running_moto(env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real moto server on 127.0.0.1 (its URL), stopped when the block ends."""
     import time
     import urllib.request
 
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -133,6 +135,13 @@ def moto_endpoint() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server (S3, EC2, ...) for the whole session."""
+    with running_moto() as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ right moment cannot be timed reliably; everything else is the production code pa
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from ess.cluster.ec2_state import TAG_KEY
 from ess.cluster.provider import CloudAuth, CreateOptions
 from ess.errors import ClusterError
 from ess.workspace import Workspace
-from tests.conftest import BIN, EssEnv, free_port
+from tests.conftest import EssEnv, free_port, running_moto
 from tests.integration.ec2_harness import client, cloud_env, live, tagged_instances, teardown
 
 pytestmark = pytest.mark.slow
@@ -36,30 +34,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def auth_moto() -> Iterator[str]:
     """A second moto server with IAM authentication on: it accepts no access key at all."""
-    import urllib.request
-
-    port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
+    with running_moto(dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_rejected_credentials(aws_env: EssEnv, auth_moto: str) -> None:
