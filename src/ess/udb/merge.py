@@ -164,3 +164,26 @@ def combine(batch: pl.DataFrame, group: list[str], columns: Sequence[Column]) ->
         aggs.append(agg.cast(col.dtype, wrap_numerical=True).alias(col.name))
     out = batch.group_by(group).agg(*aggs, pl.col(R).min())
     return out.select(batch.columns)
+
+
+def key_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame stably sorted on the key stamp ``__k`` (export order within one partition or
+    worker: a key's rows keep their stored order).
+
+    A stable multi-column sort is the slow kind in Polars; instead one Int64 column
+    ``(stamp - min) * 2**b + row index`` (b bits hold the row index) is sorted, which is a plain
+    unstable sort of distinct values, and its low bits are the stable permutation. Stamps are
+    microseconds, so this applies while one frame's stamps span less than 2**(62-b) µs (days
+    to years); wider spans fall back to the stable sort."""
+    n = frame.height
+    if n < 2:
+        return frame
+    stamps = frame.get_column(K)
+    low, high = stamps.min(), stamps.max()
+    assert isinstance(low, int) and isinstance(high, int)
+    bits = (n - 1).bit_length()
+    if high - low >= 1 << (62 - bits):
+        return frame.sort(K, maintain_order=True)
+    packed = (pl.col(K) - low) * (1 << bits) + pl.int_range(0, pl.len(), dtype=pl.Int64)
+    order = frame.select((packed.sort() % (1 << bits)).alias("i")).get_column("i")
+    return frame[order]

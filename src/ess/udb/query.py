@@ -255,6 +255,10 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
         if req.action == "-exp":  # workers render their rows; the client orders the lines
             q.render, q.out_attrs = cols, req.out_attrs
             q.keep = _order_spec(req, spec, tab)[0] if req.sort else []
+            if _plain(req):  # export order as is: workers send rendered blocks per key
+                from ess.udb.export import export_body
+
+                return b"".join((_title(cols, req), export_body(s, q)))
     if _pushdown_ok(req) and not global_rules:
         q.order, q.top = _order_spec(req, spec, tab), req.top
     frame = s.query(q)
@@ -302,6 +306,12 @@ def _empty(spec: DbSpec, tab: str) -> pl.DataFrame:
 def _pushdown_ok(req: Request) -> bool:
     return (req.top is not None and bool(req.sort) and req.lim_key is None
             and req.lim_rec is None and req.key_rec is None and req.action == "-exp")  # fmt: skip
+
+
+def _plain(req: Request) -> bool:
+    """An export in export order, every row: nothing for the client to do per row."""
+    return not req.sort and req.top is None and req.lim_key is None and req.lim_rec is None \
+        and req.key_rec is None  # fmt: skip
 
 
 def _order_spec(req: Request, spec: DbSpec, tab: str) -> tuple[list[str], bool]:
@@ -440,11 +450,15 @@ def _output_columns(spec: DbSpec, tab: str, req: Request) -> list[tuple[str, str
     return cols
 
 
-def _write_lines(frame: pl.DataFrame, cols: list[tuple[str, str, str]], req: Request) -> bytes:
+def _title(cols: list[tuple[str, str, str]], req: Request) -> bytes:
     from ess.aq.writer import OutCol, title_line
 
-    head = b"" if req.out_attrs.notitle else title_line(
+    return b"" if req.out_attrs.notitle else title_line(
         [OutCol(n, lab, t) for n, lab, t in cols], req.out_attrs)  # fmt: skip
+
+
+def _write_lines(frame: pl.DataFrame, cols: list[tuple[str, str, str]], req: Request) -> bytes:
+    head = _title(cols, req)
     if frame.height == 0:
         return head
     buf = io.BytesIO()

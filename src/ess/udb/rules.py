@@ -19,7 +19,7 @@ import polars as pl
 from ess.aq.colspec import kind as kind_of
 from ess.aq.expr import Typed, compile_expr, lit_float, lit_int, lit_str, parse, truthy
 from ess.errors import AqSyntaxError, NotSupportedError
-from ess.udb.merge import K, R
+from ess.udb.merge import K, R, key_order
 from ess.udb.spec import Column, DbSpec, Target
 
 ALIVE, DEL, DELKEY = "__alive", "__del", "__delkey"
@@ -75,7 +75,7 @@ class RulePlan:
         drop_keys: Callable[[pl.Series], None] | None = None,
     ) -> pl.DataFrame:
         """Run on a worker over one partition; persist writes with `writer`."""
-        frame = frame.sort(K, maintain_order=True)  # export order (see server.w_query)
+        frame = key_order(frame)  # export order (see server.w_query)
         return self.run(frame, spec, writer=writer, others=_others(part), drop_keys=drop_keys)
 
     def run(
