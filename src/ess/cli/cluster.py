@@ -147,7 +147,10 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    status = _provider().remove(args.reservation)
+    from ess.udb.drain import remove_workers
+
+    # the UDB's partitions leave the removed workers first (refused if none would remain)
+    status = remove_workers(Workspace.from_env(), args.reservation)
     for problem in status.problems:  # e.g. a host that could not be reached
         note(problem)
     return 0

@@ -45,6 +45,7 @@ def _stream(args: argparse.Namespace) -> int:
         resolve,
         run_ordered,
     )
+    from ess.udb.remote import with_udb
 
     ws = Workspace.from_env()
     req = StreamRequest(
@@ -82,6 +83,7 @@ def _stream(args: argparse.Namespace) -> int:
             shared_filesystem=pool.shared_filesystem,
             local=isinstance(pool, LocalPool),
         )
+        pipelines = with_udb(ws, pool, pipelines)
         batches = make_batches(pipelines, sizes, slots=pool.total_slots)
         with _progress(args.progress, len(pipelines)) as on_done:
             for r in run_ordered(pool, batches, quitonerror=args.quitonerror, on_done=on_done):
@@ -130,9 +132,10 @@ def _exec(args: argparse.Namespace) -> int:
 def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> Iterator[Any]:
     from ess.engine.session import open_pool
     from ess.run.exec import exec_pipelines, run_exec
+    from ess.udb.remote import with_udb
 
     with open_pool(ws, master=master) as pool:
-        yield from run_exec(pool, exec_pipelines(pool, command, output=output))
+        yield from run_exec(pool, with_udb(ws, pool, exec_pipelines(pool, command, output=output)))
 
 
 def _file_pool() -> Any:

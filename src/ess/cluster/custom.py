@@ -536,8 +536,7 @@ class CustomProvider(ClusterProvider):
             return self._start(everyone=False)
         return self.status()
 
-    def remove(self, reservations: list[str]) -> ClusterStatus:
-        res = load(self.ws)
+    def _leaving(self, res: Reservation, reservations: list[str]) -> list[Host]:
         leaving = []
         for entry in reservations:
             try:
@@ -547,6 +546,19 @@ class CustomProvider(ClusterProvider):
             if host not in res.hosts:
                 raise ConfigError(f"{entry}: not a host of custom cluster {res.id}")
             leaving.append(host)
+        return leaving
+
+    def names_after_removal(self, reservations: list[str]) -> dict[str, str | None]:
+        """Leaving hosts' workers → None; the others are renumbered in ``ip_list`` order."""
+        res = load(self.ws)
+        leaving = self._leaving(res, reservations)
+        now = worker_names(res)
+        after = worker_names(replace(res, hosts=tuple(h for h in res.hosts if h not in leaving)))
+        return {now[h]: after.get(h) for h in res.hosts}
+
+    def remove(self, reservations: list[str]) -> ClusterStatus:
+        res = load(self.ws)
+        leaving = self._leaving(res, reservations)
         problems: list[str] = []
         with self._lock():
             if self.load_state() is not None:

@@ -828,12 +828,24 @@ class Ec2Provider(ClusterProvider):
             self.save(state)
         return self.status()
 
+    def names_after_removal(self, reservations: list[str]) -> dict[str, str | None]:
+        """Workers are named after their instance: the leaving ones → None, no renaming."""
+        state = self._require_state()
+        self._check_reservations(state, reservations)
+        return {
+            n.instance_id: None if n.reservation in reservations else n.instance_id
+            for n in state.nodes
+        }
+
+    def _check_reservations(self, state: CloudState, reservations: list[str]) -> None:
+        unknown = sorted(set(reservations) - set(state.reservations()))
+        if unknown:
+            raise ClusterError(f"not reservations of cluster {state.id}: {', '.join(unknown)}")
+
     def remove(self, reservations: list[str]) -> ClusterStatus:
         with self._lock():
             state = self._require_state()
-            unknown = sorted(set(reservations) - set(state.reservations()))
-            if unknown:
-                raise ClusterError(f"not reservations of cluster {state.id}: {', '.join(unknown)}")
+            self._check_reservations(state, reservations)
             leaving = [n for n in state.nodes if n.reservation in reservations]
             ids = [n.instance_id for n in leaving]
             self._detach_workers(state, ids)

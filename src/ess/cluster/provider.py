@@ -120,6 +120,12 @@ class ClusterProvider(ABC):
     def remove(self, reservations: list[str]) -> ClusterStatus:
         raise NotSupportedError(f"ess cluster remove ({self.platform} clusters)")
 
+    def names_after_removal(self, reservations: list[str]) -> dict[str, str | None]:
+        """What ``remove(reservations)`` will do to the running workers' names: current name
+        → name afterwards (None: the worker leaves). Lets the UDB drain them first
+        (:mod:`ess.udb.drain`); raises like ``remove`` on unknown reservations."""
+        return {}
+
 
 P = TypeVar("P", bound=type[ClusterProvider])
 _REGISTRY: dict[str, type[ClusterProvider]] = {}

@@ -27,6 +27,10 @@ class TlsFiles:
     """Paths of the TLS material of one cluster (all inside ``directory``)."""
 
     directory: Path
+    #: The certificate a client connection presents. A command run on a remote worker connects
+    #: as a client with that worker's own certificate ("worker"): it is signed by the same
+    #: cluster CA and carries the clientAuth usage, so no client key ever leaves the master.
+    client_identity: str = "client"
 
     @property
     def ca_cert(self) -> Path:
@@ -51,7 +55,9 @@ class TlsFiles:
         """A ``distributed.Security`` that requires TLS and presents ``role``'s certificate."""
         # A node needs only the CA certificate and its own role's pair (cloud workers get no
         # other key).
-        needed = [self.ca_cert] + ([self.cert(role), self.key(role)] if role in ROLES else [])
+        identity = self.client_identity if role == "client" else role
+        pair = [self.cert(identity), self.key(identity)] if role in ROLES else []
+        needed = [self.ca_cert, *pair]
         if not all(p.is_file() for p in needed):
             raise ClusterError(f"{self.directory}: the cluster's TLS certificates are missing")
         from distributed import Security
@@ -59,7 +65,7 @@ class TlsFiles:
         kwargs: dict[str, Any] = {"tls_ca_file": str(self.ca_cert), "require_encryption": True}
         if role == "client":
             kwargs.update(
-                tls_client_cert=str(self.cert("client")), tls_client_key=str(self.key("client"))
+                tls_client_cert=str(self.cert(identity)), tls_client_key=str(self.key(identity))
             )
         elif role == "scheduler":
             kwargs.update(

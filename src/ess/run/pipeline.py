@@ -53,6 +53,9 @@ class Pipeline:
     cwd: str | None = None
     output: tuple[Any, str] | None = None  # (StoreSpec, path): write stdout there (--s3out)
     run_id: str = ""  # pipelines of one command run share thread ids 1..N
+    #: How the command reaches the UDB from a worker that does not share the master's disk
+    #: (an ess.udb.remote.UdbBundle); None on the master and on local clusters.
+    udb: Any = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,14 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
         env = dict(os.environ)
         env.update(p.env)
         env.update(ESS_NODE_ID=str(node_num), ESS_THREAD_ID=str(thread_id))
+        if p.udb is not None:
+            from ess.udb.remote import command_env
+
+            try:
+                env.update(command_env(p.udb))
+            except OSError as exc:
+                why = f"cannot write the UDB definitions here: {exc}"
+                return PipelineResult(p.index, p.label, command, 1, b"", b"", node, error=why)
         script = "set -o pipefail; " + command
         errors: list[str] = []
         feeder = None

@@ -69,17 +69,23 @@ class UdbSession:
 
         from ess.cluster.provider import provider_for
         from ess.engine.client import _quiet_logs
+        from ess.udb.remote import connection_from_env
 
         self.ws = ws
-        conn = provider_for(ws).connection(revive=revive)
+        # inside a command that ess stream/exec runs on a remote worker: that worker's cluster
+        conn = connection_from_env() or provider_for(ws).connection(revive=revive)
         if conn is None:
             raise UdbError("no cluster is running: start the UDB with 'ess udbd start'")
         self.conn = conn
         _quiet_logs()
         dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"})
         try:
-            self.client = Client(conn.address, security=conn.tls.dask_security("client"),
-                                 timeout=timeout, set_as_default=False)  # fmt: skip
+            # a host's Python patch level may differ from the master's (custom clusters): Dask's
+            # version table on stderr of every aq_pp/aq_udb is noise ('ess cluster start' checks)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.client = Client(conn.address, security=conn.tls.dask_security("client"),
+                                     timeout=timeout, set_as_default=False)  # fmt: skip
         except (OSError, TimeoutError) as exc:
             raise UdbError(f"cannot reach the scheduler at {conn.address}: {exc}") from exc
         # Wait for the workers; a worker still missing afterwards is reported, with the
@@ -157,18 +163,21 @@ class UdbSession:
         return out
 
     # ------------------------------------------------------------------ maintenance
-    def misplaced(self) -> list[tuple[str, str, int, str]]:
-        """(db, holder, partition, owner) for partitions held by a worker that is not the owner."""
+    def misplaced(self, place: dict[int, str] | None = None) -> list[tuple[str, str, int, str]]:
+        """(db, holder, partition, owner) for partitions held by a worker that is not the owner
+        (under the current placement, or `place`: partition → worker name)."""
+        place = self.place if place is None else place
         out = []
         for holder, dbs in self.each_worker(server.w_inventory).items():
             for db, parts in dbs.items():
-                out += [(db, holder, pid, self.place[pid]) for pid in parts if
-                        self.place[pid] != holder]  # fmt: skip
+                out += [(db, holder, pid, place[pid]) for pid in parts if
+                        place[pid] != holder]  # fmt: skip
         return out
 
-    def rebalance(self) -> int:
-        """Move every partition to its owner under the current worker set; returns moves."""
-        moves = self.misplaced()
+    def rebalance(self, place: dict[int, str] | None = None) -> int:
+        """Move every partition to its owner under the current worker set (or `place`, e.g.
+        the placement after a removal, see ess.udb.drain); returns moves."""
+        moves = self.misplaced(place)
         addrs = self.addresses()
         for db, holder, pid, new_owner in moves:
             if new_owner not in addrs:

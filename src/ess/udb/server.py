@@ -197,10 +197,14 @@ class UdbPlugin(WorkerPlugin):
         # expanduser: on hosts that do not share the master's disk the root is "~/..." and
         # means the worker's own home (see udbd.snapshot_root).
         root = Path(self.root).expanduser()
-        self.store = Store(root / re.sub(r"[^A-Za-z0-9_.-]", "_", wname))
+        self.store = Store(root / store_dir_name(wname))
         self.store.name = wname
         self.store.margin = self.mem_margin_kb * 1024
         self.store.load()
+
+
+def store_dir_name(worker_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", worker_name)
 
 
 def _store() -> Store:
@@ -600,3 +604,27 @@ def w_memory() -> dict[str, int]:
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"rows": rows, "bytes": size, "max_rss": rss}
+
+
+def w_rename_store(new_name: str) -> str:
+    """Move this worker's snapshots to where it will look for them once restarted as
+    `new_name` (custom clusters renumber their workers after a removal). Existing data under
+    the new name is never overwritten."""
+    from ess.errors import UdbError
+
+    store = _store()
+    with store.lock:
+        target = store.root.parent / store_dir_name(new_name)
+        if target == store.root:
+            return str(target)
+        if target.exists():
+            if any(p.is_file() for p in target.rglob("*")):
+                raise UdbError(
+                    f"worker {store.name}: cannot move its snapshots to {target}: that directory "
+                    "already holds UDB data (left there by another worker?); nothing was changed"
+                )
+            shutil.rmtree(target)
+        if store.root.exists():
+            os.rename(store.root, target)
+        store.root = target
+    return str(target)

@@ -1,0 +1,144 @@
+"""The UDB from commands that ``ess stream`` / ``ess exec`` run on workers of another machine.
+
+A command on a custom (SSH) or cloud (EC2) worker has no ``ESS_WORK_DIR`` of the master: no
+scheduler address, no client certificate, no ``<db>.spec``. Three pieces give it what
+``aq_pp -imp`` and ``aq_udb`` need, on every platform whose workers do not share the master's
+disk (the same code path serves SSH hosts and EC2 instances: both run ``ess.engine.serve
+worker`` from the same bootstrap script):
+
+* the master ships a :class:`UdbBundle` with each pipeline: the text of the spec files (not
+  secret), the active database and the expected worker names (the partition map must be the
+  master's);
+* on the worker, :func:`command_env` writes the specs into a content-addressed directory in the
+  worker's scratch space and points ``ESS_WORK_DIR`` at it, and names the scheduler address and the
+  worker's TLS directory (``ESS_SCHEDULER_ADDRESS``, ``ESS_TLS_DIR``). Nothing secret travels:
+  the command presents the worker's own certificate (signed by the cluster CA, clientAuth
+  usage; see :class:`ess.engine.security.TlsFiles`), whose key is already on that host, 0600;
+* :func:`connection_from_env` turns those variables back into a :class:`Connection` for
+  :class:`ess.udb.client.UdbSession`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ess.cluster.provider import Connection
+from ess.engine.pool import TaskPool
+from ess.engine.security import TlsFiles
+from ess.run.pipeline import Pipeline
+from ess.workspace import Workspace
+
+ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
+ENV_TLS_DIR = "ESS_TLS_DIR"
+ENV_WORKERS = "ESS_CLUSTER_WORKERS"
+ENV_CLUSTER = "ESS_CLUSTER_ID"
+#: Where a worker keeps the shipped spec files, inside its Dask scratch directory (removed with
+#: the worker): one directory per distinct set of definitions.
+SPEC_DIR = "ess-udb-specs"
+ACTIVE_FILE = "udb.active"
+
+
+@dataclass(frozen=True)
+class UdbBundle:
+    """What a remote command needs from the master's ``ESS_WORK_DIR`` (no secrets)."""
+
+    cluster_id: str
+    worker_names: tuple[str, ...]
+    specs: tuple[tuple[str, str], ...]  # (database name as the file is named, spec text)
+    active: str = ""
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, text in (*self.specs, (ACTIVE_FILE, self.active)):
+            h.update(f"{len(name)}:{name}{len(text)}:{text}".encode())
+        return h.hexdigest()[:24]
+
+
+def with_udb(ws: Workspace, pool: TaskPool, pipelines: list[Pipeline]) -> list[Pipeline]:
+    """``pipelines`` carrying the UDB bundle when ``pool``'s workers are on other machines."""
+    if pool.shared_filesystem:
+        return pipelines  # local workers see ESS_WORK_DIR itself (passed by stream/exec)
+    from ess.cluster.provider import provider_for
+
+    # the expected workers, as a session on the master sees them: the partition map must match
+    conn = provider_for(ws).connection(revive=False)
+    if conn is not None:
+        b = bundle(ws, cluster_id=conn.cluster_id, worker_names=conn.worker_names)
+    else:
+        b = bundle(ws, cluster_id="", worker_names=pool.node_names)
+    return [replace(p, udb=b) for p in pipelines]
+
+
+def bundle(ws: Workspace, *, cluster_id: str, worker_names: tuple[str, ...]) -> UdbBundle:
+    """The master's definitions, read now: a stream sees the specs as they are when it starts."""
+    from ess.udb import spec
+
+    specs = tuple((name, spec.spec_path(ws, name).read_text()) for name in spec.list_databases(ws))
+    try:
+        active = (ws.work_dir / ACTIVE_FILE).read_text().strip()
+    except FileNotFoundError:
+        active = ""
+    return UdbBundle(cluster_id=cluster_id, worker_names=worker_names, specs=specs, active=active)
+
+
+def _materialize(b: UdbBundle, root: Path) -> Path:
+    """Write the bundle's spec files under ``root/<digest>`` once (atomic: a directory rename),
+    so concurrent pipelines on a worker, or hosts sharing a home, never see half a set."""
+    final = root / b.digest()
+    if final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        for name, text in b.specs:
+            (tmp / f"{name}.spec").write_text(text)
+        if b.active:
+            (tmp / ACTIVE_FILE).write_text(b.active + "\n")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.is_dir():  # another pipeline won the race otherwise
+            raise
+    return final
+
+
+def command_env(b: UdbBundle) -> dict[str, str]:
+    """Environment for a command run by this Dask worker (call it inside a worker task)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    cert = getattr(worker.security, "tls_worker_cert", None)
+    env = {
+        ENV_ADDRESS: str(worker.scheduler.address),
+        ENV_TLS_DIR: str(Path(cert).parent) if cert else "",
+        ENV_WORKERS: ",".join(b.worker_names),
+        ENV_CLUSTER: b.cluster_id,
+        # aq_pp, aq_udb and ess of this worker's own build, before anything else on the PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    env["ESS_WORK_DIR"] = str(_materialize(b, Path(worker.local_directory) / SPEC_DIR))
+    return env
+
+
+def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection | None:
+    """The cluster a command on a remote worker belongs to, or None outside such a command."""
+    env = os.environ if environ is None else environ
+    address, tls_dir = env.get(ENV_ADDRESS, ""), env.get(ENV_TLS_DIR, "")
+    if not address or not tls_dir:
+        return None
+    names = tuple(n for n in env.get(ENV_WORKERS, "").split(",") if n)
+    return Connection(
+        cluster_id=env.get(ENV_CLUSTER, "") or address,
+        address=address,
+        tls=TlsFiles(Path(tls_dir), client_identity="worker"),
+        worker_names=names,
+        shared_filesystem=False,
+    )

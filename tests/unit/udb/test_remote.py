@@ -1,0 +1,79 @@
+"""What a command on a remote worker gets to reach the UDB (ess.udb.remote), without a cluster:
+the shipped definitions, the directory they land in, and the client identity."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ess.cluster.provider import Connection
+from ess.engine.pool import LocalPool
+from ess.engine.security import create_tls
+from ess.errors import ClusterError
+from ess.run.pipeline import Pipeline
+from ess.udb import remote, spec
+from ess.workspace import Workspace
+
+
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(work_dir=tmp_path / "conf", cache_dir=tmp_path / "cache", aws_dir=tmp_path)
+
+
+def test_bundle_carries_every_spec_and_lands_readable(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    spec.create_database(ws, "shop", [])
+    spec.create_target(ws, "table", "sales", ["s,pkey:user", "i:amount"])
+    spec.create_database(ws, "other", [])  # becomes the active database
+    b = remote.bundle(ws, cluster_id="c1", worker_names=("worker-1", "worker-2"))
+    assert [name for name, _ in b.specs] == ["other", "shop"]
+    assert b.active == "other"
+
+    where = remote._materialize(b, tmp_path / "specs")
+    assert where.name == b.digest()
+    assert remote._materialize(b, tmp_path / "specs") == where  # written once
+    worker_ws = Workspace(work_dir=where, cache_dir=tmp_path, aws_dir=tmp_path)
+    loaded = spec.load(worker_ws, "shop")
+    assert loaded.require("sales").name == "sales"
+    assert spec.active(worker_ws) == "other"
+    with pytest.raises(Exception, match="no table or vector 'nosuch'"):
+        loaded.require("nosuch")
+    assert not list((tmp_path / "specs").glob(".tmp-*"))
+
+    spec.create_target(ws, "vector", "totals", ["s,pkey:user", "i,+add:amount"])
+    changed = remote.bundle(ws, cluster_id="c1", worker_names=("worker-1", "worker-2"))
+    assert changed.digest() != b.digest()  # a new definition never reuses a stale directory
+
+
+def test_connection_from_env_presents_the_workers_own_certificate(tmp_path: Path) -> None:
+    assert remote.connection_from_env({}) is None
+    tls = create_tls(tmp_path / "tls", cluster_id="c1")
+    for role in ("client", "scheduler"):  # a worker host has only ca.crt and its own pair
+        tls.key(role).unlink()
+        tls.cert(role).unlink()
+    tls.ca_key.unlink()
+    env = {
+        remote.ENV_ADDRESS: "tls://10.0.0.1:8786",
+        remote.ENV_TLS_DIR: str(tls.directory),
+        remote.ENV_WORKERS: "worker-1,worker-2",
+        remote.ENV_CLUSTER: "c1",
+    }
+    conn = remote.connection_from_env(env)
+    assert isinstance(conn, Connection)
+    assert conn.address == "tls://10.0.0.1:8786" and conn.cluster_id == "c1"
+    assert conn.worker_names == ("worker-1", "worker-2") and not conn.shared_filesystem
+    security = conn.tls.dask_security("client")
+    assert security.tls_client_cert == str(tls.cert("worker"))
+    assert security.tls_client_key == str(tls.key("worker"))
+    assert security.tls_ca_file == str(tls.ca_cert)
+    assert stat.S_IMODE(tls.key("worker").stat().st_mode) == 0o600
+    tls.key("worker").unlink()
+    with pytest.raises(ClusterError, match="certificates are missing"):
+        conn.tls.dask_security("client")
+
+
+def test_pipelines_on_a_shared_filesystem_get_no_bundle(tmp_path: Path) -> None:
+    pipelines = [Pipeline(index=0, label="x", command="true")]
+    with LocalPool(threads=1) as pool:
+        assert remote.with_udb(workspace(tmp_path), pool, pipelines) == pipelines
