@@ -9,7 +9,15 @@ even like glibc. Other magnitudes (rare in log data) are formatted per value in 
 
 from __future__ import annotations
 
+import ctypes
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import polars as pl
+import pyarrow as pa
+
+from ess.aq.native import numfmt_library
 
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter for float64
 _P10 = pl.Series("p10", [10.0**k for k in range(23)], dtype=pl.Float64)
@@ -47,6 +55,9 @@ def _digits(df: pl.DataFrame, p: int) -> pl.DataFrame:
 def format_series(series: pl.Series, p: int = 17) -> pl.Series:
     """Format a Float64 series; low-cardinality columns (prices, ratios) format each value once."""
     series = series.cast(pl.Float64)
+    native = _format_native(series, p)
+    if native is not None:
+        return native
     if series.len() >= 4096:
         uniq = series.unique()
         if uniq.len() * 4 <= series.len():
@@ -113,6 +124,62 @@ def _format(series: pl.Series, p: int) -> pl.Series:
     missing = out.is_null() & series.is_not_null()
     if missing.any():  # zero, nan, inf, huge/tiny magnitudes: format just these in Python
         idx = missing.arg_true()
-        values = [f"%.{p}g" % v for v in series.cast(pl.Float64).gather(idx).to_list()]
+        values = [_c_format(v, p) for v in series.cast(pl.Float64).gather(idx).to_list()]
         out = out.scatter(idx, pl.Series(values, dtype=pl.String))
     return out
+
+
+def _c_format(value: float, p: int) -> str:
+    """Python's `%g` except for NaN, which C prints with its sign (`-nan` from 0.0/0.0 on x86)."""
+    if math.isnan(value):
+        return "-nan" if math.copysign(1.0, value) < 0 else "nan"
+    return f"%.{p}g" % value
+
+
+_PIECE = 1 << 18  # values per C call; pieces run in threads (ctypes releases the GIL)
+
+
+def _format_native(series: pl.Series, p: int) -> pl.Series | None:
+    """The C helper's rendering (same text as `_format`), or None when it is unavailable."""
+    lib = numfmt_library()
+    if lib is None or series.len() == 0:
+        return None
+    arr = series.rechunk().to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    starts = range(0, len(arr), _PIECE)
+    pieces = [arr.slice(s, _PIECE) for s in starts]
+    if len(pieces) == 1:
+        chunks = [_format_piece(lib, pieces[0], p)]
+    else:
+        chunks = list(_pool().map(lambda a: _format_piece(lib, a, p), pieces))
+    out = pl.from_arrow(pa.chunked_array(chunks, type=pa.large_string()))
+    assert isinstance(out, pl.Series)
+    out = out.cast(pl.String).alias(series.name)
+    if series.null_count():
+        out = pl.select(pl.when(series.is_null()).then(None).otherwise(out)).to_series()
+    return out.alias(series.name)
+
+
+def _format_piece(lib: ctypes.CDLL, arr: pa.Array, p: int) -> pa.Array:
+    n = len(arr)
+    validity, data = arr.buffers()
+    text = pa.allocate_buffer(32 * n + 1, resizable=True)
+    offsets = pa.allocate_buffer(8 * (n + 1))
+    ctypes.memset(offsets.address, 0, 8)
+    valid = validity.address if validity is not None and arr.null_count else None
+    used = lib.ess_format_g(
+        data.address + 8 * arr.offset, valid, arr.offset, n, p, text.address, offsets.address
+    )
+    text.resize(used)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, offsets, text])
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="ess-numfmt")
+    return _EXECUTOR

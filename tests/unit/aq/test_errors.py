@@ -135,3 +135,20 @@ def test_records_with_too_many_fields() -> None:
     )
     assert lenient.returncode == 0 and lenient.stderr == b""
     assert lenient.stdout == b'"a","b"\n1,2\n6,7\n'
+
+
+@pytest.mark.parametrize(
+    ("spec", "data"),
+    [
+        # a long record beside a short one: the separator total matches a clean file
+        (["i:a", "i:b"], b"a,b\n1,2\n3,4,5\n6\n"),
+        (["i:a", "s:b"], b"a,b\n1,x\n3,y,z\n6\n"),
+        (["s:a", "f:b"], b'a,b\n"q",1.5\n"r",2,3\n"s"\n'),
+    ],
+)
+def test_long_record_is_found_whatever_its_neighbours(spec: list[str], data: bytes) -> None:
+    out = subprocess.run(
+        [str(BIN / "aq_pp"), "-f,+1", "-", "-d", *spec], input=data, capture_output=True
+    )
+    assert out.returncode == AqDataError.exit_code
+    assert b"stdin, line 3: more fields than the 2 columns of -d" in out.stderr
