@@ -234,7 +234,7 @@ class UdbSession:
                 parts = {
                     int(k[0]): v.drop("__p")
                     for k, v in batch.with_columns(pcol)
-                    .partition_by("__p", as_dict=True, maintain_order=True)
+                    .partition_by("__p", as_dict=True)  # rows keep their order within a part
                     .items()
                 }
             per_owner = self.by_owner(parts)

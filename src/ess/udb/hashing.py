@@ -40,11 +40,16 @@ def _string_hash(col: pl.Series) -> pl.Series:
     data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), end - start, [None, arr.buffers()[2]],
                                                offset=start))  # fmt: skip
     assert isinstance(data, pl.Series)
-    # prefix sums of byte * B**(absolute position) mod M, with a leading 0
-    terms = pl.DataFrame({"b": data}).select(
-        t=(pl.col("b").cast(pl.Int64) * pl.lit(_POW).gather(pl.int_range(0, pl.len()) % K)) % M
-    )
-    prefix = pl.concat([pl.zeros(1, dtype=pl.Int64, eager=True), terms.get_column("t").cum_sum()])
+    # prefix sums of byte * B**(absolute position) mod M, with a leading 0; B**p repeats with
+    # period K, so the powers come from one cached run of _TILE periods, chunk by chunk
+    tile = _tiled()
+    terms = [
+        pl.DataFrame({"b": chunk, "p": tile.slice(0, chunk.len())})
+        .select(t=(pl.col("b").cast(pl.Int64) * pl.col("p")) % M)
+        .get_column("t")
+        for chunk in (data.slice(o, tile.len()) for o in range(0, data.len(), tile.len()))
+    ]
+    prefix = pl.concat([pl.zeros(1, dtype=pl.Int64, eager=True), *terms]).cum_sum()
     rel = (offs - start).alias("o")
     frame = pl.DataFrame({"s": rel.slice(0, n), "e": rel.slice(1)})
     out = frame.select(
@@ -55,6 +60,17 @@ def _string_hash(col: pl.Series) -> pl.Series:
         % M
     )
     return out.get_column("h")
+
+
+#: periods of B**p held in the cached power run (64 * K values, 22 MB)
+_TILE = 64
+_TILED: list[pl.Series] = []
+
+
+def _tiled() -> pl.Series:
+    if not _TILED:
+        _TILED.append(pl.concat([_POW] * _TILE, rechunk=True))
+    return _TILED[0]
 
 
 def _column_hash(col: pl.Series) -> pl.Series:

@@ -38,14 +38,20 @@ def zero_of(col: Column) -> pl.Expr:
 def assign_keys(
     keys: pl.DataFrame, batch: pl.DataFrame, pkey: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Add the batch's new keys to the key set; return (keys, batch with __k, number of new)."""
-    first = batch.group_by(pkey).agg(pl.col(R).min().alias("__new"))
-    seen = first.join(keys, on=pkey, how="left", nulls_equal=True)
-    new = seen.filter(pl.col(K).is_null()).select(*pkey, pl.col("__new").alias(K))
-    if new.height:
-        keys = pl.concat([keys, new], how="vertical", rechunk=False)
-    found = seen.select(*pkey, pl.coalesce(K, "__new").alias(K))
-    out = batch.join(found, on=pkey, how="left", nulls_equal=True, maintain_order="left")
+    """Add the batch's new keys to the key set; return (keys, batch with __k, number of new).
+
+    A new key's stamp is the row stamp of its first row in the batch. One join finds the known
+    keys; only the rows of new keys (usually few) are grouped."""
+    out = batch.join(keys, on=pkey, how="left", nulls_equal=True, maintain_order="left")
+    stamps = out.get_column(K)
+    if stamps.null_count() == 0:
+        return keys, out, 0
+    where = stamps.is_null().arg_true()
+    rows = out[where].select(*pkey, R)
+    firsts = rows.select(pl.col(R).min().over(pkey)).to_series()
+    new = rows.with_columns(firsts.alias(K)).filter(pl.col(R) == pl.col(K)).select(*pkey, K)
+    keys = pl.concat([keys, new], how="vertical", rechunk=False)
+    out = out.with_columns(stamps.scatter(where, firsts))
     return keys, out, new.height
 
 
@@ -92,6 +98,51 @@ def merge_rows(
     aggs = [_merge_expr(c).alias(c.name) for c in columns]
     merged = both.group_by(group).agg(*aggs, *(pl.col(s).first() for s in stamps))
     return pl.concat([kept, merged.select(existing.columns)], how="vertical", rechunk=False)
+
+
+def merge_unique(
+    existing: pl.DataFrame, batch: pl.DataFrame, group: list[str], columns: Sequence[Column]
+) -> pl.DataFrame:
+    """`merge_rows` for a batch with one row per group (pre-merged by `combine`) and
+    `combinable` columns: one full join instead of a group-by over stored and new rows.
+
+    Same result as `merge_rows` (row order aside, which the stamps carry): a group found in
+    `existing` merges its stored row (first) with the batch row (later); a new group is the
+    batch row."""
+    assert R not in existing.columns  # vectors: the key stamp is the row's only stamp
+    new_k = K + "__n"
+    joined = existing.join(
+        batch.select(*group, *(c.name for c in columns), pl.col(K).alias(new_k)),
+        on=group, how="full", coalesce=True, suffix="__n", nulls_equal=True,
+    )  # fmt: skip
+    old_row, new_row = pl.col(K).is_not_null(), pl.col(new_k).is_not_null()
+    values = []
+    for col in columns:
+        old, new = pl.col(col.name), pl.col(col.name + "__n")
+        both = _combine_pair(col, old, new)
+        values.append(
+            pl.when(old_row & new_row).then(both).when(new_row).then(new).otherwise(old)
+            .alias(col.name)
+        )  # fmt: skip
+    return joined.select(*group, *values, pl.coalesce(K, new_k).alias(K)).select(existing.columns)
+
+
+def _combine_pair(col: Column, old: pl.Expr, new: pl.Expr) -> pl.Expr:
+    """The stored value `old` merged with one later value `new` (as `_merge_expr` does)."""
+    action = col.action
+    if action == "+first":
+        return old
+    if action == "+last":
+        return pl.coalesce(new, old)
+    if action == "+add":  # integers only (combinable); nulls count as nothing, as in sum()
+        return pl.sum_horizontal(old, new).cast(col.dtype, wrap_numerical=True)
+    if action == "+min":
+        return pl.min_horizontal(old, new)
+    if action == "+max":
+        return pl.max_horizontal(old, new)
+    if action == "+bor":
+        return pl.when(old.is_null()).then(new).when(new.is_null()).then(old).otherwise(old | new)
+    raise AssertionError(action)  # pragma: no cover - spec.parse_column checks actions
 
 
 def conform(

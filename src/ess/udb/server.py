@@ -302,7 +302,14 @@ def import_into(
             cols = [c for c in target.columns if "+key" not in c.attrs]
             if target.kind == "vector":
                 batch = batch.select(current.columns)
-            merged = merge.merge_rows(current, batch, group, cols)
+            if (
+                target.kind == "vector"
+                and merge.combinable(target)
+                and batch.select(pk).n_unique() == batch.height
+            ):  # pre-merged by the client: one row per key
+                merged = merge.merge_unique(current, batch, group, cols)
+            else:
+                merged = merge.merge_rows(current, batch, group, cols)
             if target.kind == "table":  # merged rows keep their place: stored order = row stamp
                 merged = merged.sort(R, maintain_order=True)
             prefix = "t_" if target.kind == "table" else "v_"

@@ -207,3 +207,40 @@ def test_large_batch_keeps_row_order_within_keys() -> None:
         else:
             want[k] = [v, v, t]
     assert got.select("fi", "la", "t").rows() == [tuple(want[k]) for k in got["k"]]
+
+
+UNIQUE_COLS = cols("i,+add:a", "i,+min:mi", "i,+max:mx", "i,+first:fi", "s:la", "i,+bor:bo",
+                   "s,+min:ln")  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(row_st, min_size=1, max_size=30), st.integers(1, 30))
+def test_merge_unique_equals_merging_rows(rows: list[dict], size: int) -> None:
+    """The worker's one-join merge of pre-merged batches gives what merging rows one by one
+    gives (strings, +first/+last, wrapping integer +add, +bor)."""
+    from ess.udb.merge import combine, merge_unique
+
+    names = [c.name for c in UNIQUE_COLS]
+    frame = pl.DataFrame([{k: r[k] for k in ["k", *names]} for r in rows])
+    batches = [frame.slice(i, size) for i in range(0, frame.height, size)]
+    plain = run_import(UNIQUE_COLS, batches)
+    keys = empty_frame(PK, (), rows=False)
+    vec = empty_frame(PK, UNIQUE_COLS, rows=False)
+    stamp = 0
+    for batch in batches:
+        batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
+        stamp += batch.height
+        batch = combine(batch, ["k"], UNIQUE_COLS)
+        keys, batch, _ = assign_keys(keys, batch, ["k"])
+        vec = merge_unique(vec, batch.select(vec.columns), ["k"], UNIQUE_COLS)
+    assert vec.sort(K).equals(plain)
+
+
+def test_assign_keys_known_and_new_keys() -> None:
+    keys = pl.DataFrame({"k": ["a", "b"], K: [10, 20]})
+    batch = pl.DataFrame({"k": ["b", "c", "a", "c"], R: [30, 31, 32, 33]})
+    keys2, out, nnew = assign_keys(keys, batch, ["k"])
+    assert nnew == 1 and keys2.sort(K).rows() == [("a", 10), ("b", 20), ("c", 31)]
+    assert out.rows() == [("b", 30, 20), ("c", 31, 31), ("a", 32, 10), ("c", 33, 31)]
+    keys3, out, nnew = assign_keys(keys2, batch.slice(2, 1), ["k"])
+    assert nnew == 0 and keys3.height == 3 and out.rows() == [("a", 32, 10)]
