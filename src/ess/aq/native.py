@@ -22,6 +22,21 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("_numfmt.c")
 
 
+class CsvColumn(ctypes.Structure):
+    """`ess_col` of _numfmt.c: one Arrow column of a batch to render."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int32),
+        ("values", ctypes.c_void_p),
+        ("offsets", ctypes.c_void_p),
+        ("valid", ctypes.c_void_p),
+        ("offset", ctypes.c_int64),
+    ]
+
+
+K_INT64, K_UINT64, K_FLOAT64, K_STR_QUOTED, K_STR_RAW = range(5)
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("ESS_CACHE_DIR") or "~/.ess"
     return Path(root).expanduser() / "native"
@@ -72,6 +87,16 @@ def numfmt_library() -> ctypes.CDLL | None:
         ctypes.c_int,  # precision
         ctypes.c_void_p,  # char *out
         ctypes.c_void_p,  # int64_t *offsets
+    ]
+    render = lib.ess_render_csv
+    render.restype = ctypes.c_int64
+    render.argtypes = [
+        ctypes.POINTER(CsvColumn),
+        ctypes.c_int32,  # number of columns
+        ctypes.c_int64,  # number of rows
+        ctypes.c_int32,  # separator byte
+        ctypes.c_int32,  # float precision
+        ctypes.c_void_p,  # char *out
     ]
     count = lib.ess_count_byte
     count.restype = ctypes.c_int64

@@ -13,11 +13,14 @@ import ctypes
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow as pa
 
 from ess.aq.native import numfmt_library
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter for float64
 _P10 = pl.Series("p10", [10.0**k for k in range(23)], dtype=pl.Float64)
@@ -144,6 +147,8 @@ def _format_native(series: pl.Series, p: int) -> pl.Series | None:
     lib = numfmt_library()
     if lib is None or series.len() == 0:
         return None
+    import pyarrow as pa  # only when rendering: it costs 40 ms of start-up
+
     arr = series.rechunk().to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -162,6 +167,8 @@ def _format_native(series: pl.Series, p: int) -> pl.Series | None:
 
 
 def _format_piece(lib: ctypes.CDLL, arr: pa.Array, p: int) -> pa.Array:
+    import pyarrow as pa
+
     n = len(arr)
     validity, data = arr.buffers()
     text = pa.allocate_buffer(32 * n + 1, resizable=True)

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from ess.aq import native
 from ess.aq.numfmt import format_float
 from ess.aq.rules import OutputAttrs
 from ess.errors import AqError
@@ -65,7 +66,7 @@ class Sink:
     append: bool
     handle: BinaryIO | None = None
     owned: bool = field(default=False)
-    pending: deque[Future[bytes]] = field(default_factory=deque)
+    pending: deque[Future[bytes | memoryview]] = field(default_factory=deque)
 
     def open(self) -> BinaryIO:
         if self.handle is None:
@@ -85,7 +86,7 @@ class Sink:
         self.drain(0)
         self.open().write(data)
 
-    def submit(self, render: Callable[[], bytes]) -> None:
+    def submit(self, render: Callable[[], bytes | memoryview]) -> None:
         self.open()  # an unwritable destination fails now, not in a worker thread
         self.pending.append(_render_pool().submit(render))
         self.drain(_IN_FLIGHT)
@@ -127,10 +128,63 @@ def write_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, sink: S
     sink.submit(lambda: render_rows(df, cols, attrs))
 
 
-def render_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> bytes:
+def render_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> bytes | memoryview:
     """The batch as Essentia CSV bytes (no title line)."""
+    native = _render_native(df, cols, attrs)
+    return native if native is not None else _render_polars(df, cols, attrs)
+
+
+def _render_polars(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> bytes:
     # each field is rendered first; write_csv then joins them (cheaper than concat_str)
     out = df.select([field_expr(c, attrs).alias(f"c{i}") for i, c in enumerate(cols)])
     buf = io.BytesIO()
     out.write_csv(buf, include_header=False, quote_style="never", separator=attrs.sep)
     return buf.getvalue()
+
+
+def _native_kind(typ: str, attrs: OutputAttrs) -> tuple[pl.DataType, int]:
+    if typ == "F":
+        return pl.Float64(), native.K_FLOAT64
+    if typ == "L":
+        return pl.UInt64(), native.K_UINT64
+    if typ in ("I", "IS", "LS"):
+        return pl.Int64(), native.K_INT64
+    quoted = typ == "S" and attrs.quoted
+    return pl.String(), native.K_STR_QUOTED if quoted else native.K_STR_RAW
+
+
+def _render_native(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> memoryview | None:
+    """The same bytes from the C helper, or None when it is unavailable or the layout unusual."""
+    lib = native.numfmt_library()
+    sep = attrs.sep.encode()
+    if lib is None or attrs.esc or len(sep) != 1 or not cols:
+        return None
+    import pyarrow as pa
+
+    structs, keep, room = [], [], df.height * (1 + len(cols)) + 64
+    for col in cols:
+        series = df.get_column(col.name)
+        dtype, kind = _native_kind(col.typ, attrs)
+        if series.dtype != dtype:
+            return None
+        arr = series.to_arrow(compat_level=pl.CompatLevel.oldest())
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        keep.append(arr)
+        bufs = arr.buffers()
+        valid = bufs[0].address if bufs[0] is not None and arr.null_count else None
+        if kind in (native.K_STR_QUOTED, native.K_STR_RAW):
+            if arr.type != pa.large_string():
+                return None
+            room += 2 * df.height + 2 * bufs[2].size if bufs[2] is not None else 2 * df.height
+            values = bufs[2].address if bufs[2] is not None else None
+            offsets = bufs[1].address
+        else:
+            room += 32 * df.height  # 24 characters at most, and snprintf's final NUL
+            values, offsets = bufs[1].address, None
+        structs.append(native.CsvColumn(kind, values, offsets, valid, arr.offset))
+    out = pa.allocate_buffer(room)
+    table = (native.CsvColumn * len(structs))(*structs)
+    precision = 6 if attrs.fmt_g else 17
+    used = lib.ess_render_csv(table, len(structs), df.height, sep[0], precision, out.address)
+    return memoryview(out)[:used]
