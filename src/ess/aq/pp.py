@@ -254,7 +254,10 @@ class Compiler:
 
             def step(df: pl.DataFrame, st: RunState) -> pl.DataFrame:
                 # a null is a processing error (e.g. DateToTime on a bad date): row dropped
-                return df.with_columns(converted.alias(name)).filter(pl.col(name).is_not_null())
+                out = df.with_columns(converted.alias(name))
+                if out.get_column(name).null_count():  # O(1): most batches copy nothing
+                    out = out.filter(pl.col(name).is_not_null())
+                return out
 
             self.steps.append(step)
             if new and not effects and _no_call(rule.expr):
