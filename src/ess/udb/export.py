@@ -11,7 +11,7 @@ output in that order — no per-row merge, no re-rendering.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -33,7 +33,6 @@ def w_export(q: Query) -> pa.Table:
     spec = server.spec_of(q.spec_text, q.db)
     state = store.db(q.db)
     assert q.render is not None
-    line = pl.concat_str([server.render_line(q.render, q.out_attrs), pl.lit("\n")])
     tables = []
     with state.lock:
         for pid in q.pids:
@@ -45,31 +44,55 @@ def w_export(q: Query) -> pa.Table:
 
                 frame = frame.filter(segment_mask(frame, [c.name for c in spec.pkey], q.seg))
             if frame.height:
-                tables.append(key_blocks(key_order(frame).select(K, line.alias(LINE))))
+                tables.append(key_blocks(key_order(frame), q.render, q.out_attrs))
     if not tables:
         return pa.table({K: pa.array([], pa.int64()), BLOCK: pa.array([], pa.large_binary())})
     return pa.concat_tables(tables)
 
 
-def key_blocks(rendered: pl.DataFrame) -> pa.Table:
-    """(``__k``, ``__block``) from rows in key order with their rendered lines: each block is
-    the slice of the line buffer holding one key's lines (no copy)."""
-    lines = rendered.get_column(LINE).to_arrow()
+def key_blocks(frame: pl.DataFrame, render: list[tuple[str, str, str]], attrs: Any) -> pa.Table:
+    """(``__k``, ``__block``) from rows in key order: each block is the slice of the rendered
+    CSV holding one key's lines (no copy)."""
+    body, ends = _rendered(frame, render, attrs)
+    starts = frame.select(pl.arg_where(pl.col(K).diff().fill_null(1) != 0)).to_series()
+    bounds = pl.concat([ends.gather(starts), ends.tail(1)]).rechunk().to_arrow()
+    blocks = pa.Array.from_buffers(
+        pa.large_binary(), len(starts), [None, bounds.buffers()[1], body], offset=bounds.offset
+    )
+    return pa.table({K: frame.get_column(K).gather(starts).to_arrow(), BLOCK: blocks})
+
+
+def _rendered(
+    frame: pl.DataFrame, render: list[tuple[str, str, str]], attrs: Any
+) -> tuple[pa.Buffer, pl.Series]:
+    """The rows as CSV lines in one buffer, and the n + 1 offsets of the line starts in it
+    (the last one is the end)."""
+    from ess.aq.writer import OutCol, render_rows
+
+    n = frame.height
+    cols = [OutCol(name, label, typ) for name, label, typ in render]
+    # ess.aq.writer.render_rows is the fast renderer (aq_pp's output), but it prints a null
+    # as an empty field where render_line makes the whole line empty, and needs a one-byte
+    # separator: rows with nulls (not produced by imports) take render_line.
+    if len(attrs.sep.encode()) == 1 and not any(frame.get_column(c.name).null_count()
+                                                  for c in cols):  # fmt: skip
+        body = pa.py_buffer(render_rows(frame, cols, attrs))
+        data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), body.size, [None, body]))
+        assert isinstance(data, pl.Series)
+        ends = pl.DataFrame({"b": data}).select(pl.arg_where(pl.col("b") == 10)).to_series()
+        if ends.len() == n:  # exactly one newline per row: no string field holds one
+            zero = pl.zeros(1, dtype=pl.Int64, eager=True)
+            return body, pl.concat([zero, ends.cast(pl.Int64) + 1])
+    line = pl.concat_str([server.render_line(render, attrs), pl.lit("\n")])
+    lines = frame.select(line.alias(LINE)).get_column(LINE).to_arrow()
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     lines = lines.cast(pa.large_string())
-    n = len(lines)
-    starts = rendered.select(pl.arg_where(pl.col(K).diff().fill_null(1) != 0)).to_series()
     offsets = pl.from_arrow(
         pa.Array.from_buffers(pa.int64(), n + 1, [None, lines.buffers()[1]], offset=lines.offset)
     )
     assert isinstance(offsets, pl.Series)
-    bounds = pl.concat([offsets.gather(starts), offsets.tail(1)]).rechunk().to_arrow()
-    blocks = pa.Array.from_buffers(
-        pa.large_binary(), len(starts), [None, bounds.buffers()[1], lines.buffers()[2]],
-        offset=bounds.offset,
-    )  # fmt: skip
-    return pa.table({K: rendered.get_column(K).gather(starts).to_arrow(), BLOCK: blocks})
+    return lines.buffers()[2], offsets
 
 
 def export_body(s: UdbSession, q: Query) -> memoryview:

@@ -6,9 +6,9 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ess.aq.rules import OutputAttrs
 from ess.udb.export import BLOCK, key_blocks
 from ess.udb.merge import K, key_order
-from ess.udb.server import LINE
 
 BASE = 1_763_000_000_000_000
 
@@ -30,9 +30,19 @@ def test_key_order_large_frame() -> None:
 
 
 def test_key_blocks_cut_the_lines_at_key_boundaries() -> None:
-    rendered = pl.DataFrame({K: [5, 5, 7, 9, 9, 9], LINE: ["a\n", "b\n", "", "c\n", "d\n", "e\n"]})
-    table = key_blocks(rendered.slice(0, 6))
+    frame = pl.DataFrame(
+        {K: [5, 5, 7, 9, 9, 9], "s": ["a", "b", "", 'q"x', "c", "d"], "n": [1, 2, 3, 4, 5, 6],
+         "f": [0.1, 1.0, 2.5, -3.0, 1e20, 0.0]}
+    )  # fmt: skip
+    render = [("s", "s", "S"), ("n", "n", "I"), ("f", "f", "F")]
+    lines = ['"a",1,0.10000000000000001\n', '"b",2,1\n', ",3,2.5\n", '"q""x",4,-3\n',
+             '"c",5,1e+20\n', '"d",6,0\n']  # fmt: skip
+    want = [(lines[0] + lines[1]).encode(), lines[2].encode(), "".join(lines[3:]).encode()]
+    table = key_blocks(frame, render, OutputAttrs())
     assert table.column(K).to_pylist() == [5, 7, 9]
-    assert table.column(BLOCK).to_pylist() == [b"a\nb\n", b"", b"c\nd\ne\n"]
-    sliced = key_blocks(rendered.slice(2, 3))  # a view that does not start at offset 0
-    assert sliced.column(BLOCK).to_pylist() == [b"", b"c\nd\n"]
+    assert table.column(BLOCK).to_pylist() == want
+    # a string holding a newline, and a null: the line-by-line renderer (a null empties the
+    # line, as before)
+    odd = frame.with_columns(pl.Series("s", ["a", "b", "", "x\ny", "c", None]))
+    got = key_blocks(odd, render, OutputAttrs()).column(BLOCK).to_pylist()
+    assert got == [want[0], want[1], ('"x\ny",4,-3\n' + lines[4] + "\n").encode()]
