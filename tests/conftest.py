@@ -83,6 +83,8 @@ def sandbox_env(root: Path) -> dict[str, str]:
         ESS_CACHE_DIR=str(root / ".ess"),
         ESS_AWS_DIR=str(root / ".aws"),
         HOME=str(root),
+        # the compiled aq helper is not state: one build serves every test (see ess.aq.native)
+        ESS_NATIVE_DIR=env.get("ESS_NATIVE_DIR") or str(Path("~/.cache/ess/native").expanduser()),
         TZ="UTC",
         LC_ALL="C",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",

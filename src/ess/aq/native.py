@@ -1,10 +1,10 @@
 """The optional C helper (`_numfmt.c`): compiled on first use, cached, loaded with ctypes.
 
-Formatting floats as C `%.17g` is the costliest part of writing Essentia CSV; in C it is about
-ten times cheaper than the pure-Polars formatter. The source ships inside the package and is
-built with the host's C compiler into `ESS_CACHE_DIR/native/` (atomic rename, so concurrent
-processes agree). Without a compiler, or with `ESS_NATIVE=0`, callers get None and use the
-pure-Polars path, which produces the same text.
+Rendering CSV rows with C `%.17g` floats is the costliest part of writing Essentia CSV; in C it
+is several times cheaper than the pure-Polars path. The source ships inside the package and is
+built with the host's C compiler into `~/.cache/ess/native/` (`ESS_NATIVE_DIR` overrides it;
+atomic rename, so concurrent processes agree). Without a compiler, or with `ESS_NATIVE=0`,
+callers get None and use the pure-Polars path, which produces the same text.
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ K_INT64, K_UINT64, K_FLOAT64, K_STR_QUOTED, K_STR_RAW = range(5)
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("ESS_CACHE_DIR") or "~/.ess"
-    return Path(root).expanduser() / "native"
+    # not under ESS_CACHE_DIR: that holds per-user state (tests give each case its own), while
+    # a build of this source serves every process of the machine
+    if os.environ.get("ESS_NATIVE_DIR"):
+        return Path(os.environ["ESS_NATIVE_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache).expanduser() / "ess" / "native"
 
 
 def _compile(target: Path) -> bool:
