@@ -114,6 +114,16 @@ def test_workers_join_stream_s3_and_resync(
     ]
     assert out.stdout.split() == expected
 
+    # commands on cloud workers reach the UDB as on custom hosts (ess.udb.remote): the shipped
+    # definitions, the scheduler address, the worker's own certificate, aq_udb on the PATH
+    env.ess("create", "database", "shop", check=True)
+    env.ess("create", "vector", "totals", "s,pkey:user", "i,+add:amount", check=True)
+    probe = env.ess("exec", 'aq_udb -probe shop:totals && echo "probed $ESS_CLUSTER_ID"')
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["probed", cid] * 2
+    undefined = env.ess("exec", "aq_udb -probe shop:nosuch")
+    assert undefined.returncode != 0 and "nosuch" in undefined.stderr, undefined.stderr
+
     # a node with another build: flagged by status, re-synced by start
     added = env.ess("cluster", "create", "--add", "--number=1")
     assert added.returncode == 0, added.stderr

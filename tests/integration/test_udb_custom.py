@@ -3,8 +3,9 @@
 ``ess stream`` runs ``aq_pp -imp`` on the remote workers, which have no ``.conf`` of the
 master: they reach the scheduler with their own worker certificate and read the database
 definitions the master ships (ess.udb.remote). ``aq_udb`` on the master must then see every
-row. Then ``ess cluster remove`` drains the removed worker's partitions first (ess.udb.drain),
-and removing the last workers while data is held is refused.
+row. Then ``ess cluster remove`` drains the removed worker's partitions first (ess.udb.drain);
+removing workers is refused while their data cannot be moved (the UDB not started after a
+cluster restart) or when no worker would remain.
 """
 
 from __future__ import annotations
@@ -113,9 +114,21 @@ def test_udb_imports_on_remote_workers_and_drains_on_remove(
         assert "'nodb' is not defined" in bad.stderr, bad.stderr
         check_everything_there(env, rows)
 
-        # removing the first host: its partitions move first; the others are renumbered
+        # a restarted cluster does not run the UDB until 'ess udbd start': the data on the
+        # hosts' disks cannot be moved, so the removal is refused
         held = sorted(p.name for p in snapshots.iterdir())
         assert held == ["worker-1", "worker-2", "worker-3"]
+        assert env.ess("cluster", "stop", timeout=120).returncode == 0
+        assert env.ess("cluster", "start", timeout=240).returncode == 0
+        refused = env.ess("cluster", "remove", hosts[0], timeout=120)
+        assert refused.returncode == 9, refused.stderr
+        assert "not running" in refused.stderr and "ess udbd start" in refused.stderr
+        assert "shop" in refused.stderr
+        assert env.ess("exec", "echo %node_id").stdout.split() == ["1", "2", "3"]
+        env.ess("udbd", "start", check=True, timeout=120)  # reloads the snapshots
+        check_everything_there(env, rows)
+
+        # removing the first host: its partitions move first; the others are renumbered
         removed = env.ess("cluster", "remove", hosts[0], timeout=240)
         assert removed.returncode == 0, removed.stderr
         assert env.ess("exec", "echo %node_id").stdout.split() == ["1", "2"]

@@ -21,10 +21,12 @@ they are, and ``ess udbd start`` puts every partition back on its owner.
 from __future__ import annotations
 
 from ess.cluster.provider import ClusterStatus, provider_for
-from ess.errors import UdbError
+from ess.errors import ClusterError, UdbError
 from ess.udb import server
 from ess.udb.client import UdbSession, placement
 from ess.workspace import Workspace
+
+CONNECT_TIMEOUT = 10.0
 
 
 def remove_workers(ws: Workspace, reservations: list[str]) -> ClusterStatus:
@@ -46,11 +48,23 @@ def drain(ws: Workspace, renames: dict[str, str | None]) -> int:
 
     if all(cur == new for cur, new in renames.items()):
         return 0
-    if provider_for(ws).connection(revive=False) is None:
-        return 0  # no cluster running: nothing in memory to move
+    try:
+        running = provider_for(ws).connection(revive=False)
+    except ClusterError:  # e.g. "no worker is running": nothing held in memory either
+        running = None
+    if running is None:
+        return 0  # no cluster running: nothing in memory to move (docs/udb.md, "Not done yet")
     # revive=False: a removal must not bootstrap hosts or restart daemons on the way
-    with UdbSession(ws, revive=False) as s:
+    try:
+        session = UdbSession(ws, revive=False, timeout=CONNECT_TIMEOUT)
+    except UdbError as exc:  # the workers may hold data nobody can see now: do not guess
+        raise UdbError(
+            f"cannot check the UDB before removing workers ({exc}); nothing was removed: start "
+            "the cluster ('ess cluster start') and retry"
+        ) from exc
+    with session as s:
         if not s.client.run_on_scheduler(_is_registered):
+            _refuse_if_stranded(ws, s, renames)
             return 0
         future = sorted((new for new in renames.values() if new), key=_order)
         if not future:
@@ -68,6 +82,25 @@ def drain(ws: Workspace, renames: dict[str, str | None]) -> int:
         _log(ws, f"drained {', '.join(sorted(leaving)) or 'no worker'} before removal: "
                  f"{moved} partition(s) moved")  # fmt: skip
     return moved
+
+
+def _refuse_if_stranded(ws: Workspace, s: UdbSession, renames: dict[str, str | None]) -> None:
+    """The UDB is not running (not started since the scheduler last started), yet a worker
+    that leaves or changes name may keep snapshots of it: they cannot be moved now."""
+    from ess.udb.udbd import snapshot_root
+
+    root = snapshot_root(ws, s.conn.cluster_id, shared_filesystem=s.conn.shared_filesystem)
+    moving = {cur for cur, new in renames.items() if new != cur}
+    held = {name: dbs for name, dbs in s.each_worker(server.w_snapshot_dbs, root).items()
+            if name in moving and dbs}  # fmt: skip
+    if held:
+        dbs = sorted({db for names in held.values() for db in names})
+        raise UdbError(
+            f"{', '.join(sorted(held, key=_order))} keep UDB data of database(s) "
+            f"{', '.join(dbs)} on disk, but the UDB is not running, so it cannot be moved "
+            "before the removal; nothing was removed: run 'ess udbd start' (it reloads the "
+            "data), then remove again"
+        )
 
 
 def _refuse_if_data(s: UdbSession, renames: dict[str, str | None]) -> None:

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,10 @@ ENV_CLUSTER = "ESS_CLUSTER_ID"
 #: Where a worker keeps the shipped spec files, inside its Dask scratch directory (removed with
 #: the worker): one directory per distinct set of definitions.
 SPEC_DIR = "ess-udb-specs"
+#: This build's command-line tools, linked into a directory of their own (next to the specs)
+#: that goes first on the command's PATH.
+TOOLS = ("aq_pp", "aq_udb", "ess")
+TOOLS_DIR = "ess-bin"
 ACTIVE_FILE = "udb.active"
 
 
@@ -121,11 +126,26 @@ def command_env(b: UdbBundle) -> dict[str, str]:
         ENV_TLS_DIR: str(Path(cert).parent) if cert else "",
         ENV_WORKERS: ",".join(b.worker_names),
         ENV_CLUSTER: b.cluster_id,
-        # aq_pp, aq_udb and ess of this worker's own build, before anything else on the PATH
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
-    env["ESS_WORK_DIR"] = str(_materialize(b, Path(worker.local_directory) / SPEC_DIR))
+    scratch = Path(worker.local_directory)
+    env["PATH"] = os.pathsep.join([str(_tools_dir(scratch)), os.environ.get("PATH", "")])
+    env["ESS_WORK_DIR"] = str(_materialize(b, scratch / SPEC_DIR))
     return env
+
+
+def _tools_dir(scratch: Path) -> Path:
+    """aq_pp, aq_udb and ess of this worker's build, alone in a directory: putting the whole
+    virtualenv ``bin`` first on PATH would also shadow the host's python3, pip, ..."""
+    venv_bin = Path(sys.executable).parent
+    tools = scratch / TOOLS_DIR
+    tools.mkdir(parents=True, exist_ok=True)
+    for name in TOOLS:
+        link, target = tools / name, venv_bin / name
+        if target.exists() and not link.exists():
+            tmp = tools / f".{name}.{os.getpid()}.{threading.get_ident()}"
+            os.symlink(target, tmp)
+            os.replace(tmp, link)  # atomic: concurrent pipelines never see a half-made link
+    return tools
 
 
 def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection | None:

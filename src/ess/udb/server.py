@@ -635,3 +635,14 @@ def w_rename_store(new_name: str) -> str:
             os.rename(store.root, target)
         store.root = target
     return str(target)
+
+
+def w_snapshot_dbs(root: str) -> list[str]:
+    """Databases this worker has snapshot files of under `root`; runs without the plugin (the
+    UDB not started since the scheduler last started), so a removal can see stranded data."""
+    from distributed import get_worker
+
+    base = Path(root).expanduser() / store_dir_name(str(get_worker().name))
+    if not base.is_dir():
+        return []
+    return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.rglob("*.arrow")))

@@ -4,6 +4,7 @@ the shipped definitions, the directory they land in, and the client identity."""
 from __future__ import annotations
 
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,12 @@ def test_pipelines_on_a_shared_filesystem_get_no_bundle(tmp_path: Path) -> None:
     pipelines = [Pipeline(index=0, label="x", command="true")]
     with LocalPool(threads=1) as pool:
         assert remote.with_udb(workspace(tmp_path), pool, pipelines) == pipelines
+
+
+def test_tools_dir_holds_only_this_builds_tools(tmp_path: Path) -> None:
+    tools = remote._tools_dir(tmp_path)
+    assert tools == remote._tools_dir(tmp_path)  # idempotent
+    venv_bin = Path(sys.executable).parent
+    assert sorted(p.name for p in tools.iterdir()) == ["aq_pp", "aq_udb", "ess"]
+    for name in ("aq_pp", "aq_udb", "ess"):
+        assert (tools / name).resolve() == (venv_bin / name).resolve()
