@@ -95,7 +95,7 @@ def bundle(ws: Workspace, *, cluster_id: str, worker_names: tuple[str, ...]) -> 
 
 def _materialize(b: UdbBundle, root: Path) -> Path:
     """Write the bundle's spec files under ``root/<digest>`` once (atomic: a directory rename),
-    so concurrent pipelines on a worker, or hosts sharing a home, never see half a set."""
+    so concurrent pipelines on a worker never see half a set."""
     final = root / b.digest()
     if final.is_dir():
         return final
