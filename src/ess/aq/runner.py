@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import polars as pl
 
 from ess.aq import reader
 from ess.aq.colspec import ColSpec, polars_dtype
 from ess.aq.pp import ROWNUM, Col, Compiler, RunState, default_value
-from ess.aq.rules import Program
+from ess.aq.rules import InputAttrs, Program, Sep
 from ess.aq.writer import Sink, title_line, write_rows
 from ess.errors import AqDataError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -76,20 +82,10 @@ class Job:
                      if isinstance(it, ColSpec)]  # fmt: skip
             for path in spec.files:
                 dropped = 0
-                for chunk in reader.read_chunks(path, spec.attrs):
-                    fast = reader.fast_typed(chunk, spec.attrs, items, names)
-                    if fast is not None:
-                        yield self.finish_frame(fast, union, st)
-                        continue
-                    raw = reader.parse_chunk(chunk, spec.attrs, items)
-                    typed, bad = reader.typed_frame(raw, items, names)
-                    if bad.any():
-                        if not spec.attrs.eok:
-                            row = bad.arg_true()[0]
-                            msg = reader.describe_error(raw, typed, items, names, row, chunk)
-                            raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
-                        dropped += int(bad.sum())
-                        typed = typed.filter(~bad)
+                chunks = reader.read_chunks(path, spec.attrs)
+                parse = functools.partial(typed_chunk, spec.attrs, items, names)
+                for typed, bad_rows in ordered_map(parse, chunks, PARSERS):
+                    dropped += bad_rows
                     yield self.finish_frame(typed, union, st)
                 if dropped:
                     st.errors += dropped
@@ -111,6 +107,51 @@ class Job:
         if self.comp.uses_random:
             frame = frame.with_columns(st_random(st, frame.height))
         return frame
+
+
+PARSERS = 2  # chunks parsed at once: Polars parses one in-memory chunk on one core
+
+
+def typed_chunk(
+    attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], chunk: reader.Chunk
+) -> tuple[pl.DataFrame, int]:
+    """The typed rows of one chunk and how many bad rows `eok` dropped (no shared state)."""
+    fast = reader.fast_typed(chunk, attrs, items, names)
+    if fast is not None:
+        return fast, 0
+    raw = reader.parse_chunk(chunk, attrs, items)
+    typed, bad = reader.typed_frame(raw, items, names)
+    if not bad.any():
+        return typed, 0
+    if not attrs.eok:
+        row = bad.arg_true()[0]
+        msg = reader.describe_error(raw, typed, items, names, row, chunk)
+        raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
+    return typed.filter(~bad), int(bad.sum())
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], width: int) -> Iterator[R]:
+    """`map(fn, items)` with up to `width` calls running in threads, results in input order.
+
+    An exception surfaces when its item's turn comes, after every earlier result, as in a
+    sequential loop; items read ahead are simply abandoned.
+    """
+    if width <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(width, thread_name_prefix="aq_pp-parse")
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= width:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=False)
 
 
 def prefetch(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
