@@ -322,3 +322,43 @@ def test_dead_columns_are_not_computed() -> None:
     call = compile_program(parse_argv([*head, "-eval", "i:t", 'ToI("x")', "-ovar", "-"]))
     plain = compile_program(parse_argv([*head, "-eval", "i:t", "a", "-ovar", "-"]))
     assert len(call.comp.steps) == len(plain.comp.steps) + 1  # a call may fail: never pruned
+
+
+def test_ordered_map_keeps_order_and_raises_in_turn() -> None:
+    import time
+
+    from ess.aq.runner import ordered_map
+
+    def slow_square(x: int) -> int:
+        time.sleep(0.02 if x % 2 == 0 else 0)  # later items finish first
+        if x == 5:
+            raise ValueError("five")
+        return x * x
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="five"):
+        for value in ordered_map(slow_square, range(10), 3):
+            got.append(value)
+    assert got == [0, 1, 4, 9, 16]
+
+
+def test_bad_record_in_a_later_chunk_names_its_line(tmp_path: Path) -> None:
+    """Chunks are parsed two at a time: the error still names the right line, after the
+    earlier chunks' rows were written."""
+    rows = [f"{i},{i * 0.5}" for i in range(120_000)]
+    rows[100_000] = "100000,oops"
+    data = tmp_path / "in.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    env = dict(os.environ, ESS_AQ_CHUNK_MB="1")
+    done = subprocess.run(
+        [str(BIN / "aq_pp"), "-f", str(data), "-d", "i:a", "f:b", "-o,notitle", str(out)],
+        env=env, capture_output=True,
+    )  # fmt: skip
+    assert done.returncode == 8
+    assert f"{data}, line 100001, field 2 (b, type F): cannot convert 'oops'".encode() in (
+        done.stderr
+    )
+    written = out.read_bytes().decode().splitlines()
+    assert 0 < len(written) <= 100_000  # whole earlier chunks, in order, then the stop
+    assert written == [f"{i},{i * 0.5:.17g}" for i in range(len(written))]
