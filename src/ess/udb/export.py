@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from ess.udb.client import UdbSession
 
 BLOCK = "__block"
+#: small partitions (vectors) are rendered in groups of about this many rows; large ones
+#: alone (sorting and gathering one big frame costs more than several small ones)
+GROUP_ROWS = 1 << 16
 
 
 def w_export(q: Query) -> pa.Table:
@@ -33,7 +36,15 @@ def w_export(q: Query) -> pa.Table:
     spec = server.spec_of(q.spec_text, q.db)
     state = store.db(q.db)
     assert q.render is not None
-    tables = []
+    tables: list[pa.Table] = []
+    group: list[pl.DataFrame] = []  # small partitions are rendered together (fewer calls)
+
+    def flush() -> None:
+        if group:
+            frame = pl.concat(group, how="vertical", rechunk=False)
+            tables.append(key_blocks(key_order(frame), q.render or [], q.out_attrs))
+            group.clear()
+
     with state.lock:
         for pid in q.pids:
             frame = server.partition_rows(store, spec, state, q, pid)
@@ -44,7 +55,10 @@ def w_export(q: Query) -> pa.Table:
 
                 frame = frame.filter(segment_mask(frame, [c.name for c in spec.pkey], q.seg))
             if frame.height:
-                tables.append(key_blocks(key_order(frame), q.render, q.out_attrs))
+                group.append(frame)
+            if sum(f.height for f in group) >= GROUP_ROWS:
+                flush()
+        flush()
     if not tables:
         return pa.table({K: pa.array([], pa.int64()), BLOCK: pa.array([], pa.large_binary())})
     return pa.concat_tables(tables)

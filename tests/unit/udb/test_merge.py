@@ -244,3 +244,21 @@ def test_assign_keys_known_and_new_keys() -> None:
     assert out.rows() == [("b", 30, 20), ("c", 31, 31), ("a", 32, 10), ("c", 33, 31)]
     keys3, out, nnew = assign_keys(keys2, batch.slice(2, 1), ["k"])
     assert nnew == 0 and keys3.height == 3 and out.rows() == [("a", 32, 10)]
+
+
+def test_combine_large_batch_follows_row_order() -> None:
+    """Big enough for a parallel group-by: the pre-merge keeps +first/+last in row order."""
+    from ess.udb.merge import combine
+
+    n = 400_000
+    i = pl.int_range(0, n, eager=True)
+    frame = pl.DataFrame({"k": "k" + (i * 7919 % 3_001).cast(pl.String), "fi": i, "la": i,
+                          "a": i % 7, R: i + 10**15})  # fmt: skip
+    columns = cols("i,+first:fi", "i,+last:la", "i,+add:a")
+    got = combine(frame, ["k"], columns).sort("k")
+    want = (
+        frame.group_by("k", maintain_order=True)
+        .agg(pl.col("fi").first(), pl.col("la").last(), pl.col("a").sum(), pl.col(R).min())
+        .sort("k")
+    )
+    assert got.equals(want.select(frame.columns))
