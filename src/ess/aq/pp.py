@@ -82,6 +82,7 @@ class Compiler:
         self.hidden = 0
         self.var_updates: set[str] = set()
         self.var_reads: set[str] = set()
+        self.row_reads: set[str] = set()  # variables whose per-row values something reads
         self.rx_index = 0  # global capture numbering across -mapf,rx
         self.extracted: dict[str, str] = {}
         self.vars_init: dict[str, object] = {}
@@ -118,6 +119,7 @@ class Compiler:
             return None
         if col.is_var:
             self.var_reads.add(col.name)
+            self.row_reads.add(col.name)
         self.used.add(col.name)
         return Typed(pl.col(col.name), kind(col.typ))
 
@@ -210,6 +212,7 @@ class Compiler:
             self.cols[rule.alt.lower()] = col
         elif isinstance(rule, Imp):
             self.used.update(c.name for c in self.cols.values())
+            self.row_reads.update(c.name for c in self.cols.values() if c.is_var)
             self.steps.append(_imp_step(self, rule))
         else:  # pragma: no cover
             raise NotSupportedError(f"aq_pp rule {type(rule).__name__}")
@@ -310,9 +313,13 @@ class Compiler:
                 ser = _broadcast(ser, df.height).forward_fill().fill_null(carry)
             else:
                 neutral = 1 if scan == "*" else 0
-                incs = df.select(
-                    pl.when(active).then(inc).otherwise(pl.lit(neutral)).cast(dtype).alias(name)
-                ).to_series()
+                chosen = inc if mask is None else pl.when(active).then(inc).otherwise(neutral)
+                incs = df.select(chosen.cast(dtype).alias(name)).to_series()
+                if name not in self.row_reads and scan in ("+", "-") and typ != "F":
+                    # only the running value is read (-ovar): integer sums need no scan
+                    total = int(incs.sum()) * (df.height if incs.len() == 1 else 1)
+                    st.carries[name] = int(carry) + (total if scan == "+" else -total)  # type: ignore[call-overload]
+                    return df
                 incs = _broadcast(incs, df.height)
                 if scan == "-":
                     incs = -incs
@@ -393,6 +400,8 @@ class Compiler:
                 raise NotSupportedError(f"{where}: output format modifiers ({raw!r})")
             name, _, label = raw.partition(":")
             col = self.lookup(name, where)
+            if col.is_var and not variables:
+                self.row_reads.add(col.name)
             out.append(OutCol(col.name, label or (col.label if name.lower() == col.name else
                                                   name), col.typ))  # fmt: skip
         return out

@@ -362,3 +362,14 @@ def test_bad_record_in_a_later_chunk_names_its_line(tmp_path: Path) -> None:
     written = out.read_bytes().decode().splitlines()
     assert 0 < len(written) <= 100_000  # whole earlier chunks, in order, then the stop
     assert written == [f"{i},{i * 0.5:.17g}" for i in range(len(written))]
+
+
+def test_running_variable_read_per_row_and_only_at_the_end() -> None:
+    """A variable some rule reads gets per-row values; one only -ovar prints just its total."""
+    head = ["-f", "-", "-d", "i:a", "-var", "i:n", "0", "-var", "i:k", "5",
+            "-eval", "n", "n + 1", "-eval", "k", "k - a"]  # fmt: skip
+    out = run([*head, "-eval", "i:m", "n * 10", "-o", "-", "-c", "m", "-ovar", "-"],
+              b"3\n4\n2\n")  # fmt: skip
+    assert out == b'"m"\n10\n20\n30\n"n","k"\n3,-4\n'
+    shown = run([*head, "-o", "-", "-c", "a", "k", "-ovar", "-"], b"3\n4\n2\n")
+    assert shown == b'"a","k"\n3,2\n4,-2\n2,-4\n"n","k"\n3,-4\n'
