@@ -11,6 +11,8 @@ output in that order — no per-row merge, no re-rendering.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -28,6 +30,8 @@ BLOCK = "__block"
 #: small partitions (vectors) are rendered in groups of about this many rows; large ones
 #: alone (sorting and gathering one big frame costs more than several small ones)
 GROUP_ROWS = 1 << 16
+#: threads rendering one worker's partitions
+RENDER_THREADS = min(4, os.cpu_count() or 1)
 
 
 def w_export(q: Query) -> pa.Table:
@@ -35,17 +39,11 @@ def w_export(q: Query) -> pa.Table:
     store = server._store()
     spec = server.spec_of(q.spec_text, q.db)
     state = store.db(q.db)
-    assert q.render is not None
-    tables: list[pa.Table] = []
+    render = q.render
+    assert render is not None
+    groups: list[pl.DataFrame] = []
     group: list[pl.DataFrame] = []  # small partitions are rendered together (fewer calls)
-
-    def flush() -> None:
-        if group:
-            frame = pl.concat(group, how="vertical", rechunk=False)
-            tables.append(key_blocks(key_order(frame), q.render or [], q.out_attrs))
-            group.clear()
-
-    with state.lock:
+    with state.lock:  # the rows are read (and rules run) under the lock; frames are immutable
         for pid in q.pids:
             frame = server.partition_rows(store, spec, state, q, pid)
             if frame is None:
@@ -57,8 +55,18 @@ def w_export(q: Query) -> pa.Table:
             if frame.height:
                 group.append(frame)
             if sum(f.height for f in group) >= GROUP_ROWS:
-                flush()
-        flush()
+                groups.append(pl.concat(group, how="vertical", rechunk=False))
+                group = []
+        if group:
+            groups.append(pl.concat(group, how="vertical", rechunk=False))
+
+    def blocks(frame: pl.DataFrame) -> pa.Table:
+        return key_blocks(key_order(frame), render, q.out_attrs)
+
+    # Groups render in parallel threads (Polars and the C renderer release the GIL): a worker
+    # holding more partitions than another keeps both cores busy once the other is done.
+    with ThreadPoolExecutor(max_workers=min(len(groups), RENDER_THREADS) or 1) as pool:
+        tables = list(pool.map(blocks, groups))
     if not tables:
         return pa.table({K: pa.array([], pa.int64()), BLOCK: pa.array([], pa.large_binary())})
     return pa.concat_tables(tables)
