@@ -102,13 +102,13 @@ def merge_rows(
 
 def merge_unique(
     existing: pl.DataFrame, batch: pl.DataFrame, group: list[str], columns: Sequence[Column]
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`merge_rows` for a batch with one row per group (pre-merged by `combine`) and
     `combinable` columns: one full join instead of a group-by over stored and new rows.
 
     Same result as `merge_rows` (row order aside, which the stamps carry): a group found in
     `existing` merges its stored row (first) with the batch row (later); a new group is the
-    batch row."""
+    batch row. Also returns the new groups with their stamps (``group`` + ``__k``)."""
     assert R not in existing.columns  # vectors: the key stamp is the row's only stamp
     new_k = K + "__n"
     joined = existing.join(
@@ -124,7 +124,9 @@ def merge_unique(
             pl.when(old_row & new_row).then(both).when(new_row).then(new).otherwise(old)
             .alias(col.name)
         )  # fmt: skip
-    return joined.select(*group, *values, pl.coalesce(K, new_k).alias(K)).select(existing.columns)
+    merged = joined.select(*group, *values, pl.coalesce(K, new_k).alias(K))
+    fresh = joined.filter(~old_row).select(*group, pl.col(new_k).alias(K))
+    return merged.select(existing.columns), fresh
 
 
 def _combine_pair(col: Column, old: pl.Expr, new: pl.Expr) -> pl.Expr:

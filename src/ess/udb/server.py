@@ -284,13 +284,24 @@ def import_into(
                 store.write(db, pid, _part(state, spec, pid), "var", state.var, base=True)
                 continue
             part = _part(state, spec, pid)
+            target = None if target_name == "." else spec.require(target_name)
+            premerged = (
+                target is not None
+                and target.kind == "vector"
+                and merge.combinable(target)
+                and batch.select(pk).n_unique() == batch.height
+            )  # by the client: one row per key
+            if premerged and target is not None:
+                current = _frame(part, spec, target)
+                if part.keys.height == current.height:  # every key has its vector row
+                    _merge_vector(store, db, pid, part, target, current, batch, pk)
+                    continue
             keys, batch, nnew = merge.assign_keys(part.keys, batch, pk)
             part.keys = keys
             if nnew:
                 store.append(db, pid, part, "k_", keys.tail(nnew), keys)
-            if target_name == ".":
+            if target is None:
                 continue
-            target = spec.require(target_name)
             current = _frame(part, spec, target)
             batch = batch.select(current.columns) if target.kind == "table" else batch
             if target.kind == "table" and not target.merge_keys:
@@ -302,12 +313,8 @@ def import_into(
             cols = [c for c in target.columns if "+key" not in c.attrs]
             if target.kind == "vector":
                 batch = batch.select(current.columns)
-            if (
-                target.kind == "vector"
-                and merge.combinable(target)
-                and batch.select(pk).n_unique() == batch.height
-            ):  # pre-merged by the client: one row per key
-                merged = merge.merge_unique(current, batch, group, cols)
+            if premerged:
+                merged = merge.merge_unique(current, batch, group, cols)[0]
             else:
                 merged = merge.merge_rows(current, batch, group, cols)
             if target.kind == "table":  # merged rows keep their place: stored order = row stamp
@@ -316,6 +323,20 @@ def import_into(
             (part.tables if target.kind == "table" else part.vectors)[target.key] = merged
             store.write(db, pid, part, prefix + target.key, merged, base=True)
     return rows
+
+
+def _merge_vector(store: Store, db: str, pid: int, part: Part, target: Target,
+                  current: pl.DataFrame, batch: pl.DataFrame, pk: list[str]) -> None:  # fmt: skip
+    """A pre-merged batch into a vector that holds every key of the partition: one join finds
+    stored rows and new keys at once (a new key's stamp is its row's stamp)."""
+    batch = batch.with_columns(pl.col(R).alias(K)).select(current.columns)
+    merged, new = merge.merge_unique(current, batch, pk, target.columns)
+    if new.height:
+        part.keys = pl.concat([part.keys, new.select(part.keys.columns)], how="vertical",
+                              rechunk=False)  # fmt: skip
+        store.append(db, pid, part, "k_", new, part.keys)
+    part.vectors[target.key] = merged
+    store.write(db, pid, part, "v_" + target.key, merged, base=True)
 
 
 @dataclass

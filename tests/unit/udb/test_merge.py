@@ -232,7 +232,7 @@ def test_merge_unique_equals_merging_rows(rows: list[dict], size: int) -> None:
         stamp += batch.height
         batch = combine(batch, ["k"], UNIQUE_COLS)
         keys, batch, _ = assign_keys(keys, batch, ["k"])
-        vec = merge_unique(vec, batch.select(vec.columns), ["k"], UNIQUE_COLS)
+        vec = merge_unique(vec, batch.select(vec.columns), ["k"], UNIQUE_COLS)[0]
     assert vec.sort(K).equals(plain)
 
 

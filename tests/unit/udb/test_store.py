@@ -74,3 +74,44 @@ def test_snapshot_root_is_worker_local_off_the_masters_disk(tmp_path: Path) -> N
     ws = Workspace(work_dir=tmp_path / ".conf", cache_dir=tmp_path / ".ess", aws_dir=tmp_path)
     assert snapshot_root(ws, "c1") == str((tmp_path / ".ess" / "udb" / "c1").resolve())
     assert snapshot_root(ws, "c1", shared_filesystem=False) == "~/.ess-udb/c1"
+
+
+def test_premerged_vector_import_same_with_and_without_the_key_shortcut(tmp_path: Path) -> None:
+    """A vector holding every key takes one join per batch (server._merge_vector); the result,
+    the key set and the snapshots equal the general path's (keys made by a table first)."""
+    spec = parse_spec("@PKey:\n s:k\n@Table:t\n i:n\n@Vector:w\n i,+add:n\n i,+last:x\n",
+                      name="db", source="test")  # fmt: skip
+    text = spec.text()
+    w = spec.require("w")
+
+    def premerged(parts: dict[int, object]) -> dict[int, object]:
+        out = {}
+        for pid, table in parts.items():
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            frame = frame.with_columns(pl.col("x").cast(pl.Int64))
+            out[pid] = merge.combine(frame, ["k"], w.columns).to_arrow()
+        return out
+
+    fast, general = Store(tmp_path / "a"), Store(tmp_path / "b")
+    fast.ready = general.ready = True
+    feed = batches(5, 40)
+    import_into(general, text, "db", "t", feed[0])  # every key exists before the vector has rows
+    for batch in feed:
+        import_into(fast, text, "db", "w", premerged(batch))
+        import_into(general, text, "db", "w", premerged(batch))
+
+    def vector(store: Store) -> pl.DataFrame:
+        parts = store.db("db").parts.values()
+        return pl.concat([p.vectors["w"] for p in parts]).sort("k")
+
+    def keys(store: Store) -> pl.DataFrame:
+        return pl.concat([p.keys for p in store.db("db").parts.values()]).sort("k")
+
+    got, want = vector(fast), vector(general)
+    assert got.equals(want)  # values and key stamps (the first row's stamp either way)
+    assert keys(fast).height == 37
+    assert got.get_column(merge.K).equals(keys(fast).get_column(merge.K))
+    reloaded = Store(tmp_path / "a")
+    reloaded.load()
+    assert vector(reloaded).equals(got) and keys(reloaded).equals(keys(fast))
