@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,3 +48,22 @@ def test_key_blocks_cut_the_lines_at_key_boundaries() -> None:
     odd = frame.with_columns(pl.Series("s", ["a", "b", "", "x\ny", "c", None]))
     got = key_blocks(odd, render, OutputAttrs()).column(BLOCK).to_pylist()
     assert got == [want[0], want[1], ('"x\ny",4,-3\n' + lines[4] + "\n").encode()]
+
+
+def test_handoff_through_shared_memory_only_with_the_token() -> None:
+    from ess.udb.export import _hand_over, _handoff_dir, _read
+
+    table = key_blocks(
+        pl.DataFrame({K: [1, 2, 2], "s": ["a", "b", "c"]}), [("s", "s", "S")], OutputAttrs()
+    )
+    with _handoff_dir() as handoff:
+        if handoff is None:  # no /dev/shm here: the results travel over the connection
+            return
+        folder, token = handoff
+        assert _hand_over(table, folder, "another client's token") is None
+        path = _hand_over(table, folder, token)
+        assert path is not None and path.startswith(folder)
+        got = _read(path)
+    assert got.equals(table)  # still readable: the mapping outlives the directory
+    assert not Path(folder).exists()
+    assert _hand_over(table, folder, token) is None  # gone: the result is sent instead
