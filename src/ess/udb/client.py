@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from ess.errors import UdbError
-from ess.udb import hashing, merge, server
+from ess.udb import handoff, hashing, merge, server
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec, load
 from ess.workspace import Workspace
@@ -94,8 +94,13 @@ class UdbSession:
             self.client.wait_for_workers(len(conn.worker_names), timeout=timeout if revive else 2)
         self.workers = tuple(sorted(conn.worker_names))
         self.place = placement(self.workers)
+        self.shipper = handoff.Shipper(self._sees)  # import batches through shared memory
+
+    def _sees(self, address: str, folder: str, token: str) -> bool:
+        return bool(self.gather([self._run(address, handoff.sees, folder, token)])[0])
 
     def close(self) -> None:
+        self.shipper.close()
         self.client.close()
 
     def __enter__(self) -> UdbSession:
@@ -240,13 +245,16 @@ class UdbSession:
             per_owner = self.by_owner(parts)
             addrs = self._require_workers(spec.name, parts)
             self.gather(pending)  # the previous batch is applied before this one starts
+            self.shipper.done()
             pending = [
                 self._run(addrs[name], server.w_import, text, spec.name, target,
-                          {pid: parts[pid].to_arrow() for pid in pids})
+                          self.shipper.pack(addrs[name],
+                                            {pid: parts[pid].to_arrow() for pid in pids}))
                 for name, pids in per_owner.items()
             ]  # fmt: skip
             total += n
         self.gather(pending)
+        self.shipper.done()
         return total
 
     # ------------------------------------------------------------------ queries

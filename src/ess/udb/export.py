@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 
-from ess.udb import server
+from ess.udb import handoff, server
 from ess.udb.merge import K, key_order
 from ess.udb.server import LINE, Query
 
@@ -38,9 +34,6 @@ BLOCK = "__block"
 GROUP_ROWS = 1 << 16
 #: threads rendering one worker's partitions
 RENDER_THREADS = min(4, os.cpu_count() or 1)
-#: shared memory for handing results over between processes of one machine
-SHM = "/dev/shm"
-TOKEN = "token"
 
 
 def w_export(q: Query, handoff: tuple[str, str] | None = None) -> pa.Table | str:
@@ -88,23 +81,9 @@ def w_export(q: Query, handoff: tuple[str, str] | None = None) -> pa.Table | str
 
 
 def _hand_over(table: pa.Table, directory: str, token: str) -> str | None:
-    """Write the result where the client reads it, if this worker shares the client's
-    filesystem (the token file proves it) and the write succeeds; None otherwise."""
-    folder = Path(directory)
-    try:
-        if (folder / TOKEN).read_text() != token:
-            return None
-        fd, name = tempfile.mkstemp(dir=folder, suffix=".arrow")
-        os.close(fd)
-    except OSError:
-        return None
-    try:
-        with pa.OSFile(name, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    except OSError:  # e.g. no room left: send it over the connection instead
-        Path(name).unlink(missing_ok=True)
-        return None
-    return name
+    """The result written where the client maps it, if this worker shares the client's
+    filesystem and the write succeeds; None otherwise."""
+    return handoff.write(table, directory) if handoff.sees(directory, token) else None
 
 
 def key_blocks(frame: pl.DataFrame, render: list[tuple[str, str, str]], attrs: Any) -> pa.Table:
@@ -182,21 +161,12 @@ def export_body(s: UdbSession, q: Query) -> memoryview:
 
 @contextlib.contextmanager
 def _handoff_dir() -> Iterator[tuple[str, str] | None]:
-    """A private directory in shared memory for results of workers on this machine: a
+    """A private directory in shared memory for the results of workers on this machine: a
     worker's rendered export (hundreds of MB for big tables) is written there and mapped here
-    instead of crossing the TLS connection, which costs several times more CPU. Workers that
-    do not see the directory (other hosts, other users) send their result as usual."""
-    if not os.access(SHM, os.W_OK):
-        yield None
-        return
-    with tempfile.TemporaryDirectory(dir=SHM, prefix="ess-udb-") as folder:
-        token = secrets.token_hex(16)
-        fd = os.open(Path(folder) / TOKEN, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
-        yield folder, token
+    instead of crossing the TLS connection (see ess.udb.handoff)."""
+    with handoff.Handoff() as shared:
+        yield shared.open()
 
 
 def _read(path: str) -> pa.Table:
-    # not closed here: the table's buffers are the mapping, released with the table
-    return ipc.open_file(pa.memory_map(path)).read_all()
+    return handoff.read_mapped(path)

@@ -253,8 +253,11 @@ def reserve_stamps(dask_scheduler: Any, count: int) -> int:
     return base
 
 
-def w_import(spec_text: str, db: str, target_name: str, parts: dict[int, pa.Table]) -> int:
-    return import_into(_store(), spec_text, db, target_name, parts)
+def w_import(spec_text: str, db: str, target_name: str, parts: Any) -> int:
+    """`parts`: {partition: table}, or a batch in shared memory (ess.udb.handoff)."""
+    from ess.udb.handoff import unpack
+
+    return import_into(_store(), spec_text, db, target_name, unpack(parts))
 
 
 def import_into(

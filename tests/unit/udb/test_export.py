@@ -67,3 +67,38 @@ def test_handoff_through_shared_memory_only_with_the_token() -> None:
     assert got.equals(table)  # still readable: the mapping outlives the directory
     assert not Path(folder).exists()
     assert _hand_over(table, folder, token) is None  # gone: the result is sent instead
+
+
+def test_import_batches_shipped_through_shared_memory() -> None:
+    import pyarrow as pa
+
+    from ess.udb.handoff import Shipper, unpack
+
+    parts = {3: pa.table({"k": ["a", "b"]}), 7: pa.table({"k": ["c"]})}
+    seen: list[str] = []
+
+    def probe(address: str, folder: str, token: str) -> bool:
+        seen.append(address)
+        return address == "near"
+
+    shipper = Shipper(probe)
+    try:
+        far = shipper.pack("far", parts)
+        near = shipper.pack("near", parts)
+        shipper.pack("near", parts)
+        assert seen == ["far", "near"]  # each worker asked once
+        assert far is parts
+        if shipper.handoff.folder is None:  # no /dev/shm here
+            assert near is parts
+            return
+        assert isinstance(near, tuple)
+        got = unpack(near)
+        assert {p: t.to_pylist() for p, t in got.items()} == {p: t.to_pylist() for p, t in
+                                                               parts.items()}  # fmt: skip
+        assert len(shipper.files) == 2
+        shipper.done()
+        assert not Path(near[0]).exists() and not shipper.files
+    finally:
+        folder = shipper.handoff.folder
+        shipper.close()
+    assert folder is None or not Path(folder).exists()
