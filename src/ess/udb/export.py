@@ -63,8 +63,10 @@ def w_export(q: Query, handoff: tuple[str, str] | None = None) -> pa.Table | str
         if group:
             groups.append(pl.concat(group, how="vertical", rechunk=False))
 
+    needed = list(dict.fromkeys([K, *(name for name, _, _ in render)]))  # gather only these
+
     def blocks(frame: pl.DataFrame) -> pa.Table:
-        return key_blocks(key_order(frame), render, q.out_attrs)
+        return key_blocks(key_order(frame.select(needed)), render, q.out_attrs)
 
     # Groups render in parallel threads (Polars and the C renderer release the GIL): a worker
     # holding more partitions than another keeps both cores busy once the other is done.
