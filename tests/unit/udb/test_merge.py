@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -166,24 +168,41 @@ COMBINABLE = cols("i,+add:a", "i,+min:mi", "i,+max:mx", "i,+first:fi", "s:la", "
 @settings(max_examples=60, deadline=None)
 @given(st.lists(row_st, min_size=1, max_size=30), st.integers(1, 30))
 def test_client_combine_then_merge_equals_merging_rows(rows: list[dict], size: int) -> None:
-    from ess.udb.merge import combinable, combine
+    from ess.udb.merge import combinable
 
     assert combinable(Target("vector", "v", tuple(COMBINABLE)))
     assert not combinable(Target("vector", "v", tuple(COLUMNS)))
-    names = [c.name for c in COMBINABLE]
+    batches = row_batches(rows, COMBINABLE, size)
+    vec = premerged_import(
+        batches, COMBINABLE, lambda vec, b: merge_rows(vec, b, ["k"], COMBINABLE)
+    )
+    assert vec.sort(K).equals(run_import(COMBINABLE, batches))
+
+
+def row_batches(rows: list[dict], columns: tuple, size: int) -> list[pl.DataFrame]:
+    names = [c.name for c in columns]
     frame = pl.DataFrame([{k: r[k] for k in ["k", *names]} for r in rows])
-    batches = [frame.slice(i, size) for i in range(0, frame.height, size)]
-    plain = run_import(COMBINABLE, batches)
+    return [frame.slice(i, size) for i in range(0, frame.height, size)]
+
+
+def premerged_import(
+    batches: list[pl.DataFrame],
+    columns: tuple,
+    merge: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
+) -> pl.DataFrame:
+    """A vector fed as the client feeds it: each batch stamped, pre-merged, keys assigned."""
+    from ess.udb.merge import combine
+
     keys = empty_frame(PK, (), rows=False)
-    vec = empty_frame(PK, COMBINABLE, rows=False)
+    vec = empty_frame(PK, columns, rows=False)
     stamp = 0
     for batch in batches:
         batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
         stamp += batch.height
-        batch = combine(batch, ["k"], COMBINABLE)
+        batch = combine(batch, ["k"], columns)
         keys, batch, _ = assign_keys(keys, batch, ["k"])
-        vec = merge_rows(vec, batch.select(vec.columns), ["k"], COMBINABLE)
-    assert vec.sort(K).equals(plain)
+        vec = merge(vec, batch.select(vec.columns))
+    return vec
 
 
 def test_large_batch_keeps_row_order_within_keys() -> None:
@@ -218,22 +237,13 @@ UNIQUE_COLS = cols("i,+add:a", "i,+min:mi", "i,+max:mx", "i,+first:fi", "s:la", 
 def test_merge_unique_equals_merging_rows(rows: list[dict], size: int) -> None:
     """The worker's one-join merge of pre-merged batches gives what merging rows one by one
     gives (strings, +first/+last, wrapping integer +add, +bor)."""
-    from ess.udb.merge import combine, merge_unique
+    from ess.udb.merge import merge_unique
 
-    names = [c.name for c in UNIQUE_COLS]
-    frame = pl.DataFrame([{k: r[k] for k in ["k", *names]} for r in rows])
-    batches = [frame.slice(i, size) for i in range(0, frame.height, size)]
-    plain = run_import(UNIQUE_COLS, batches)
-    keys = empty_frame(PK, (), rows=False)
-    vec = empty_frame(PK, UNIQUE_COLS, rows=False)
-    stamp = 0
-    for batch in batches:
-        batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
-        stamp += batch.height
-        batch = combine(batch, ["k"], UNIQUE_COLS)
-        keys, batch, _ = assign_keys(keys, batch, ["k"])
-        vec = merge_unique(vec, batch.select(vec.columns), ["k"], UNIQUE_COLS)[0]
-    assert vec.sort(K).equals(plain)
+    batches = row_batches(rows, UNIQUE_COLS, size)
+    vec = premerged_import(
+        batches, UNIQUE_COLS, lambda vec, b: merge_unique(vec, b, ["k"], UNIQUE_COLS)[0]
+    )
+    assert vec.sort(K).equals(run_import(UNIQUE_COLS, batches))
 
 
 def test_assign_keys_known_and_new_keys() -> None:
