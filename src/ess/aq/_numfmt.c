@@ -202,8 +202,10 @@ static char *put_field(const ess_col *c, int64_t i, int p, char *o) {
     }
 }
 
+/* ends (optional, nrows entries): the offset just past each row's newline, so callers can cut
+ * the buffer per row even when a string field holds a newline. */
 int64_t ess_render_csv(const ess_col *cols, int32_t ncols, int64_t nrows, int32_t sep, int32_t p,
-                       char *out) {
+                       char *out, int64_t *ends) {
     char *o = out;
     for (int64_t i = 0; i < nrows; i++) {
         for (int32_t j = 0; j < ncols; j++) {
@@ -211,6 +213,7 @@ int64_t ess_render_csv(const ess_col *cols, int32_t ncols, int64_t nrows, int32_
             o = put_field(&cols[j], i, p, o);
         }
         *o++ = '\n';
+        if (ends) ends[i] = (int64_t)(o - out);
     }
     return (int64_t)(o - out);
 }

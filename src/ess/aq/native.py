@@ -101,6 +101,7 @@ def numfmt_library() -> ctypes.CDLL | None:
         ctypes.c_int32,  # separator byte
         ctypes.c_int32,  # float precision
         ctypes.c_void_p,  # char *out
+        ctypes.c_void_p,  # int64_t *ends (NULL: not wanted)
     ]
     count = lib.ess_count_byte
     count.restype = ctypes.c_int64

@@ -155,6 +155,15 @@ def _native_kind(typ: str, attrs: OutputAttrs) -> tuple[pl.DataType, int]:
 
 def _render_native(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> memoryview | None:
     """The same bytes from the C helper, or None when it is unavailable or the layout unusual."""
+    done = render_rows_with_ends(df, cols, attrs, want_ends=False)
+    return None if done is None else done[0]
+
+
+def render_rows_with_ends(
+    df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, *, want_ends: bool = True
+) -> tuple[memoryview, pl.Series | None] | None:
+    """The rows as CSV bytes and, with `want_ends`, the offset just past each row's newline
+    (a string field may hold a newline); None without the C helper or for unusual layouts."""
     lib = native.numfmt_library()
     sep = attrs.sep.encode()
     if lib is None or attrs.esc or len(sep) != 1 or not cols:
@@ -184,7 +193,13 @@ def _render_native(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> 
             values, offsets = bufs[1].address, None
         structs.append(native.CsvColumn(kind, values, offsets, valid, arr.offset))
     out = pa.allocate_buffer(room)
+    ends = pa.allocate_buffer(8 * df.height) if want_ends else None
     table = (native.CsvColumn * len(structs))(*structs)
     precision = 6 if attrs.fmt_g else 17
-    used = lib.ess_render_csv(table, len(structs), df.height, sep[0], precision, out.address)
-    return memoryview(out)[:used]
+    where = ends.address if ends is not None else None
+    used = lib.ess_render_csv(table, len(structs), df.height, sep[0], precision, out.address, where)
+    if ends is None:
+        return memoryview(out)[:used], None
+    offsets = pl.from_arrow(pa.Array.from_buffers(pa.int64(), df.height, [None, ends]))
+    assert isinstance(offsets, pl.Series)
+    return memoryview(out)[:used], offsets

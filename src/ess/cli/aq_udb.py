@@ -25,18 +25,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(USAGE)
         sys.exit(0 if args else 2)
     try:
-        from ess.udb.query import parse_argv, run
+        from ess.udb.query import parse_argv, run_parts
         from ess.workspace import Workspace
 
         req = parse_argv(args)
-        data = run(Workspace.from_env(), args)
+        parts = run_parts(Workspace.from_env(), args)
         if req.out_path == "-":
-            sys.stdout.buffer.write(data)
+            for part in parts:
+                sys.stdout.buffer.write(part)
             sys.stdout.flush()
         else:
             mode = "ab" if req.out_attrs.app else "wb"
             with open(req.out_path, mode) as f:
-                f.write(data)
+                for part in parts:
+                    f.write(part)
     except EssError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"aq_udb: error: {exc}\n")

@@ -105,7 +105,7 @@ def _rendered(
 ) -> tuple[pa.Buffer, pl.Series]:
     """The rows as CSV lines in one buffer, and the n + 1 offsets of the line starts in it
     (the last one is the end)."""
-    from ess.aq.writer import OutCol, render_rows
+    from ess.aq.writer import OutCol, render_rows, render_rows_with_ends
 
     n = frame.height
     cols = [OutCol(name, label, typ) for name, label, typ in render]
@@ -114,12 +114,17 @@ def _rendered(
     # separator: rows with nulls (not produced by imports) take render_line.
     if len(attrs.sep.encode()) == 1 and not any(frame.get_column(c.name).null_count()
                                                   for c in cols):  # fmt: skip
+        zero = pl.zeros(1, dtype=pl.Int64, eager=True)
+        native = render_rows_with_ends(frame, cols, attrs)
+        if native is not None:  # the C helper reports each row's end: no newline scan
+            text, row_ends = native
+            assert row_ends is not None
+            return pa.py_buffer(text), pl.concat([zero, row_ends])
         body = pa.py_buffer(render_rows(frame, cols, attrs))
         data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), body.size, [None, body]))
         assert isinstance(data, pl.Series)
         ends = pl.DataFrame({"b": data}).select(pl.arg_where(pl.col("b") == 10)).to_series()
         if ends.len() == n:  # exactly one newline per row: no string field holds one
-            zero = pl.zeros(1, dtype=pl.Int64, eager=True)
             return body, pl.concat([zero, ends.cast(pl.Int64) + 1])
     line = pl.concat_str([server.render_line(render, attrs), pl.lit("\n")])
     lines = frame.select(line.alias(LINE)).get_column(LINE).to_arrow()
@@ -133,8 +138,8 @@ def _rendered(
     return lines.buffers()[2], offsets
 
 
-def export_body(s: UdbSession, q: Query) -> memoryview:
-    """The CSV lines of a plain export, in export order (no title)."""
+def export_body(s: UdbSession, q: Query) -> list[memoryview]:
+    """The CSV lines of a plain export, in export order (no title), as consecutive pieces."""
     from ess.udb.client import PARTITIONS
 
     pids = range(PARTITIONS)
@@ -148,12 +153,17 @@ def export_body(s: UdbSession, q: Query) -> memoryview:
         tables = [_read(r) if isinstance(r, str) else r for r in results]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return memoryview(b"")
+            return []
         table = pa.concat_tables(tables)
         order = pc.sort_indices(table.column(K))  # stamps are unique: one block per key
         blocks = pc.take(table.column(BLOCK), order)
-    if isinstance(blocks, pa.ChunkedArray):
-        blocks = blocks.combine_chunks()
+    chunks = blocks.chunks if isinstance(blocks, pa.ChunkedArray) else [blocks]
+    # one view per chunk: joining them would copy the whole export once more
+    return [_data_view(chunk) for chunk in chunks if len(chunk)]
+
+
+def _data_view(blocks: pa.Array) -> memoryview:
+    """The bytes of a large_binary array's values, in order, without copying."""
     n = len(blocks)
     offsets = pa.Array.from_buffers(pa.int64(), n + 1, [None, blocks.buffers()[1]],
                                     offset=blocks.offset)  # fmt: skip

@@ -208,11 +208,26 @@ def _check(argv: list[str], pos: int, word: str) -> str:
     return argv[pos]
 
 
+#: what a command prints: one buffer, or consecutive pieces (big exports are not joined)
+Output = bytes | list[bytes | memoryview]
+
 # ---------------------------------------------------------------------- execution
 
 
 def run(ws: Workspace, argv: list[str], *, session: UdbSession | None = None) -> bytes:
     """Execute an aq_udb command line; returns what goes to stdout."""
+    return b"".join(run_parts(ws, argv, session=session))
+
+
+def run_parts(
+    ws: Workspace, argv: list[str], *, session: UdbSession | None = None
+) -> list[bytes | memoryview]:
+    """`run`'s output as consecutive pieces: a big export is written without being joined."""
+    out = _run(ws, argv, session)
+    return out if isinstance(out, list) else [out]
+
+
+def _run(ws: Workspace, argv: list[str], session: UdbSession | None) -> Output:
     req = parse_argv(argv)
     db, tab = parse_target(req.target)
     spec = load(ws, db, req.spec_file)
@@ -225,7 +240,7 @@ def run(ws: Workspace, argv: list[str], *, session: UdbSession | None = None) ->
     return _execute(session or shared_session(ws), spec, tab, req)
 
 
-def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
+def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> Output:
     text = spec.text()
     if req.action == "-probe":
         s._require_workers(spec.name, range(len(s.place)))
@@ -258,7 +273,7 @@ def _execute(s: UdbSession, spec: DbSpec, tab: str, req: Request) -> bytes:
             if _plain(req):  # export order as is: workers send rendered blocks per key
                 from ess.udb.export import export_body
 
-                return b"".join((_title(cols, req), export_body(s, q)))
+                return [_title(cols, req), *export_body(s, q)]
     if _pushdown_ok(req) and not global_rules:
         q.order, q.top = _order_spec(req, spec, tab), req.top
     frame = s.query(q)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -119,6 +120,11 @@ def test_native_csv_rows_match_polars_rows(
     native = writer._render_native(df, cols, attrs)
     assert native is not None
     assert bytes(native) == writer._render_polars(df, cols, attrs)
+    with_ends = writer.render_rows_with_ends(df, cols, attrs)
+    assert with_ends is not None and with_ends[1] is not None
+    # each row's end, even where a string field holds a newline
+    lengths = [len(writer._render_polars(df.slice(i, 1), cols, attrs)) for i in range(df.height)]
+    assert with_ends[1].to_list() == list(itertools.accumulate(lengths))
 
 
 def test_legacy_aliases() -> None:
