@@ -50,9 +50,12 @@ def _compile(target: Path) -> bool:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:  # an unwritable cache directory only costs the speed-up
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError:
+        return False
     try:
         cmd = [cc, "-O3", "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-lm"]
         done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)

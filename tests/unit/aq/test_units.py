@@ -379,3 +379,18 @@ def test_running_variable_read_per_row_and_only_at_the_end() -> None:
     assert out == b'"m"\n10\n20\n30\n"n","k"\n3,-4\n'
     shown = run([*head, "-o", "-", "-c", "a", "k", "-ovar", "-"], b"3\n4\n2\n")
     assert shown == b'"a","k"\n3,2\n4,-2\n2,-4\n"n","k"\n3,-4\n'
+
+
+def test_unbuildable_helper_falls_back_to_the_same_output(tmp_path: Path) -> None:
+    """No C helper (cache directory unusable, or ESS_NATIVE=0): same bytes, exit 0."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    argv = [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "f:b", "is:c", "-eval", "f:d", "b / 3"]
+    data = b'x,1.1,3\n"q""uote",2.5,-4\n,0.1,0\n'
+    outs = []
+    for extra in ({}, {"ESS_NATIVE_DIR": str(blocker / "sub")}, {"ESS_NATIVE": "0"}):
+        env = dict(os.environ, **extra)
+        done = subprocess.run(argv, input=data, env=env, capture_output=True, check=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0].splitlines()[2] == b'"q""uote",2.5,-4,0.83333333333333337'
