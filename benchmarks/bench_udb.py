@@ -131,7 +131,7 @@ def main() -> int:
     ):
         from ess.udb import spec
         from ess.udb.client import UdbSession
-        from ess.udb.query import run
+        from ess.udb.query import run, run_parts
         from ess.workspace import Workspace
 
         ws = Workspace.from_env()
@@ -149,13 +149,19 @@ def main() -> int:
         meter = Meter(list(box.pids().values()))
         with UdbSession(ws) as s:
             t_vimp, n = meter("vector_import", lambda: s.import_frames(db, "wc", batches))
-            t_vexp, out = meter("vector_export", lambda: run(ws, ["-exp", "bench:wc"], session=s))
-            vec_lines = out.count(b"\n") - 1  # type: ignore[union-attr]
+            # exports are written to a file, as `aq_udb -exp ... -o FILE` writes them
+            target = Path(tmp) / "export.csv"
+
+            def export(argv: list[str]) -> None:
+                with open(target, "wb") as out:
+                    for part in run_parts(ws, argv, session=s):
+                        out.write(part)
+
+            t_vexp, _ = meter("vector_export", lambda: export(["-exp", "bench:wc"]))
+            vec_lines = target.read_bytes().count(b"\n") - 1
             t_timp, _ = meter("table_import", lambda: s.import_frames(db, "events", batches))
-            t_texp, out = meter(
-                "table_export", lambda: run(ws, ["-exp", "bench:events"], session=s)
-            )
-            tab_lines = out.count(b"\n") - 1  # type: ignore[union-attr]
+            t_texp, _ = meter("table_export", lambda: export(["-exp", "bench:events"]))
+            tab_lines = target.read_bytes().count(b"\n") - 1
             top10 = ["-exp", "bench:wc", "-sort,dec", "count", "-top", "10"]
             t_top, _ = meter("vector_top10", lambda: run(ws, top10, session=s))
     assert n == args.rows and vec_lines == distinct and tab_lines == args.rows
