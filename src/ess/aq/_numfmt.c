@@ -217,3 +217,22 @@ int64_t ess_render_csv(const ess_col *cols, int32_t ncols, int64_t nrows, int32_
     }
     return (int64_t)(o - out);
 }
+
+/* ---------------------------------------------------------------- the UDB's stable key hash
+ * h = sum(byte[j] * base^j) mod (2^31 - 1) over each string's bytes (ess.udb.hashing), by
+ * Horner's rule from the last byte, with the Mersenne reduction instead of a division. */
+static uint64_t mod_m31(uint64_t x) {
+    const uint64_t m = (1ULL << 31) - 1;
+    x = (x & m) + (x >> 31);
+    x = (x & m) + (x >> 31);
+    return x >= m ? x - m : x;
+}
+
+void ess_string_hash(const int64_t *offsets, const unsigned char *data, int64_t n, uint64_t base,
+                     int64_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t h = 0;
+        for (int64_t j = offsets[i + 1] - 1; j >= offsets[i]; j--) h = mod_m31(h * base + data[j]);
+        out[i] = (int64_t)h;
+    }
+}

@@ -106,6 +106,15 @@ def numfmt_library() -> ctypes.CDLL | None:
         ctypes.c_void_p,  # char *out
         ctypes.c_void_p,  # int64_t *ends (NULL: not wanted)
     ]
+    hash_fn = lib.ess_string_hash
+    hash_fn.restype = None
+    hash_fn.argtypes = [
+        ctypes.c_void_p,  # const int64_t *offsets (n + 1)
+        ctypes.c_void_p,  # const unsigned char *data
+        ctypes.c_int64,  # n
+        ctypes.c_uint64,  # base
+        ctypes.c_void_p,  # int64_t *out
+    ]
     count = lib.ess_count_byte
     count.restype = ctypes.c_int64
     count.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int]

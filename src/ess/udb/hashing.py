@@ -37,6 +37,9 @@ def _string_hash(col: pl.Series) -> pl.Series:
     start, end = int(offs[0]), int(offs[-1])
     if end == start:
         return pl.zeros(n, dtype=pl.Int64, eager=True).alias("h")
+    native = _native_string_hash(arr)
+    if native is not None:
+        return native
     data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), end - start, [None, arr.buffers()[2]],
                                                offset=start))  # fmt: skip
     assert isinstance(data, pl.Series)
@@ -60,6 +63,22 @@ def _string_hash(col: pl.Series) -> pl.Series:
         % M
     )
     return out.get_column("h")
+
+
+def _native_string_hash(arr: pa.Array) -> pl.Series | None:
+    """The same hash from the C helper (ess.aq.native), or None without it."""
+    from ess.aq.native import numfmt_library
+
+    lib = numfmt_library()
+    if lib is None:
+        return None
+    n = len(arr)
+    out = pa.allocate_buffer(8 * n)
+    offsets, data = arr.buffers()[1], arr.buffers()[2]
+    lib.ess_string_hash(offsets.address + 8 * arr.offset, data.address, n, B, out.address)
+    hashes = pl.from_arrow(pa.Array.from_buffers(pa.int64(), n, [None, out]))
+    assert isinstance(hashes, pl.Series)
+    return hashes.alias("h")
 
 
 #: periods of B**p held in the cached power run (64 * K values, 22 MB)

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ess.aq.native import numfmt_library
 from ess.udb.hashing import B, M, key_hash, partition_of
+
+
+@pytest.fixture(autouse=True, params=["native", "polars"])
+def hasher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs with the C helper's string hash and with the pure-Polars one."""
+    monkeypatch.setenv("ESS_NATIVE", "1" if request.param == "native" else "0")
+    numfmt_library.cache_clear()
+    assert (numfmt_library() is not None) == (request.param == "native")
+    yield request.param
+    numfmt_library.cache_clear()
 
 
 def reference(text: str) -> int:
@@ -18,7 +32,9 @@ def test_fixed_values() -> None:
     assert key_hash(frame, ["k"]).to_list() == [97, 0, 0, 12858457, 1138661714]
 
 
-@settings(deadline=None, max_examples=60)
+@settings(
+    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.integers(0, 49))
 def test_matches_reference_and_slicing(values: list[str], cut: int) -> None:
     frame = pl.DataFrame({"k": values})
@@ -35,3 +51,13 @@ def test_numeric_and_composite_keys() -> None:
     assert both[0] == (1 * 131 + 120) % M
     parts = partition_of(frame, ["s", "f"], 32).to_list()
     assert all(0 <= p < 32 for p in parts)
+
+
+def test_long_keys_and_many_rows() -> None:
+    """Keys longer than the power table's period and a batch of 200,000 rows."""
+    long = ["x" * 50_000 + str(i) for i in range(3)]
+    assert key_hash(pl.DataFrame({"k": long}), ["k"]).to_list() == [reference(v) for v in long]
+    many = [f"w{i * 7919 % 100_003}" for i in range(200_000)]
+    got = key_hash(pl.DataFrame({"k": many}), ["k"])
+    assert got.gather([0, 1, 199_999]).to_list() == [reference(many[i]) for i in (0, 1, 199_999)]
+    assert got.to_list()[::997] == [reference(v) for v in many[::997]]
