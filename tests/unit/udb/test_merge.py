@@ -21,15 +21,36 @@ def cols(*texts: str) -> list:
 
 
 def run_import(columns: list, batches: list[pl.DataFrame]) -> pl.DataFrame:
+    """Rows merged one batch at a time, without the client's pre-merge (the reference)."""
+
+    def merge(vec: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
+        return merge_rows(vec, batch, ["k"], columns)
+
+    return fed_vector(batches, tuple(columns), merge, premerge=False).sort(K)
+
+
+def fed_vector(
+    batches: list[pl.DataFrame],
+    columns: tuple,
+    merge: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
+    *,
+    premerge: bool,
+) -> pl.DataFrame:
+    """A vector fed batch by batch: each batch stamped, optionally pre-merged as the client
+    does, keys assigned, then merged."""
+    from ess.udb.merge import combine
+
     keys = empty_frame(PK, (), rows=False)
     vec = empty_frame(PK, columns, rows=False)
     stamp = 0
     for batch in batches:
         batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
         stamp += batch.height
+        if premerge:
+            batch = combine(batch, ["k"], columns)
         keys, batch, _ = assign_keys(keys, batch, ["k"])
-        vec = merge_rows(vec, batch.select(vec.columns), ["k"], columns)
-    return vec.sort(K)
+        vec = merge(vec, batch.select(vec.columns))
+    return vec
 
 
 def model(columns: list, rows: list[dict]) -> dict[str, dict]:
@@ -191,18 +212,7 @@ def premerged_import(
     merge: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
 ) -> pl.DataFrame:
     """A vector fed as the client feeds it: each batch stamped, pre-merged, keys assigned."""
-    from ess.udb.merge import combine
-
-    keys = empty_frame(PK, (), rows=False)
-    vec = empty_frame(PK, columns, rows=False)
-    stamp = 0
-    for batch in batches:
-        batch = batch.with_columns((pl.int_range(0, pl.len()) + stamp).alias(R))
-        stamp += batch.height
-        batch = combine(batch, ["k"], columns)
-        keys, batch, _ = assign_keys(keys, batch, ["k"])
-        vec = merge(vec, batch.select(vec.columns))
-    return vec
+    return fed_vector(batches, columns, merge, premerge=True)
 
 
 def test_large_batch_keeps_row_order_within_keys() -> None:
