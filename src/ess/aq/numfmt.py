@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -139,9 +137,6 @@ def _c_format(value: float, p: int) -> str:
     return f"%.{p}g" % value
 
 
-_PIECE = 1 << 18  # values per C call; pieces run in threads (ctypes releases the GIL)
-
-
 def _format_native(series: pl.Series, p: int) -> pl.Series | None:
     """The C helper's rendering (same text as `_format`), or None when it is unavailable."""
     lib = numfmt_library()
@@ -152,13 +147,9 @@ def _format_native(series: pl.Series, p: int) -> pl.Series | None:
     arr = series.rechunk().to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    starts = range(0, len(arr), _PIECE)
-    pieces = [arr.slice(s, _PIECE) for s in starts]
-    if len(pieces) == 1:
-        chunks = [_format_piece(lib, pieces[0], p)]
-    else:
-        chunks = list(_pool().map(lambda a: _format_piece(lib, a, p), pieces))
-    out = pl.from_arrow(pa.chunked_array(chunks, type=pa.large_string()))
+    # one call: output batches go through ess.aq.writer's row renderer, so this column-at-a-time
+    # path (ToS(float), the UDB's line renderer) is not hot enough to split over threads
+    out = pl.from_arrow(_format_piece(lib, arr, p))
     assert isinstance(out, pl.Series)
     out = out.cast(pl.String).alias(series.name)
     if series.null_count():
@@ -180,13 +171,3 @@ def _format_piece(lib: ctypes.CDLL, arr: pa.Array, p: int) -> pa.Array:
     )
     text.resize(used)
     return pa.Array.from_buffers(pa.large_string(), n, [None, offsets, text])
-
-
-_EXECUTOR: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _EXECUTOR
-    if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="ess-numfmt")
-    return _EXECUTOR
