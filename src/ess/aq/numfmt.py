@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ess.aq.native import numfmt_library
+from ess.aq.native import native_library
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -139,7 +139,7 @@ def _c_format(value: float, p: int) -> str:
 
 def _format_native(series: pl.Series, p: int) -> pl.Series | None:
     """The C helper's rendering (same text as `_format`), or None when it is unavailable."""
-    lib = numfmt_library()
+    lib = native_library()
     if lib is None or series.len() == 0:
         return None
     import pyarrow as pa  # only when rendering: it costs 40 ms of start-up

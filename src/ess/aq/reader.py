@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from ess.aq import native
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
 from ess.aq.native import count_byte
 from ess.aq.rules import InputAttrs, Sep
@@ -242,6 +243,51 @@ def _kept(specs: list[ColSpec], names: list[str]) -> list[int]:
     return kept or [0]
 
 
+def native_typed(
+    chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str],
+    check_only: frozenset[str] = frozenset(),
+) -> pl.DataFrame | None:  # fmt: skip
+    """Typed frame from the C parser for a clean chunk, or None when another path must parse it.
+
+    Columns named in `check_only` (numeric fields nothing reads) are validated, as Essentia
+    converts every declared field, but never stored.
+    """
+    if attrs.fmt not in ("csv", "sep"):
+        return None
+    specs = [it for it in items if isinstance(it, ColSpec)]
+    kinds = []
+    for spec, name in zip(specs, names, strict=True):
+        if spec.skip:
+            kinds.append(native.P_SKIP)
+        elif spec.typ in ("S", "IP"):
+            kinds.append(native.P_STR)
+        elif spec.has("trm") or spec.has("hex") or spec.has("clf"):
+            return None
+        else:
+            kind = {"F": native.P_FLOAT, "L": native.P_UINT}.get(spec.typ, native.P_INT)
+            kinds.append(kind | native.P_CHECK if name in check_only else kind)
+    if all(k in (native.P_SKIP, native.P_STR) for k in kinds):
+        return None  # nothing numeric to prove the record layout with
+    parsed = native.parse_delimited(chunk.data, attrs.sep.encode(), attrs.quoted, kinds)
+    if parsed is None:
+        return None
+    table, rows = parsed
+    if not table.num_columns:  # nothing stored: the frame only carries the row count
+        return row_carrier(rows)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    stored = [(i, s, n) for i, (s, n) in enumerate(zip(specs, names, strict=True))
+              if f"f{i}" in frame.columns]  # fmt: skip
+    return frame.select(_typed_exprs(stored))
+
+
+ROWS = "__rows"  # hidden column of a frame that has rows but no columns (Polars needs one)
+
+
+def row_carrier(height: int) -> pl.DataFrame:
+    return pl.select(pl.repeat(0, height, dtype=pl.Int8).alias(ROWS))
+
+
 def fast_typed(
     chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str]
 ) -> pl.DataFrame | None:
@@ -280,18 +326,22 @@ def fast_typed(
         return None
     if not _separators_balance(chunk.data, attrs, specs, frame.height):
         return None  # the slow path checks record lengths one by one
+    stored = [(i, s, n) for i, (s, n) in enumerate(zip(specs, names, strict=True)) if not s.skip]
+    return frame.select(_typed_exprs(stored))
+
+
+def _typed_exprs(stored: list[tuple[int, ColSpec, str]]) -> list[pl.Expr]:
+    """Field `f<i>` as parsed → the column's value (string attributes, integer wrap-around)."""
     exprs = []
-    for i, (spec, name) in enumerate(zip(specs, names, strict=True)):
-        if spec.skip:
-            continue
+    for i, spec, name in stored:
         col = pl.col(f"f{i}")
         if spec.typ in ("S", "IP"):
             exprs.append(convert(col, spec).alias(name))
-        elif spec.typ in ("I", "IS"):
+        elif spec.typ in ("I", "IS", "L"):
             exprs.append(wrap_int(col, spec.typ).alias(name))
         else:
             exprs.append(col.alias(name))
-    return frame.select(exprs)
+    return exprs
 
 
 def div_regex(items: list[ColSpec | Sep]) -> str:

@@ -69,9 +69,13 @@ class Job:
 
     def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
         used = self.comp.used
-        # string fields nobody reads are not even parsed; numeric ones still are, because a
-        # value that does not convert drops the row (or stops the run) whether used or not
-        union = [c for c in self.comp.input_cols if c.name in used or c.typ not in ("S", "IP")]
+        # string fields nobody reads are not even parsed; numeric ones are still converted,
+        # because a value that does not convert drops the row (or stops the run) whether used
+        # or not, but they need not be kept (the C parser only validates them)
+        union = [c for c in self.comp.input_cols if c.name in used]
+        check_only = frozenset(
+            c.name for c in self.comp.input_cols if c.name not in used and c.typ not in ("S", "IP")
+        )
         for spec in [self.prog.main, *self.prog.cats]:
             items = [
                 ColSpec("X", "") if isinstance(it, ColSpec) and not it.skip
@@ -83,7 +87,7 @@ class Job:
             for path in spec.files:
                 dropped = 0
                 chunks = reader.read_chunks(path, spec.attrs)
-                parse = functools.partial(typed_chunk, spec.attrs, items, names)
+                parse = functools.partial(typed_chunk, spec.attrs, items, names, check_only)
                 for typed, bad_rows in ordered_map(parse, chunks, PARSERS):
                     dropped += bad_rows
                     yield self.finish_frame(typed, union, st)
@@ -100,7 +104,7 @@ class Job:
         ]
         start = self.prog.rownum_start + st.records
         st.records += typed.height
-        frame = typed.select(exprs)
+        frame = typed.select(exprs) if exprs else reader.row_carrier(typed.height)
         if self.comp.uses_rownum:
             rownum = pl.int_range(start, start + typed.height, dtype=pl.Int64)
             frame = frame.with_columns(rownum.alias(ROWNUM))
@@ -113,9 +117,16 @@ PARSERS = 2  # chunks parsed at once: Polars parses one in-memory chunk on one c
 
 
 def typed_chunk(
-    attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], chunk: reader.Chunk
-) -> tuple[pl.DataFrame, int]:
-    """The typed rows of one chunk and how many bad rows `eok` dropped (no shared state)."""
+    attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], check_only: frozenset[str],
+    chunk: reader.Chunk,
+) -> tuple[pl.DataFrame, int]:  # fmt: skip
+    """The typed rows of one chunk and how many bad rows `eok` dropped (no shared state).
+
+    Three parsers, cheapest first: the C parser for clean chunks, Polars' typed CSV reader,
+    then strings + field rules (conversion errors, `eok`)."""
+    fast = reader.native_typed(chunk, attrs, items, names, check_only)
+    if fast is not None:
+        return fast, 0
     fast = reader.fast_typed(chunk, attrs, items, names)
     if fast is not None:
         return fast, 0

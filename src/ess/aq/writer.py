@@ -164,7 +164,7 @@ def render_rows_with_ends(
 ) -> tuple[memoryview, pl.Series | None] | None:
     """The rows as CSV bytes and, with `want_ends`, the offset just past each row's newline
     (a string field may hold a newline); None without the C helper or for unusual layouts."""
-    lib = native.numfmt_library()
+    lib = native.native_library()
     sep = attrs.sep.encode()
     if lib is None or attrs.esc or len(sep) != 1 or not cols:
         return None

@@ -70,9 +70,9 @@ def _string_hash(col: pl.Series) -> pl.Series:
 
 def _native_string_hash(arr: pa.Array) -> pl.Series | None:
     """The same hash from the C helper (ess.aq.native), or None without it."""
-    from ess.aq.native import numfmt_library
+    from ess.aq.native import native_library
 
-    lib = numfmt_library()
+    lib = native_library()
     if lib is None:
         return None
     n = len(arr)
