@@ -141,7 +141,7 @@ def main() -> int:
         with contextlib.suppress(ImportError, AttributeError):
             from ess.aq import native
 
-            native.numfmt_library()
+            native.native_library()
         spec.create_database(ws, "bench", [])
         spec.create_target(ws, "vector", "wc", ["s,pkey:word i,+add:count"])
         spec.create_target(ws, "table", "events", ["s,pkey:word i:t f:price"])

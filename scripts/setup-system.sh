@@ -2,7 +2,7 @@
 # Installs the system packages the tests and demo need. Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
-# gcc + libc6-dev: aq_pp builds its C helper (src/ess/aq/_numfmt.c) on first use
+# gcc + libc6-dev: aq_pp builds its C helper (src/ess/aq/_native.c) on first use
 for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

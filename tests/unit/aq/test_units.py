@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ess.aq.native import count_byte, numfmt_library
+from ess.aq.native import count_byte, native_library
 from ess.aq.numfmt import format_series
 from ess.aq.pp import compile_program
 from ess.aq.reader import div_regex
@@ -27,13 +27,13 @@ BIN = Path(sys.executable).parent
 def formatter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run a formatter test with the C helper and with the pure-Polars fallback."""
     monkeypatch.setenv("ESS_NATIVE", "1" if request.param == "native" else "0")
-    numfmt_library.cache_clear()
+    native_library.cache_clear()
     if request.param == "native":  # the project installs a C compiler: the helper must build
-        assert numfmt_library() is not None
+        assert native_library() is not None
     else:
-        assert numfmt_library() is None
+        assert native_library() is None
     yield request.param
-    numfmt_library.cache_clear()
+    native_library.cache_clear()
 
 
 @settings(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ess.aq.native import numfmt_library
+from ess.aq.native import native_library
 from ess.udb.hashing import B, M, key_hash, partition_of
 
 
@@ -17,10 +17,10 @@ from ess.udb.hashing import B, M, key_hash, partition_of
 def hasher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Every test runs with the C helper's string hash and with the pure-Polars one."""
     monkeypatch.setenv("ESS_NATIVE", "1" if request.param == "native" else "0")
-    numfmt_library.cache_clear()
-    assert (numfmt_library() is not None) == (request.param == "native")
+    native_library.cache_clear()
+    assert (native_library() is not None) == (request.param == "native")
     yield request.param
-    numfmt_library.cache_clear()
+    native_library.cache_clear()
 
 
 def reference(text: str) -> int:
