@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ess.aq import mapping, reader
+from ess.aq import mapping, native, reader
 from ess.aq.colspec import ColSpec, kind, polars_dtype
 from ess.aq.expr import Typed, compile_expr, parse, truthy
 from ess.aq.rules import (
@@ -323,6 +323,12 @@ class Compiler:
                 incs = _broadcast(incs, df.height)
                 if scan == "-":
                     incs = -incs
+                if name not in self.row_reads and scan in ("+", "-"):
+                    # float total read only by -ovar: added in row order by C, no scan built
+                    end = native.sum_f64(incs.to_arrow(), float(carry))  # type: ignore[arg-type]
+                    if end is not None:
+                        st.carries[name] = end
+                        return df
                 full = pl.concat([pl.Series(name, [carry], dtype=dtype), incs])
                 ops = {"+": full.cum_sum, "-": full.cum_sum, "*": full.cum_prod,
                        "max": full.cum_max, "min": full.cum_min}  # fmt: skip

@@ -40,6 +40,11 @@ class Chunk:
     data: bytes
     source: str
     first_line: int  # 1-based line number of the chunk's first line in its file
+    newlines: int = -1  # b"\n" count of data, when the reader already counted them
+
+    def max_records(self) -> int:
+        count = self.newlines if self.newlines >= 0 else count_byte(self.data, b"\n")
+        return count + 1
 
 
 def open_input(path: str) -> BinaryIO:
@@ -83,8 +88,9 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                     continue
                 data, pending = pending[: cut + 1], pending[cut + 1 :]
             if data:
-                yield Chunk(data, source, line)
-                line += count_byte(data, b"\n")
+                newlines = count_byte(data, b"\n")
+                yield Chunk(data, source, line, newlines)
+                line += newlines
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -268,7 +274,8 @@ def native_typed(
             kinds.append(kind | native.P_CHECK if name in check_only else kind)
     if all(k in (native.P_SKIP, native.P_STR) for k in kinds):
         return None  # nothing numeric to prove the record layout with
-    parsed = native.parse_delimited(chunk.data, attrs.sep.encode(), attrs.quoted, kinds)
+    sep = attrs.sep.encode()
+    parsed = native.parse_delimited(chunk.data, sep, attrs.quoted, kinds, chunk.max_records())
     if parsed is None:
         return None
     table, rows = parsed

@@ -1,0 +1,398 @@
+/* Fast parse of clean delimited records (aq_pp's reader), straight into Arrow buffers.
+ *
+ * One chunk of records (one-byte separator, '\n' ends a record) for the common clean case only.
+ * Whatever this parser is not sure about (a quote, a '\r' or NUL byte, a record with another
+ * number of fields, a blank line, an empty or unusual number, invalid UTF-8 in a kept string,
+ * more rows than the caller allowed for) makes it return -1, and the caller parses the chunk
+ * with the general (Polars) path, which has every rule and error message. So this code only has
+ * to agree with that path on what it accepts.
+ *
+ * Numbers: integers -?[0-9]{1,18} (no sign for unsigned); floats -?D+(.D+)?([eE][+-]?D{1,3})?,
+ * converted exactly: W * 10^E with W <= 2^53 and |E| <= 22 is one correctly rounded IEEE
+ * operation (Clinger's fast path), anything else goes through strtod, which glibc rounds
+ * correctly too. Polars (fast-float) rounds correctly, so both give the same double.
+ *
+ * Speed: a structural index (positions of separators and '\n's, found 64 bytes at a time)
+ * decouples the fields from each other, and columns are then converted one at a time over a
+ * window of records, so each inner loop has one kind of field and no per-field dispatch. Short
+ * numbers are converted 8 digits at a time (SWAR) without a branch per digit.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+enum { P_SKIP = 0, P_STR = 1, P_INT = 2, P_UINT = 3, P_FLOAT = 4, P_CHECK = 8 };
+
+static const double EXACT10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const uint64_t U10[9] = {1,      10,      100,      1000,     10000,
+                                100000, 1000000, 10000000, 100000000};
+
+/* ------------------------------------------------------------------ fields */
+
+/* Strict UTF-8 (no overlongs, surrogates or values past U+10FFFF), as Polars requires. */
+static int utf8_ok(const unsigned char *s, const unsigned char *e) {
+    while (s < e) {
+        unsigned c = *s;
+        if (c < 0x80) { s++; continue; }
+        int n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c == 0xE0) { n = 2; lo = 0xA0; }
+        else if (c == 0xED) { n = 2; hi = 0x9F; }
+        else if (c >= 0xE1 && c <= 0xEF) n = 2;
+        else if (c == 0xF0) { n = 3; lo = 0x90; }
+        else if (c == 0xF4) { n = 3; hi = 0x8F; }
+        else if (c >= 0xF1 && c <= 0xF3) n = 3;
+        else return 0;
+        if (e - s <= n) return 0;
+        if (s[1] < lo || s[1] > hi) return 0;
+        for (int k = 2; k <= n; k++)
+            if ((s[k] & 0xC0) != 0x80) return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* The n (1..8) digits at p as a number, or -1 if one is not a digit. Reads 8 bytes at p: the
+ * caller guarantees they are readable. The digits are moved to the top of the word and the
+ * bytes below filled with '0', then all 8 are checked and converted at once. */
+static inline int64_t eight_digits(const unsigned char *p, int n) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    int low = 8 * (8 - n);
+    x = (x << low) | (0x3030303030303030ULL & ~(~0ULL << low));
+    if (((x & 0xF0F0F0F0F0F0F0F0ULL) |
+         (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) != 0x3333333333333333ULL)
+        return -1;
+    x -= 0x3030303030303030ULL;
+    x = (x * 10) + (x >> 8);
+    x = (((x & 0x000000FF000000FFULL) * 0x000F424000000064ULL) +
+         (((x >> 16) & 0x000000FF000000FFULL) * 0x0000271000000001ULL)) >> 32;
+    return (int64_t)(uint32_t)x;
+}
+
+/* Unsigned digits [s, e) with at least 16 readable bytes at s; -1 if not 1..16 digits. */
+static inline int64_t digits16(const unsigned char *s, const unsigned char *e) {
+    int64_t n = e - s;
+    if (n < 1 || n > 16) return -1;
+    if (n <= 8) return eight_digits(s, (int)n);
+    int64_t hi = eight_digits(s, (int)n - 8), lo = eight_digits(s + n - 8, 8);
+    return (hi | lo) < 0 ? -1 : hi * 100000000 + lo;
+}
+
+static int parse_int_slow(const unsigned char *s, const unsigned char *e, int64_t *out) {
+    if (s == e || e - s > 18) return 0;
+    int64_t v = 0;
+    for (; s < e; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (d > 9) return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Integer field [s, e): 1 and *out on success, 0 when it is not in the strict form. */
+static inline int parse_int(const unsigned char *s, const unsigned char *e,
+                            const unsigned char *limit, int sign_ok, int64_t *out) {
+    int neg = s < e && *s == '-';
+    if (neg && !sign_ok) return 0;
+    s += neg;
+    int64_t v;
+    if (limit - s >= 16 && e - s <= 16) {
+        v = digits16(s, e);
+        if (v < 0) return 0;
+    } else if (!parse_int_slow(s, e, &v)) {
+        return 0;
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
+static int parse_float_slow(const unsigned char *s, const unsigned char *e, double *out) {
+    const unsigned char *start = s;
+    int neg = 0;
+    if (s < e && *s == '-') { neg = 1; s++; }
+    uint64_t w = 0;
+    int sig = 0, frac = 0, exact = 1;
+    const unsigned char *d0 = s;
+    for (; s < e && (unsigned)(*s - '0') <= 9; s++) {
+        if (sig >= 19) return 0; /* 19+ significant integer digits: the general path */
+        w = w * 10 + (uint64_t)(*s - '0');
+        if (w) sig++;
+    }
+    if (s == d0) return 0;
+    if (s < e && *s == '.') {
+        s++;
+        const unsigned char *f0 = s;
+        for (; s < e && (unsigned)(*s - '0') <= 9; s++) {
+            if (sig < 19) { w = w * 10 + (uint64_t)(*s - '0'); frac++; if (w) sig++; }
+            else exact = 0; /* digits past 19 only matter to strtod */
+        }
+        if (s == f0) return 0;
+    }
+    int ex = 0;
+    if (s < e && (*s == 'e' || *s == 'E')) {
+        s++;
+        int eneg = 0;
+        if (s < e && (*s == '+' || *s == '-')) { eneg = *s == '-'; s++; }
+        const unsigned char *x0 = s;
+        for (; s < e && (unsigned)(*s - '0') <= 9; s++) ex = ex * 10 + (*s - '0');
+        if (s == x0 || s - x0 > 3) return 0;
+        if (eneg) ex = -ex;
+    }
+    if (s != e) return 0;
+    int e10 = ex - frac;
+    if (exact && w <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
+        double v = (double)w;
+        v = e10 >= 0 ? v * EXACT10[e10] : v / EXACT10[-e10];
+        *out = neg ? -v : v;
+        return 1;
+    }
+    char buf[64];
+    if (e - start >= (ptrdiff_t)sizeof buf) return 0;
+    memcpy(buf, start, (size_t)(e - start));
+    buf[e - start] = 0;
+    *out = strtod(buf, NULL);
+    return 1;
+}
+
+/* Float field [s, e). The common short form D{1,8}(.D{1,8})? is converted with SWAR digits and
+ * one exact division; everything else goes to parse_float_slow. */
+static inline int parse_float(const unsigned char *s, const unsigned char *e,
+                              const unsigned char *limit, double *out) {
+    const unsigned char *f = s + (s < e && *s == '-');
+    int64_t n = e - f;
+    if (n < 1 || n > 16 || limit - f < 24) return parse_float_slow(s, e, out); /* 24: see below */
+#if defined(__SSE2__)
+    __m128i v = _mm_loadu_si128((const __m128i *)f);
+    unsigned dots = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
+    dots &= (1u << n) - 1;
+#else
+    unsigned dots = 0;
+    for (int k = 0; k < n; k++) dots |= (unsigned)(f[k] == '.') << k;
+#endif
+    int a = dots ? __builtin_ctz(dots) : (int)n; /* integer digits */
+    int b = dots ? (int)n - a - 1 : 0;           /* fraction digits */
+    /* a + b <= 15 keeps the digits below 2^53 (exact); the reads end by f + a + 1 + 8 <= f + 24 */
+    if ((dots & (dots - 1)) || a < 1 || a > 8 || (dots && (b < 1 || b > 8)) || a + b > 15)
+        return parse_float_slow(s, e, out);
+    int64_t ip = eight_digits(f, a), fp = b ? eight_digits(f + a + 1, b) : 0;
+    if ((ip | fp) < 0) return parse_float_slow(s, e, out); /* exponent or a stray byte */
+    double x = (double)(uint64_t)(ip * (int64_t)U10[b] + fp) / EXACT10[b];
+    *out = f != s ? -x : x;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ structural index */
+#define IDX_CAP 4096
+
+typedef struct {
+    const unsigned char *data;
+    int64_t len, scanned; /* bytes indexed so far */
+    uint32_t slots[IDX_CAP + 64 + 2];
+    uint32_t *pos;        /* = slots + 1: pos[-1] is the end of the record before pos[0] */
+    int n;                /* entries in pos */
+    int ended;            /* all data indexed (and the virtual end entry added if needed) */
+    int high;             /* a byte >= 0x80 was seen: kept strings need a UTF-8 check */
+    unsigned char sep, quoted;
+} s_index;
+
+/* 64-bit masks of the structural bytes, of the bytes the fast path refuses, and of high bytes. */
+static inline void block_masks(const unsigned char *b, unsigned char sep, int quoted,
+                               uint64_t *structural, uint64_t *bad, uint64_t *high) {
+    uint64_t st = 0, bd = 0, hi = 0;
+#if defined(__SSE2__)
+    const __m128i vsep = _mm_set1_epi8((char)sep), vnl = _mm_set1_epi8('\n');
+    const __m128i vcr = _mm_set1_epi8('\r'), vnul = _mm_setzero_si128();
+    const __m128i vq = _mm_set1_epi8(quoted ? '"' : '\n');
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(b + 16 * k));
+        __m128i s1 = _mm_or_si128(_mm_cmpeq_epi8(v, vsep), _mm_cmpeq_epi8(v, vnl));
+        __m128i b1 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, vcr), _mm_cmpeq_epi8(v, vnul)),
+                                  _mm_cmpeq_epi8(v, vq));
+        st |= (uint64_t)(uint32_t)_mm_movemask_epi8(s1) << (16 * k);
+        bd |= (uint64_t)(uint32_t)_mm_movemask_epi8(b1) << (16 * k);
+        hi |= (uint64_t)(uint32_t)_mm_movemask_epi8(v) << (16 * k);
+    }
+#else
+    for (int k = 0; k < 64; k++) {
+        unsigned char c = b[k];
+        st |= (uint64_t)(c == sep || c == '\n') << k;
+        bd |= (uint64_t)(c == '\r' || c == 0 || (quoted && c == '"')) << k;
+        hi |= (uint64_t)(c >= 0x80) << k;
+    }
+#endif
+    *structural = st;
+    *bad = bd;
+    *high = hi;
+}
+
+/* Drop the first `keep` entries and index more data. 0 when a refused byte shows up. */
+static int index_more(s_index *ix, int keep) {
+    if (keep) {
+        ix->pos[-1] = ix->pos[keep - 1];
+        memmove(ix->pos, ix->pos + keep, sizeof(uint32_t) * (size_t)(ix->n - keep));
+        ix->n -= keep;
+    }
+    while (ix->scanned < ix->len && ix->n < IDX_CAP) {
+        const unsigned char *b = ix->data + ix->scanned;
+        unsigned char tail[64];
+        int64_t left = ix->len - ix->scanned;
+        if (left < 64) { /* pad the last block with a byte that is neither structural nor bad */
+            memset(tail, ix->sep == 'x' ? 'y' : 'x', sizeof tail);
+            memcpy(tail, b, (size_t)left);
+            b = tail;
+        }
+        uint64_t st, bad, high;
+        block_masks(b, ix->sep, ix->quoted, &st, &bad, &high);
+        if (bad) return 0;
+        ix->high |= high != 0;
+        /* positions written 8 at a time without a branch each (the count varies per block) */
+        uint32_t base = (uint32_t)ix->scanned, *out = ix->pos + ix->n;
+        int count = __builtin_popcountll(st);
+        for (int k = 0; k < count; k += 8)
+            for (int j = 0; j < 8; j++) {
+                out[k + j] = base + (uint32_t)(st ? __builtin_ctzll(st) : 0);
+                st &= st - 1;
+            }
+        ix->n += count;
+        ix->scanned += 64;
+    }
+    if (ix->scanned >= ix->len && !ix->ended) {
+        ix->ended = 1; /* a last record without its '\n' ends at the end of the data */
+        if (ix->data[ix->len - 1] != '\n') ix->pos[ix->n++] = (uint32_t)ix->len;
+    }
+    return 1;
+}
+
+/* Whether entries [0, rows * ncols) end fields and records where the layout says. Structural
+ * bytes are separators or '\n's: when every record's last entry is a '\n' and the window holds
+ * no other '\n', every other entry is a separator. */
+static int layout_ok(const s_index *ix, int64_t rows, int ncols) {
+    const uint32_t *pos = ix->pos;
+    int64_t total = rows * ncols;
+    int virtual_end = ix->ended && total == ix->n && pos[total - 1] == ix->len;
+    unsigned wrong = 0;
+    for (int64_t r = 0; r < rows - virtual_end; r++)
+        wrong |= ix->data[pos[r * ncols + ncols - 1]] != '\n';
+    const unsigned char *p = ix->data + (uint32_t)(pos[-1] + 1), *e = ix->data + pos[total - 1];
+    int64_t lines = 0;
+    for (; p + 255 <= e; p += 255) { /* byte-wide counters: the compiler vectorises this */
+        unsigned char acc = 0;
+        for (int j = 0; j < 255; j++) acc += p[j] == '\n';
+        lines += acc;
+    }
+    for (; p < e; p++) lines += *p == '\n';
+    /* [first byte, last entry) holds the '\n's of all records but the last one */
+    return !wrong && lines == rows - 1;
+}
+
+/* ------------------------------------------------------------------ columns */
+
+typedef struct {
+    const unsigned char *data, *limit;
+    const uint32_t *pos; /* pos[-1]: end of the record before the window */
+    int64_t rows, row0;  /* records in the window; index of the first in the output */
+    int ncols;
+} s_window;
+
+/* Field c of window record r is [start, end). */
+#define FIELD_END(w, r, c) ((w)->pos[(r) * (w)->ncols + (c)])
+#define FIELD_START(w, r, c) ((uint32_t)((w)->pos[(r) * (w)->ncols + (c) - 1] + 1))
+
+static int column_str(const s_window *w, int c, int check_utf8, char *text, int64_t *offsets) {
+    int64_t at = offsets[w->row0];
+    for (int64_t r = 0; r < w->rows; r++) {
+        const unsigned char *f = w->data + FIELD_START(w, r, c), *e = w->data + FIELD_END(w, r, c);
+        if (check_utf8 && !utf8_ok(f, e)) return 0;
+        memcpy(text + at, f, (size_t)(e - f));
+        at += e - f;
+        offsets[w->row0 + r + 1] = at;
+    }
+    return 1;
+}
+
+static int column_int(const s_window *w, int c, int sign_ok, int64_t *out) {
+    int ok = 1;
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t v = 0;
+        ok &= parse_int(w->data + FIELD_START(w, r, c), w->data + FIELD_END(w, r, c), w->limit,
+                        sign_ok, &v);
+        if (out) out[w->row0 + r] = v;
+    }
+    return ok;
+}
+
+static int column_float(const s_window *w, int c, double *out) {
+    int ok = 1;
+    for (int64_t r = 0; r < w->rows; r++) {
+        double v = 0;
+        ok &= parse_float(w->data + FIELD_START(w, r, c), w->data + FIELD_END(w, r, c), w->limit,
+                          &v);
+        if (out) out[w->row0 + r] = v;
+    }
+    return ok;
+}
+
+static int convert_window(const s_window *w, const int32_t *kinds, void *const *values,
+                          int64_t *const *offsets, int high) {
+    for (int c = 0; c < w->ncols; c++) {
+        int kind = kinds[c] & 7, check = (kinds[c] & P_CHECK) != 0, ok = 1;
+        if (kind == P_STR)
+            ok = column_str(w, c, high, (char *)values[c], offsets[c]);
+        else if (kind == P_INT || kind == P_UINT)
+            ok = column_int(w, c, kind == P_INT, check ? NULL : (int64_t *)values[c]);
+        else if (kind == P_FLOAT)
+            ok = column_float(w, c, check ? NULL : (double *)values[c]);
+        else if (kind != P_SKIP)
+            ok = 0;
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+/* values[c]: int64/double array of max_rows (P_INT/P_UINT/P_FLOAT) or string bytes with room
+ * for the whole chunk (P_STR); offsets[c]: large_string offsets (P_STR, max_rows + 1).
+ * Returns the number of records, or -1 when the chunk needs the general path. */
+int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep, int32_t quoted,
+                            int32_t ncols, const int32_t *kinds, void *const *values,
+                            int64_t *const *offsets, int64_t max_rows) {
+    if (len <= 0 || len >= (int64_t)UINT32_MAX || ncols <= 0 || ncols > 1024 || sep == '\n')
+        return -1;
+    s_index *ix = calloc(1, sizeof *ix);
+    if (!ix) return -1;
+    ix->data = data;
+    ix->len = len;
+    ix->pos = ix->slots + 1;
+    ix->pos[-1] = UINT32_MAX; /* so the first field starts at 0 */
+    ix->sep = (unsigned char)sep;
+    ix->quoted = quoted != 0;
+    for (int c = 0; c < ncols; c++)
+        if ((kinds[c] & 7) == P_STR) offsets[c][0] = 0;
+    int64_t row = 0, result = -1;
+    int used = 0;
+    for (;;) {
+        if (!index_more(ix, used)) break;
+        int64_t rows = ix->n / ncols;
+        used = (int)(rows * ncols);
+        if (ix->ended && used != ix->n) break; /* the last record is short */
+        if (rows == 0) {
+            if (ix->ended) result = row;
+            if (ix->ended) break;
+            continue;
+        }
+        if (row + rows > max_rows || !layout_ok(ix, rows, ncols)) break;
+        s_window w = {data, data + len, ix->pos, rows, row, ncols};
+        if (!convert_window(&w, kinds, values, offsets, ix->high)) break;
+        row += rows;
+    }
+    free(ix);
+    return result;
+}

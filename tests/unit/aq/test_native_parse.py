@@ -1,0 +1,211 @@
+"""The C parser of clean delimited chunks (`_parse.c`) against the general Polars path.
+
+The C parser may refuse any chunk (the caller then uses the Polars path); whatever it accepts
+must give exactly the values the Polars path gives: same rows, same types, same float bits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ess.aq import native, reader
+from ess.aq.colspec import ColSpec
+from ess.aq.rules import InputAttrs
+
+BIN = Path(sys.executable).parent
+TYPES = ["S", "I", "IS", "L", "LS", "F", "X"]
+
+
+@pytest.fixture(autouse=True)
+def _helper() -> None:
+    if os.environ.get("ESS_NATIVE") == "0":  # pragma: no cover - the project installs cc
+        pytest.fail("these tests need the C helper (ESS_NATIVE=0 is set)")
+    assert native.native_library() is not None
+
+
+def _reference(chunk: reader.Chunk, attrs: InputAttrs, specs: list[ColSpec], names: list[str]):
+    raw = reader.parse_chunk(chunk, attrs, list(specs))
+    return reader.typed_frame(raw, list(specs), names)
+
+
+def _bits(frame: pl.DataFrame) -> pl.DataFrame:
+    """Floats as their bit patterns, so -0.0, NaN payloads and last-bit differences count."""
+    return frame.with_columns(pl.col(pl.Float64).reinterpret(signed=False))
+
+
+def _native(data: bytes, types: list[str], check: frozenset[str] = frozenset(), **attrs: object):
+    specs = [ColSpec(t, "" if t == "X" else f"c{i}") for i, t in enumerate(types)]
+    names = [s.name for s in specs]
+    chunk = reader.Chunk(data, "test", 1)
+    return reader.native_typed(chunk, InputAttrs(**attrs), specs, names, check), chunk, specs
+
+
+def _agrees(data: bytes, types: list[str], check: frozenset[str] = frozenset()) -> bool:
+    """Whether the C parser accepted the chunk; asserts it agrees with the Polars path."""
+    got, chunk, specs = _native(data, types, check)
+    if got is None:
+        return False
+    names = [s.name for s in specs]
+    want, bad = _reference(chunk, InputAttrs(), specs, names)
+    assert not bad.any(), f"C accepted a chunk the general path rejects: {data!r}"
+    kept = [n for n in want.columns if n not in check]
+    if not kept:
+        assert got.height == want.height
+        return True
+    assert got.columns == kept
+    assert got.schema == want.select(kept).schema
+    assert _bits(got).equals(_bits(want.select(kept))), data
+    return True
+
+
+INT_TEXT = st.one_of(
+    st.integers(-(10**18) + 1, 10**18 - 1).map(str),
+    st.integers(0, 10**6).map(lambda v: f"{v:08d}"),  # leading zeros
+    st.sampled_from(["0", "-0", "9" * 18, "1" * 17, "-" + "9" * 18]),
+)
+UINT_TEXT = st.integers(0, 10**18 - 1).map(str)
+FLOAT_TEXT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda v: f"{v:.3f}"),
+    st.from_regex(r"\A-?[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?\Z"),
+    st.from_regex(r"\A-?[0-9]{1,9}\.[0-9]{1,9}\Z"),
+    st.sampled_from(
+        [
+            "0",
+            "-0.0",
+            "1.5e+308",
+            "1e-400",
+            "3.14159265358979323846264338",
+            "9007199254740993",
+            "0.1e1",
+            "12345678.12345678",
+        ]
+    ),
+)
+STR_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters=',\n\r"\x00', blacklist_categories=["Cs"]),
+    max_size=12,
+)
+WEIRD = st.sampled_from(["", "-", "+5", " 5", "5 ", "1e3", "0x1F", "12a", "--1", "9" * 19,
+                         ".5", "5.", "1e", "inf", "nan", "1,5", 'a"b', "x\ry", "\x00"])  # fmt: skip
+
+
+@st.composite
+def chunks(draw: st.DrawFn) -> tuple[bytes, list[str], frozenset[str]]:
+    """Mostly clean chunks (the C parser must accept and agree), some with an odd field or a
+    ragged record (it may refuse; if it accepts, it must still agree)."""
+    types = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=5))
+    text = {"S": STR_TEXT, "X": STR_TEXT, "F": FLOAT_TEXT, "L": UINT_TEXT}
+    dirty = draw(st.integers(0, 3)) == 0
+    rows = []
+    for _ in range(draw(st.integers(1, 40))):
+        fields = [
+            draw(WEIRD) if dirty and draw(st.integers(0, 8)) == 0 else draw(text.get(t, INT_TEXT))
+            for t in types
+        ]
+        if dirty and draw(st.integers(0, 10)) == 0:  # a ragged record
+            fields = fields[:-1] if len(fields) > 1 and draw(st.booleans()) else [*fields, "1"]
+        rows.append(",".join(fields))
+    data = "\n".join(rows) + draw(st.sampled_from(["\n", "\n", "\n", "", "\n\n"]))
+    numeric = [f"c{i}" for i, t in enumerate(types) if t not in ("S", "X")]
+    check = frozenset(draw(st.lists(st.sampled_from(numeric), unique=True)) if numeric else [])
+    return data.encode(), types, check
+
+
+@settings(max_examples=600, deadline=None)
+@given(chunks())
+def test_native_parse_agrees_with_polars(case: tuple[bytes, list[str], frozenset[str]]) -> None:
+    data, types, check = case
+    _agrees(data, types, check)
+
+
+def test_clean_chunk_is_taken_by_the_c_parser() -> None:
+    """The common shapes must not silently fall back (that would only cost speed, but a
+    parser that refuses everything would pass the differential test)."""
+    rows = [f"u{i:07d},{1400000000 + i},{i % 5000},{(i % 9950) / 100 + 0.5}" for i in range(3000)]
+    data = ("\n".join(rows) + "\n").encode()
+    assert _agrees(data, ["S", "I", "I", "F"])
+    assert _agrees(data, ["X", "I", "I", "F"], frozenset({"c1", "c2"}))
+    assert _agrees(data[:-1], ["S", "IS", "LS", "F"])  # no final newline
+    assert _agrees("a,é,-3,1e-5\nb,日本,7,-0.0\n".encode(), ["S", "S", "LS", "F"])
+
+
+@pytest.mark.parametrize(
+    ("data", "types"),
+    [
+        (b'"a",1\n', ["S", "I"]),  # quotes: the general path unquotes
+        (b"a,1\r\n", ["S", "I"]),  # CRLF
+        (b"a,1\n\nb,2\n", ["S", "I"]),  # blank line
+        (b"a,1\nb\n", ["S", "I"]),  # short record
+        (b"a,1,2\n", ["S", "I"]),  # long record
+        (b"a,\n", ["S", "I"]),  # empty number (0 by the field rules)
+        (b"a,-\n", ["S", "F"]),  # '-' number
+        (b"a,-1\n", ["S", "L"]),  # unsigned with a sign
+        (b"a\xff,1\n", ["S", "I"]),  # bad UTF-8 in a kept string
+        (b"a\x00,1\n", ["S", "I"]),  # NUL
+        (b"a,1 \n", ["S", "I"]),  # trailing blank
+        (b"a,12345678901234567890\n", ["S", "I"]),  # 20 digits
+        (b"a,b\n", ["S", "S"]),  # nothing numeric to check the layout with
+    ],
+)
+def test_unsure_chunks_go_to_the_general_path(data: bytes, types: list[str]) -> None:
+    got, _, _ = _native(data, types)
+    assert got is None
+
+
+def test_more_records_than_the_buffers_hold_is_refused() -> None:
+    data = b"1\n2\n3\n"
+    assert native.parse_delimited(data, b",", True, [native.P_INT], 3) is not None
+    assert native.parse_delimited(data, b",", True, [native.P_INT], 2) is None
+
+
+def test_only_checked_columns_still_count_rows() -> None:
+    got, _, _ = _native(b"1,2.5\n3,4\n5,6\n", ["I", "F"], frozenset({"c0", "c1"}))
+    assert got is not None and got.height == 3
+
+
+def test_bad_number_in_a_checked_column_is_still_caught() -> None:
+    got, _, _ = _native(b"1,2.5\n3,x\n", ["I", "F"], frozenset({"c1"}))
+    assert got is None  # the general path then drops the record (eok) or stops
+
+
+def test_sum_f64_adds_in_row_order() -> None:
+    import pyarrow as pa
+
+    values = [1e16] + [1.0] * 1000 + [-1e16, 0.1, 0.2]
+    expect = 5.0
+    for v in values:
+        expect += v
+    assert native.sum_f64(pa.array(values, pa.float64()), 5.0) == expect
+    assert expect != 5.0 + sum(values)  # the order matters for these values
+    assert native.sum_f64(pa.array([1.0, None]), 0.0) is None
+    assert native.sum_f64(pa.array(values, pa.float64()).slice(1001), 0.0) == -1e16 + 0.1 + 0.2
+
+
+def test_aq_pp_same_bytes_with_and_without_c_parser(tmp_path: Path) -> None:
+    """Whole runs over 1 MB chunks, some clean and some not (a quoted field, a bad number that
+    eok drops): the output and the dropped-record report are identical."""
+    lines = [f"k{i % 977},{i},{(i * 7919) % 100000 / 100}" for i in range(120_000)]
+    lines[50_000] = '"quoted, key",1,2.5'
+    lines[90_000] = "k,oops,2.5"
+    src = tmp_path / "in.csv"
+    src.write_text("\n".join(lines) + "\n")
+    argv = [str(BIN / "aq_pp"), "-f,eok", str(src), "-d", "s:k", "i:t", "f:p",
+            "-var", "f:s", "0.0", "-filt", "t % 3 != 0", "-eval", "s", "s + p",
+            "-eval", "f:q", "p / 7", "-o", "-", "-c", "k", "q", "-ovar", "-"]  # fmt: skip
+    outs = []
+    for flag in ("1", "0"):
+        env = dict(os.environ, ESS_NATIVE=flag, ESS_AQ_CHUNK_MB="1")
+        done = subprocess.run(argv, env=env, capture_output=True, check=True)
+        outs.append((done.stdout, done.stderr))
+    assert outs[0] == outs[1]
+    assert b"1 record(s) skipped" in outs[0][1]
+    assert outs[0][0].count(b"\n") > 70_000
