@@ -234,6 +234,23 @@ def test_bad_input_is_refused_and_nothing_changes(box: Sandbox, command: str, me
     assert export(box, ["-cnt", "db:vec"]) == before
 
 
+def test_batches_before_a_bad_one_are_imported(box: Sandbox) -> None:
+    """Batches are cut ahead of shipping (threads): a refused batch still leaves the ones
+    read before it imported, in order, as when each was shipped as soon as it was read."""
+    good = [
+        rows(0, 6).with_columns(k=pl.lit("zq") + pl.int_range(0, 6).cast(pl.String), n=pl.lit(b))
+        for b in range(1, 4)
+    ]
+    with box.inprocess(box.root):
+        ws = Workspace.from_env()
+        with UdbSession(ws) as s, pytest.raises(UdbError, match="column 'x' of vec is missing"):
+            s.import_frames(spec.load(ws, "db"), "vec", [*good, good[0].drop("x")])
+    got = read_csv(export(box, ["-exp", "db:vec"])).filter(pl.col("k").str.starts_with("zq"))
+    assert got.get_column("k").to_list() == [f"zq{i}" for i in range(6)]
+    assert got.get_column("n").to_list() == [1 + 2 + 3] * 6
+    assert got.get_column("last").to_list() == good[2].get_column("last").to_list()
+
+
 def test_var_vector_rules_del_key_and_seg(box: Sandbox, tmp_path: Path) -> None:
     from tests.unit.udb.harness import run_line
 

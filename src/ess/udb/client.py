@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -22,12 +25,15 @@ import pyarrow as pa
 
 from ess.errors import UdbError
 from ess.udb import handoff, hashing, merge, server
+from ess.udb import spec as udb_spec
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec, load
 from ess.workspace import Workspace
 
 PARTITIONS = 32
 TASK_TIMEOUT = 600.0
+#: import batches cut in advance (threads) while the previous one is shipped
+PREPARED_AHEAD = 2
 
 
 def owner(pid: int, workers: Iterable[str]) -> str:
@@ -218,43 +224,43 @@ class UdbSession:
         elif target == "var" and spec.var is None:
             raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
         self.check_placement()
-        text = spec.text()
-        tgt_spec = spec.target(target) if target not in (".", "var") else None
-        if tgt_spec is not None and tgt_spec.kind != "vector":
-            tgt_spec = None
-        pending: list[Any] = []
+        vector = spec.target(target) if target not in (".", "var") else None
+        cut = _Cutter(
+            target=target,
+            pkey=[c.name for c in spec.pkey],
+            combine=vector if vector is not None and vector.kind == "vector"
+            and merge.combinable(vector) else None,
+        )  # fmt: skip
         total = 0
-        for batch in _prepared(spec, target, frames, ddef=ddef):
-            n = batch.height
-            if n == 0:
-                continue
-            base = self.client.run_on_scheduler(server.reserve_stamps, count=n)
-            batch = batch.with_columns((pl.int_range(0, n, dtype=pl.Int64) + base).alias(merge.R))
-            if target == "var":
-                parts = {0: batch}
-            else:
-                if tgt_spec is not None and merge.combinable(tgt_spec):
-                    batch = merge.combine(batch, [c.name for c in spec.pkey], tgt_spec.columns)
-                pcol = hashing.partition_of(batch, [c.name for c in spec.pkey], PARTITIONS)
-                parts = {
-                    int(k[0]): v.drop("__p")
-                    for k, v in batch.with_columns(pcol)
-                    .partition_by("__p", as_dict=True)  # rows keep their order within a part
-                    .items()
-                }
-            per_owner = self.by_owner(parts)
-            addrs = self._require_workers(spec.name, parts)
-            self.gather(pending)  # the previous batch is applied before this one starts
-            self.shipper.done()
-            pending = [
-                self._run(addrs[name], server.w_import, text, spec.name, target,
-                          self.shipper.pack(addrs[name],
-                                            {pid: parts[pid].to_arrow() for pid in pids}))
-                for name, pids in per_owner.items()
-            ]  # fmt: skip
-            total += n
-        self.gather(pending)
-        self.shipper.done()
+        ship = _Shipping(self, spec, target, premerged=cut.combine is not None)
+        # Batches are cut (pre-merge, key hash, split) in threads, up to PREPARED_AHEAD ahead
+        # of the one being shipped: the cutting is most of the client's work and largely
+        # single-threaded, so overlapping it with the shipping and with the next batch's
+        # uses a core that would otherwise wait. Stamps are reserved here, in batch order.
+        with ThreadPoolExecutor(max_workers=PREPARED_AHEAD) as pool:
+            ahead: deque[Future[dict[int, pa.Table]]] = deque()
+            batches = _prepared(spec, target, frames, ddef=ddef)
+            refused: Exception | None = None
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception as exc:  # bad input: the batches read before it are
+                    refused = exc  # imported, as when each was shipped as soon as read
+                    break
+                if batch.height == 0:
+                    continue
+                base = self.client.run_on_scheduler(server.reserve_stamps, count=batch.height)
+                ahead.append(pool.submit(cut, batch, base))
+                total += batch.height
+                if len(ahead) >= PREPARED_AHEAD:
+                    ship(ahead.popleft().result())
+            while ahead:
+                ship(ahead.popleft().result())
+        ship.finish()
+        if refused is not None:
+            raise refused
         return total
 
     # ------------------------------------------------------------------ queries
@@ -323,6 +329,60 @@ class UdbSession:
     def on_all(self, db: str, func: Any, *args: Any) -> None:
         addrs = self._require_workers(db, range(PARTITIONS))
         self.gather([self._run(addrs[n], func, *args) for n in sorted(set(self.place.values()))])
+
+
+@dataclass(frozen=True)
+class _Cutter:
+    """Cuts one conformed batch into partitions: row stamps from `base`, the pre-merge of a
+    `combinable` vector (one row per key), the key hash. Thread-safe (no state)."""
+
+    target: str
+    pkey: list[str]
+    combine: udb_spec.Target | None  # the vector to pre-merge for, if any
+
+    def __call__(self, batch: pl.DataFrame, base: int) -> dict[int, pa.Table]:
+        n = batch.height
+        batch = batch.with_columns((pl.int_range(0, n, dtype=pl.Int64) + base).alias(merge.R))
+        if self.target == "var":
+            return {0: batch.to_arrow()}
+        if self.combine is not None:
+            batch = merge.combine(batch, self.pkey, self.combine.columns)
+        pcol = hashing.partition_of(batch, self.pkey, PARTITIONS)
+        return {
+            int(k[0]): v.drop("__p").to_arrow()
+            for k, v in batch.with_columns(pcol)
+            .partition_by("__p", as_dict=True)  # rows keep their order within a part
+            .items()
+        }
+
+
+class _Shipping:
+    """Sends cut batches of one import to the owners of their partitions, one batch applied
+    before the next starts."""
+
+    def __init__(self, session: UdbSession, spec: DbSpec, target: str, *,
+                 premerged: bool) -> None:  # fmt: skip
+        self.session, self.spec, self.target = session, spec, target
+        self.premerged = premerged  # one row per key (the workers need not check)
+        self.text = spec.text()
+        self.pending: list[Any] = []  # the futures of the batch being applied
+
+    def __call__(self, parts: dict[int, pa.Table]) -> None:
+        s = self.session
+        per_owner = s.by_owner(parts)
+        addrs = s._require_workers(self.spec.name, parts)
+        self.finish()  # the previous batch is applied before this one starts
+        self.pending = [
+            s._run(addrs[name], partial(server.w_import, premerged=self.premerged), self.text,
+                   self.spec.name, self.target,
+                   s.shipper.pack(addrs[name], {pid: parts[pid] for pid in pids}))
+            for name, pids in per_owner.items()
+        ]  # fmt: skip
+
+    def finish(self) -> None:
+        pending, self.pending = self.pending, []
+        self.session.gather(pending)
+        self.session.shipper.done()
 
 
 def _prepared(

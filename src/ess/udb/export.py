@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ess.udb import handoff, server
 from ess.udb.merge import K, key_order
@@ -155,11 +154,23 @@ def export_body(s: UdbSession, q: Query) -> list[memoryview]:
         if not tables:
             return []
         table = pa.concat_tables(tables)
-        order = pc.sort_indices(table.column(K))  # stamps are unique: one block per key
-        blocks = pc.take(table.column(BLOCK), order)
+        order = _arrow("sort_indices", table.column(K))  # stamps are unique: one per key
+        blocks = _arrow("take", table.column(BLOCK), order)
     chunks = blocks.chunks if isinstance(blocks, pa.ChunkedArray) else [blocks]
     # one view per chunk: joining them would copy the whole export once more
     return [_data_view(chunk) for chunk in chunks if len(chunk)]
+
+
+def _arrow(function: str, *args: Any) -> Any:
+    """An Arrow compute kernel by name. From its registry, ``pyarrow._compute``, when there
+    is one: importing ``pyarrow.compute`` wraps every kernel in Python (~0.2 CPU s once per
+    process — each `aq_udb`); this module is also loaded by the workers and the scheduler,
+    which never sort here, so nothing imports it at module level."""
+    try:
+        from pyarrow._compute import call_function
+    except ImportError:  # pragma: no cover - a pyarrow without the private registry module
+        from pyarrow.compute import call_function
+    return call_function(function, list(args))
 
 
 def _data_view(blocks: pa.Array) -> memoryview:

@@ -33,19 +33,17 @@ def _string_hash(col: pl.Series) -> pl.Series:
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
     n = len(arr)
-    offs = pl.from_arrow(
+    offs = _series(
         pa.Array.from_buffers(pa.int64(), n + 1, [None, arr.buffers()[1]], offset=arr.offset)
     )
-    assert isinstance(offs, pl.Series)
     start, end = int(offs[0]), int(offs[-1])
     if end == start:
         return pl.zeros(n, dtype=pl.Int64, eager=True).alias("h")
     native = _native_string_hash(arr)
     if native is not None:
         return native
-    data = pl.from_arrow(pa.Array.from_buffers(pa.uint8(), end - start, [None, arr.buffers()[2]],
-                                               offset=start))  # fmt: skip
-    assert isinstance(data, pl.Series)
+    data = _series(pa.Array.from_buffers(pa.uint8(), end - start, [None, arr.buffers()[2]],
+                                         offset=start))  # fmt: skip
     # prefix sums of byte * B**(absolute position) mod M, with a leading 0; B**p repeats with
     # period K, so the powers come from one cached run of _TILE periods, chunk by chunk
     tile = _tiled()
@@ -79,9 +77,16 @@ def _native_string_hash(arr: pa.Array) -> pl.Series | None:
     out = pa.allocate_buffer(8 * n)
     offsets, data = arr.buffers()[1], arr.buffers()[2]
     lib.ess_string_hash(offsets.address + 8 * arr.offset, data.address, n, B, out.address)
-    hashes = pl.from_arrow(pa.Array.from_buffers(pa.int64(), n, [None, out]))
-    assert isinstance(hashes, pl.Series)
-    return hashes.alias("h")
+    return _series(pa.Array.from_buffers(pa.int64(), n, [None, out])).alias("h")
+
+
+def _series(array: pa.Array) -> pl.Series:
+    """A Polars series on an Arrow array, through a one-column table: Polars converts a bare
+    array with a helper that imports pyarrow.compute, ~0.2 CPU s once per process (every
+    `aq_pp -imp`), which nothing else on the import path needs."""
+    frame = pl.from_arrow(pa.table({"v": array}))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.to_series()
 
 
 #: periods of B**p held in the cached power run (64 * K values, 22 MB)
@@ -102,9 +107,7 @@ def _column_hash(col: pl.Series) -> pl.Series:
         bits = col.fill_null(0.0).to_arrow()
         if isinstance(bits, pa.ChunkedArray):
             bits = bits.combine_chunks()
-        ints = pl.from_arrow(bits.view(pa.int64()))
-        assert isinstance(ints, pl.Series)
-        return (ints % M).cast(pl.Int64)
+        return (_series(bits.view(pa.int64())) % M).cast(pl.Int64)
     ints = col.fill_null(0).cast(pl.Int64, wrap_numerical=True)
     return ((ints % M + M) % M).cast(pl.Int64)
 

@@ -201,6 +201,18 @@ class UdbPlugin(WorkerPlugin):
         self.store.name = wname
         self.store.margin = self.mem_margin_kb * 1024
         self.store.load()
+        preload()
+
+
+def preload() -> None:
+    """Load, when the worker starts, what the first export would otherwise load: Polars
+    imports pyarrow.compute (~0.2 CPU s) the first time it converts an Arrow array, which
+    the renderer (ess.aq.writer) does, and the C helper is loaded once per process."""
+    import pyarrow.compute  # noqa: F401
+
+    from ess.aq.native import native_library
+
+    native_library()
 
 
 def store_dir_name(worker_name: str) -> str:
@@ -253,17 +265,27 @@ def reserve_stamps(dask_scheduler: Any, count: int) -> int:
     return base
 
 
-def w_import(spec_text: str, db: str, target_name: str, parts: Any) -> int:
+def w_import(
+    spec_text: str, db: str, target_name: str, parts: Any, *, premerged: bool = False
+) -> int:
     """`parts`: {partition: table}, or a batch in shared memory (ess.udb.handoff)."""
     from ess.udb.handoff import unpack
 
-    return import_into(_store(), spec_text, db, target_name, unpack(parts))
+    return import_into(_store(), spec_text, db, target_name, unpack(parts), premerged=premerged)
 
 
 def import_into(
-    store: Store, spec_text: str, db: str, target_name: str, parts: dict[int, pa.Table]
+    store: Store,
+    spec_text: str,
+    db: str,
+    target_name: str,
+    parts: dict[int, pa.Table],
+    *,
+    premerged: bool = False,
 ) -> int:
-    """Apply one batch (already split by partition) to this worker's partitions."""
+    """Apply one batch (already split by partition) to this worker's partitions.
+    `premerged`: the client pre-merged the batch to one row per key (merge.combine), which
+    only `combinable` vectors use."""
     spec = spec_of(spec_text, db)
     pk = [c.name for c in spec.pkey]
     state = store.db(db)
@@ -288,13 +310,13 @@ def import_into(
                 continue
             part = _part(state, spec, pid)
             target = None if target_name == "." else spec.require(target_name)
-            premerged = (
-                target is not None
+            one_per_key = (
+                premerged
+                and target is not None
                 and target.kind == "vector"
                 and merge.combinable(target)
-                and batch.select(pk).n_unique() == batch.height
-            )  # by the client: one row per key
-            if premerged and target is not None:
+            )
+            if one_per_key and target is not None:
                 current = _frame(part, spec, target)
                 if part.keys.height == current.height:  # every key has its vector row
                     _merge_vector(store, db, pid, part, target, current, batch, pk)
@@ -316,7 +338,7 @@ def import_into(
             cols = [c for c in target.columns if "+key" not in c.attrs]
             if target.kind == "vector":
                 batch = batch.select(current.columns)
-            if premerged:
+            if one_per_key:
                 merged = merge.merge_unique(current, batch, group, cols)[0]
             else:
                 merged = merge.merge_rows(current, batch, group, cols)

@@ -61,3 +61,27 @@ def test_long_keys_and_many_rows() -> None:
     got = key_hash(pl.DataFrame({"k": many}), ["k"])
     assert got.gather([0, 1, 199_999]).to_list() == [reference(many[i]) for i in (0, 1, 199_999)]
     assert got.to_list()[::997] == [reference(v) for v in many[::997]]
+
+
+def test_import_path_does_not_load_pyarrow_compute() -> None:
+    """Loading pyarrow.compute costs ~0.2 CPU s per process (each aq_pp -imp, each worker's
+    first export): hashing keys, the worker-side export module and the client's block sort
+    must not need it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import polars as pl
+from ess.udb import export
+from ess.udb.hashing import key_hash
+frame = pl.DataFrame({"s": ["a", None, "bcd"], "f": [1.5, None, -2.0], "i": [1, 2, None]})
+assert key_hash(frame, ["s", "f", "i"]).len() == 3
+import pyarrow as pa
+order = export._arrow("sort_indices", pa.chunked_array([[3, 1, 2]]))
+assert export._arrow("take", pa.chunked_array([["c", "a", "b"]]), order).to_pylist() == [
+    "a", "b", "c"]
+print("pyarrow.compute" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

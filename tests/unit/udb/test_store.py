@@ -98,8 +98,8 @@ def test_premerged_vector_import_same_with_and_without_the_key_shortcut(tmp_path
     feed = batches(5, 40)
     import_into(general, text, "db", "t", feed[0])  # every key exists before the vector has rows
     for batch in feed:
-        import_into(fast, text, "db", "w", premerged(batch))
-        import_into(general, text, "db", "w", premerged(batch))
+        import_into(fast, text, "db", "w", premerged(batch), premerged=True)
+        import_into(general, text, "db", "w", premerged(batch), premerged=True)
 
     def vector(store: Store) -> pl.DataFrame:
         parts = store.db("db").parts.values()
