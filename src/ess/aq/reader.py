@@ -65,11 +65,12 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
         line = 1
         to_skip = attrs.skip
         eof = False
+        quoted = attrs.fmt == "csv" and attrs.quoted
         while not eof:
             block = stream.read(chunk_size)
             eof = not block
-            pending += block
             if to_skip:
+                pending += block
                 if attrs.skip_unit == "b":
                     take = min(to_skip, len(pending))
                     pending, to_skip = pending[take:], to_skip - take
@@ -80,13 +81,20 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                         pending = b""
                     if to_skip:
                         continue
+                block, pending = pending, b""
             if eof:
-                data, pending = pending, b""
+                data, pending = pending + block, b""  # one of the two is empty
             else:
-                cut = record_end(pending, quoted=attrs.fmt == "csv" and attrs.quoted)
+                # the cut is searched in the new block only: the small carried-over tail is
+                # joined to it in one copy (no concatenation of the whole, then a slice)
+                before = pending.count(b'"') if quoted else 0
+                cut = record_end(block, quoted=quoted, quotes_before=before)
                 if cut < 0:
+                    pending += block
                     continue
-                data, pending = pending[: cut + 1], pending[cut + 1 :]
+                whole = cut + 1 == len(block) and not pending
+                data = block if whole else b"".join((pending, memoryview(block)[: cut + 1]))
+                pending = block[cut + 1 :]
             if data:
                 newlines = count_byte(data, b"\n")
                 yield Chunk(data, source, line, newlines)
@@ -96,16 +104,17 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
             stream.close()
 
 
-def record_end(data: bytes, *, quoted: bool) -> int:
+def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:
     """Index of the last record terminator; with CSV quoting, one that is not inside quotes.
 
     A chunk always starts at a record boundary, so a newline is outside quotes exactly when
-    the number of `"` before it is even (doubled quotes count twice and keep the parity).
+    the number of `"` before it (`quotes_before` of them precede `data` in the chunk) is even
+    (doubled quotes count twice and keep the parity).
     """
     cut = data.rfind(b"\n")
     if not quoted or cut < 0:
         return cut
-    quotes = count_byte(data, b'"', 0, cut)
+    quotes = quotes_before + count_byte(data, b'"', 0, cut)
     while cut >= 0 and quotes % 2:
         prev = data.rfind(b"\n", 0, cut)
         quotes -= data.count(b'"', prev + 1, cut)
