@@ -153,9 +153,13 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, float]]] = {}
         for task, tools in commands(data, Path(tmp) / "out.csv").items():
             results[task] = {}
-            for tool, cmd in tools.items():
-                runs = [timed(cmd, Path(tmp) / f"{task}_{tool}") for _ in range(args.repeat)]
-                best, rss, cpu = min(runs)
+            # rounds interleave the tools, so a burst of load on a shared machine hits all alike
+            runs: dict[str, list[tuple[float, float, float]]] = {tool: [] for tool in tools}
+            for _ in range(args.repeat):
+                for tool, cmd in tools.items():
+                    runs[tool].append(timed(cmd, Path(tmp) / f"{task}_{tool}"))
+            for tool in tools:
+                best, rss, cpu = min(runs[tool])
                 results[task][tool] = {"seconds": round(best, 3), "peak_rss_mb": round(rss, 1),
                                        "cpu_seconds": round(cpu, 3),
                                        "rows_per_s": round(args.rows / best)}  # fmt: skip
