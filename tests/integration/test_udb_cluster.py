@@ -234,6 +234,28 @@ def test_bad_input_is_refused_and_nothing_changes(box: Sandbox, command: str, me
     assert export(box, ["-cnt", "db:vec"]) == before
 
 
+def test_workers_are_seen_while_dask_refreshes_its_cache(box: Sandbox) -> None:
+    """Dask refreshes the client's cached scheduler identity in the background with no worker
+    list; the session's view of the workers must never come from that cache."""
+    import threading
+
+    with box.inprocess(box.root), UdbSession(Workspace.from_env()) as s:
+        done = threading.Event()
+
+        def refresh() -> None:
+            while not done.is_set():
+                s.client.sync(s.client._update_scheduler_info, n_workers=0)
+
+        thread = threading.Thread(target=refresh)
+        thread.start()
+        try:
+            seen = [len(s.addresses()) for _ in range(300)]
+        finally:
+            done.set()
+            thread.join()
+    assert set(seen) == {len(s.workers)}
+
+
 def test_batches_before_a_bad_one_are_imported(box: Sandbox) -> None:
     """Batches are cut ahead of shipping (threads): a refused batch still leaves the ones
     read before it imported, in order, as when each was shipped as soon as it was read."""

@@ -117,7 +117,12 @@ class UdbSession:
 
     # ------------------------------------------------------------------ workers
     def addresses(self) -> dict[str, str]:
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        # asked of the scheduler itself: Client.scheduler_info() returns a cached answer that
+        # Dask's periodic refresh may overwrite, between the fetch and the read, with one
+        # listing no workers (seen under load: "workers ... are not running" mid-import)
+        scheduler = self.client.scheduler
+        assert scheduler is not None  # set while the session's client is open
+        info = self.client.sync(scheduler.identity, n_workers=-1)["workers"]
         return {str(w.get("name")): addr for addr, w in info.items()}
 
     def _require_workers(self, db: str, pids: Iterable[int]) -> dict[str, str]:
