@@ -7,10 +7,10 @@
  * with the general (Polars) path, which has every rule and error message. So this code only has
  * to agree with that path on what it accepts.
  *
- * Numbers: integers -?[0-9]{1,18} (no sign for unsigned); floats -?D+(.D+)?([eE][+-]?D{1,3})?,
- * converted exactly: W * 10^E with W <= 2^53 and |E| <= 22 is one correctly rounded IEEE
- * operation (Clinger's fast path), anything else goes through strtod, which glibc rounds
- * correctly too. Polars (fast-float) rounds correctly, so both give the same double.
+ * Numbers: integers -?[0-9]{1,18} (no sign for unsigned); floats -?D+(.D+)?([eE][+-]?D{1,3})?;
+ * an empty field or a lone '-' is 0, as Essentia reads them. Floats are converted exactly:
+ * W * 10^E with W <= 2^53 and |E| <= 22 is one correctly rounded IEEE operation (Clinger's
+ * fast path), anything else goes through strtod, which glibc rounds correctly too. Polars (fast-float) rounds correctly, so both give the same double.
  *
  * Speed: a structural index (positions of separators and '\n's, found 64 bytes at a time)
  * decouples the fields from each other, and columns are then converted one at a time over a
@@ -298,14 +298,30 @@ static int layout_ok(const s_index *ix, int64_t rows, int ncols) {
 
 typedef struct {
     const unsigned char *data, *limit;
-    const uint32_t *pos; /* pos[-1]: end of the record before the window */
-    int64_t rows, row0;  /* records in the window; index of the first in the output */
+    const uint32_t *pos;  /* pos[-1]: end of the record before the window */
+    int64_t rows, row0;   /* records in the window; index of the first in the output */
     int ncols;
+    const int32_t *kinds; /* P_* of every field */
+    int first_numeric;    /* the field whose emptiness triggers the empty-record check */
 } s_window;
 
 /* Field c of window record r is [start, end). */
 #define FIELD_END(w, r, c) ((w)->pos[(r) * (w)->ncols + (c)])
 #define FIELD_START(w, r, c) ((uint32_t)((w)->pos[(r) * (w)->ncols + (c) - 1] + 1))
+
+/* The general path drops a record whose read fields are all empty (a blank line of the CSV
+ * reader looks the same); such a record is left to it. Only asked when a numeric field is
+ * empty, which is rare. */
+static int record_all_empty(const s_window *w, int64_t r) {
+    for (int c = 0; c < w->ncols; c++)
+        if ((w->kinds[c] & 7) != P_SKIP && FIELD_END(w, r, c) != FIELD_START(w, r, c)) return 0;
+    return 1;
+}
+
+/* Essentia's field rules: an empty numeric field and a lone '-' read as 0. */
+static inline int blank_number(const unsigned char *s, const unsigned char *e) {
+    return e == s || (e - s == 1 && *s == '-');
+}
 
 static int column_str(const s_window *w, int c, int check_utf8, char *text, int64_t *offsets) {
     int64_t at = offsets[w->row0];
@@ -322,9 +338,12 @@ static int column_str(const s_window *w, int c, int check_utf8, char *text, int6
 static int column_int(const s_window *w, int c, int sign_ok, int64_t *out) {
     int ok = 1;
     for (int64_t r = 0; r < w->rows; r++) {
+        const unsigned char *f = w->data + FIELD_START(w, r, c), *e = w->data + FIELD_END(w, r, c);
         int64_t v = 0;
-        ok &= parse_int(w->data + FIELD_START(w, r, c), w->data + FIELD_END(w, r, c), w->limit,
-                        sign_ok, &v);
+        if (!blank_number(f, e))
+            ok &= parse_int(f, e, w->limit, sign_ok, &v);
+        else if (f == e && c == w->first_numeric && record_all_empty(w, r))
+            return 0;
         if (out) out[w->row0 + r] = v;
     }
     return ok;
@@ -333,9 +352,12 @@ static int column_int(const s_window *w, int c, int sign_ok, int64_t *out) {
 static int column_float(const s_window *w, int c, double *out) {
     int ok = 1;
     for (int64_t r = 0; r < w->rows; r++) {
+        const unsigned char *f = w->data + FIELD_START(w, r, c), *e = w->data + FIELD_END(w, r, c);
         double v = 0;
-        ok &= parse_float(w->data + FIELD_START(w, r, c), w->data + FIELD_END(w, r, c), w->limit,
-                          &v);
+        if (!blank_number(f, e))
+            ok &= parse_float(f, e, w->limit, &v);
+        else if (f == e && c == w->first_numeric && record_all_empty(w, r))
+            return 0;
         if (out) out[w->row0 + r] = v;
     }
     return ok;
@@ -366,6 +388,10 @@ int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep,
                             int64_t *const *offsets, int64_t max_rows) {
     if (len <= 0 || len >= (int64_t)UINT32_MAX || ncols <= 0 || ncols > 1024 || sep == '\n')
         return -1;
+    int first_numeric = -1;
+    for (int c = ncols - 1; c >= 0; c--)
+        if ((kinds[c] & 7) >= P_INT) first_numeric = c;
+    if (first_numeric < 0) return -1; /* no numeric field: nothing pins the record layout */
     s_index *ix = calloc(1, sizeof *ix);
     if (!ix) return -1;
     ix->data = data;
@@ -389,7 +415,7 @@ int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep,
             continue;
         }
         if (row + rows > max_rows || !layout_ok(ix, rows, ncols)) break;
-        s_window w = {data, data + len, ix->pos, rows, row, ncols};
+        s_window w = {data, data + len, ix->pos, rows, row, ncols, kinds, first_numeric};
         if (!convert_window(&w, kinds, values, offsets, ix->high)) break;
         row += rows;
     }

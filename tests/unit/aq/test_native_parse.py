@@ -146,8 +146,7 @@ def test_clean_chunk_is_taken_by_the_c_parser() -> None:
         (b"a,1\n\nb,2\n", ["S", "I"]),  # blank line
         (b"a,1\nb\n", ["S", "I"]),  # short record
         (b"a,1,2\n", ["S", "I"]),  # long record
-        (b"a,\n", ["S", "I"]),  # empty number (0 by the field rules)
-        (b"a,-\n", ["S", "F"]),  # '-' number
+        (b",\n", ["S", "I"]),  # all read fields empty: the general path drops the record
         (b"a,-1\n", ["S", "L"]),  # unsigned with a sign
         (b"a\xff,1\n", ["S", "I"]),  # bad UTF-8 in a kept string
         (b"a\x00,1\n", ["S", "I"]),  # NUL
@@ -159,6 +158,17 @@ def test_clean_chunk_is_taken_by_the_c_parser() -> None:
 def test_unsure_chunks_go_to_the_general_path(data: bytes, types: list[str]) -> None:
     got, _, _ = _native(data, types)
     assert got is None
+
+
+def test_empty_and_dash_numbers_read_as_zero() -> None:
+    """Essentia's field rules, and the common case of an optional numeric column."""
+    data = b"2014-09-13T00:00:08,5414,40,3.66,\n2014-09-13T00:03:49,-,,-,\n"
+    assert _agrees(data, ["S", "I", "I", "F", "I"])
+    got, _, _ = _native(data, ["S", "I", "I", "F", "I"])
+    assert got is not None
+    assert got.row(1) == ("2014-09-13T00:03:49", 0, 0, 0.0, 0)
+    assert _agrees(b",1\nx,\n", ["S", "F"])  # one empty field beside a non-empty one
+    assert _agrees(b"1,\n2,\n", ["X", "F"]) is False  # only read field empty: left to Polars
 
 
 def test_more_records_than_the_buffers_hold_is_refused() -> None:
