@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 	bash scripts/setup-system.sh
+	@# byte-code for the editable sources, as pip writes it for a regular install (the
+	@# environment may set PYTHONDONTWRITEBYTECODE; each aq_pp start would recompile them)
+	$(PY) -m compileall -q src
+	@# build aq_pp's C helper now rather than in the first command that needs it
+	$(PY) -c "from ess.aq.native import native_library; native_library()"
 
 demo: setup
 	bash scripts/demo.sh
