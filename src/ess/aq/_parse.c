@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(ESS_NO_SIMD)
 #include <emmintrin.h>
 #endif
 
@@ -170,7 +170,7 @@ static inline int parse_float(const unsigned char *s, const unsigned char *e,
     const unsigned char *f = s + (s < e && *s == '-');
     int64_t n = e - f;
     if (n < 1 || n > 16 || limit - f < 24) return parse_float_slow(s, e, out); /* 24: see below */
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(ESS_NO_SIMD)
     __m128i v = _mm_loadu_si128((const __m128i *)f);
     unsigned dots = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
     dots &= (1u << n) - 1;
@@ -208,7 +208,7 @@ typedef struct {
 static inline void block_masks(const unsigned char *b, unsigned char sep, int quoted,
                                uint64_t *structural, uint64_t *bad, uint64_t *high) {
     uint64_t st = 0, bd = 0, hi = 0;
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(ESS_NO_SIMD)
     const __m128i vsep = _mm_set1_epi8((char)sep), vnl = _mm_set1_epi8('\n');
     const __m128i vcr = _mm_set1_epi8('\r'), vnul = _mm_setzero_si128();
     const __m128i vq = _mm_set1_epi8(quoted ? '"' : '\n');

@@ -63,7 +63,8 @@ def _compile(target: Path) -> bool:
     except OSError:
         return False
     try:
-        cmd = [cc, "-O3", "-shared", "-fPIC", "-o", tmp, *map(str, SOURCES), "-lm"]
+        flags = os.environ.get("ESS_NATIVE_CFLAGS", "").split()
+        cmd = [cc, "-O3", *flags, "-shared", "-fPIC", "-o", tmp, *map(str, SOURCES), "-lm"]
         done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
         if done.returncode != 0:
             return False
@@ -82,7 +83,10 @@ def native_library() -> ctypes.CDLL | None:
     """The loaded helper, or None when it is disabled or cannot be built here."""
     if os.environ.get("ESS_NATIVE", "1") == "0" or not all(src.exists() for src in SOURCES):
         return None
-    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES)).hexdigest()[:12]
+    # extra compiler flags (ESS_NATIVE_CFLAGS, e.g. -DESS_NO_SIMD for the portable code) make
+    # another build: they are part of the name
+    flags = os.environ.get("ESS_NATIVE_CFLAGS", "").encode()
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + flags).hexdigest()[:12]
     target = _cache_dir() / f"native-{digest}-{platform.machine()}.so"
     if not target.exists() and not _compile(target):
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -24,11 +25,17 @@ BIN = Path(sys.executable).parent
 TYPES = ["S", "I", "IS", "L", "LS", "F", "X"]
 
 
-@pytest.fixture(autouse=True)
-def _helper() -> None:
+@pytest.fixture(autouse=True, params=["simd", "portable"])
+def _helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test runs on the SSE2 build and on the portable code (what ARM hosts compile)."""
     if os.environ.get("ESS_NATIVE") == "0":  # pragma: no cover - the project installs cc
         pytest.fail("these tests need the C helper (ESS_NATIVE=0 is set)")
+    if request.param == "portable":
+        monkeypatch.setenv("ESS_NATIVE_CFLAGS", "-DESS_NO_SIMD")
+    native.native_library.cache_clear()
     assert native.native_library() is not None
+    yield
+    native.native_library.cache_clear()
 
 
 def _reference(chunk: reader.Chunk, attrs: InputAttrs, specs: list[ColSpec], names: list[str]):
