@@ -354,9 +354,9 @@ class _Cutter:
             batch = merge.combine(batch, self.pkey, self.combine.columns)
         pcol = hashing.partition_of(batch, self.pkey, PARTITIONS)
         return {
-            int(k[0]): v.drop("__p").to_arrow()
+            int(k[0]): v.to_arrow()
             for k, v in batch.with_columns(pcol)
-            .partition_by("__p", as_dict=True)  # rows keep their order within a part
+            .partition_by("__p", as_dict=True, include_key=False)  # order kept within a part
             .items()
         }
 
