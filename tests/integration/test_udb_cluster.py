@@ -6,6 +6,7 @@ every daemon is killed by pid at the end.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -115,6 +116,7 @@ def test_eight_concurrent_importers_lose_nothing(box: Sandbox, tmp_path: Path) -
         path = tmp_path / f"part{p}.csv"
         rows(100_000 + p * 5_000, 5_000).write_csv(path, include_header=False)
         files.append(path)
+    shm_before = set(glob.glob("/dev/shm/ess-udb-*"))
     procs = [
         subprocess.Popen(
             [
@@ -142,6 +144,8 @@ def test_eight_concurrent_importers_lose_nothing(box: Sandbox, tmp_path: Path) -
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
+    # each importer removed its /dev/shm hand-over directory before exiting
+    assert set(glob.glob("/dev/shm/ess-udb-*")) - shm_before == set()
     added = pl.concat([rows(100_000 + p * 5_000, 5_000) for p in range(8)])
     assert export(box, ["-cnt", "db:tab"]).splitlines()[2] == (
         f'"row",{int(count_before.splitlines()[2].split(b",")[1]) + 40_000}'.encode()

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         gc.enable()
         if not job.prog.test:
             job.run()
+        close_udb_sessions()  # inside the try: a failure to close is an error with its code
         code = 0
     except EssError as exc:
         sys.stdout.flush()
@@ -58,6 +59,9 @@ def finish(code: int, *, fast: bool) -> NoReturn:
     is already closed, and tearing down Polars, pyarrow and thread pools costs ~0.1 s, which
     `ess stream` pays once per file."""
     if fast:
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal exit runs first (e.g. leftover UDB sessions)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -65,3 +69,10 @@ def finish(code: int, *, fast: bool) -> NoReturn:
             pass
         os._exit(code)
     sys.exit(code)
+
+
+def close_udb_sessions() -> None:
+    """Close the UDB connections `-imp` opened (their hand-over directories go with them)."""
+    imp = sys.modules.get("ess.udb.imp")
+    if imp is not None:
+        imp.close_sessions()
