@@ -84,42 +84,57 @@ static int digits(double a, int p, uint64_t *n_out, int *e10_out) {
     return 0;
 }
 
+/* Exactly 8 decimal digits of x < 10^8: two independent halves, two digits per table load
+ * (a loop dividing by 100 eight times is one long chain of dependent divisions). */
+static inline void put8(uint32_t x, char *d) {
+    uint32_t hi = x / 10000, lo = x % 10000;
+    memcpy(d, DIGITS2 + 2 * (hi / 100), 2);
+    memcpy(d + 2, DIGITS2 + 2 * (hi % 100), 2);
+    memcpy(d + 4, DIGITS2 + 2 * (lo / 100), 2);
+    memcpy(d + 6, DIGITS2 + 2 * (lo % 100), 2);
+}
+
+/* One value as %.<p>g into out. The caller leaves 32 bytes of room from out (24 characters
+ * at most, and snprintf's NUL), so the digits are moved with fixed-size copies that may write
+ * past the value's end within that room: no variable-length memcpy call per value. */
 static int fmt_one(double v, int p, char *out) {
     if (!isfinite(v) || v == 0.0) return slow(v, p, out);
     uint64_t n;
     int e10;
     if (!digits(fabs(v), p, &n, &e10) || e10 < -4 || e10 >= p) return slow(v, p, out);
-    char d[20];
-    int i = p;
-    while (i >= 2) {
-        unsigned two = (unsigned)(n % 100);
-        n /= 100;
-        d[--i] = DIGITS2[2 * two + 1];
-        d[--i] = DIGITS2[2 * two];
-    }
-    if (i == 1) d[0] = (char)('0' + n);
+    /* the p <= 17 digits of n < 10^p, right-aligned in the first 24 bytes */
+    char buf[48] = {0};
+    uint64_t upper = n / 100000000u;
+    uint32_t top = (uint32_t)(upper / 100000000u);
+    put8(top, buf);
+    put8((uint32_t)(upper - (uint64_t)top * 100000000u), buf + 8);
+    put8((uint32_t)(n - upper * 100000000u), buf + 16);
+    const char *d = buf + 24 - p;
     int len = p;
     while (len > 1 && d[len - 1] == '0') len--;
     char *o = out;
     if (v < 0) *o++ = '-';
-    if (e10 < 0) {
-        *o++ = '0';
-        *o++ = '.';
-        for (int i = 0; i < -e10 - 1; i++) *o++ = '0';
-        memcpy(o, d, len);
-        o += len;
-    } else {
-        int whole = e10 + 1;
-        memcpy(o, d, whole < len ? whole : len);
-        o += whole < len ? whole : len;
-        for (int i = len; i < whole; i++) *o++ = '0';
-        if (len > whole) {
-            *o++ = '.';
-            memcpy(o, d + whole, len - whole);
-            o += len - whole;
-        }
+    if (e10 < 0) { /* 0.000ddd: o ends by out + 1 + 5 + 24 */
+        memcpy(o, "0.000", 5);
+        o += 1 - e10;
+        memcpy(o, d, 24);
+        return (int)(o + len - out);
     }
-    return (int)(o - out);
+    int whole = e10 + 1;
+    if (len <= whole) { /* an integer: its digits, then the zeros d already holds */
+        memcpy(o, d, 24);
+        return (int)(o + whole - out);
+    }
+    if (whole <= 8) { /* ddd.ddd with copies ending by out + 1 + 8 + 1 + 16 */
+        memcpy(o, d, 16);
+        o[whole] = '.';
+        memcpy(o + whole + 1, d + whole, 16);
+        return (int)(o + len + 1 - out);
+    }
+    memcpy(o, d, whole);
+    o[whole] = '.';
+    memcpy(o + whole + 1, d + whole, len - whole);
+    return (int)(o + len + 1 - out);
 }
 
 /* Formats x[0..n) into out (room for 32 bytes per value) with Arrow offsets (n + 1 entries,
