@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -152,18 +153,21 @@ class UdbSession:
             )
 
     def gather(self, futures: list[Any]) -> list[Any]:
-        out = []
+        """The tasks' results, in order. A failure is raised only once every task has ended:
+        the tasks of one operation run on several workers, and a caller told "refused" while
+        another worker still applies its part of the batch would race with it (a retry, a
+        plugin change, an export that sees the part arrive later)."""
+        deadline = time.monotonic() + TASK_TIMEOUT
+        out: list[Any] = []
+        errors: list[Exception] = []
         for fut in futures:
             try:
-                out.append(fut.result(timeout=TASK_TIMEOUT))
-            except UdbError:
-                raise
-            except FutureTimeout as exc:
-                raise UdbError(f"a UDB task did not finish within {TASK_TIMEOUT:.0f} s") from exc
+                out.append(fut.result(timeout=max(deadline - time.monotonic(), 0.001)))
             except Exception as exc:
-                if type(exc).__name__ in ("UdbError",):
-                    raise UdbError(str(exc)) from None
-                raise UdbError(f"a UDB task failed on a worker: {exc}") from exc
+                errors.append(exc)
+        if errors:  # a worker's own refusal says more than a timeout or a failure it caused
+            first = min(errors, key=lambda exc: type(exc).__name__ != "UdbError")
+            raise _task_error(first)
         return out
 
     def each_worker(self, func: Any, *args: Any) -> dict[str, Any]:
@@ -242,7 +246,7 @@ class UdbSession:
         # of the one being shipped: the cutting is most of the client's work and largely
         # single-threaded, so overlapping it with the shipping and with the next batch's
         # uses a core that would otherwise wait. Stamps are reserved here, in batch order.
-        with ThreadPoolExecutor(max_workers=PREPARED_AHEAD) as pool:
+        with ThreadPoolExecutor(max_workers=PREPARED_AHEAD) as pool, ship:
             ahead: deque[Future[dict[int, pa.Table]]] = deque()
             batches = _prepared(spec, target, frames, ddef=ddef)
             refused: Exception | None = None
@@ -263,7 +267,7 @@ class UdbSession:
                     ship(ahead.popleft().result())
             while ahead:
                 ship(ahead.popleft().result())
-        ship.finish()
+            ship.finish()
         if refused is not None:
             raise refused
         return total
@@ -336,6 +340,19 @@ class UdbSession:
         self.gather([self._run(addrs[n], func, *args) for n in sorted(set(self.place.values()))])
 
 
+def _task_error(exc: Exception) -> UdbError:
+    if isinstance(exc, UdbError):
+        return exc
+    if isinstance(exc, FutureTimeout):
+        error = UdbError(f"a UDB task did not finish within {TASK_TIMEOUT:.0f} s")
+    elif type(exc).__name__ == "UdbError":  # a worker's UdbError, unpickled as another class
+        return UdbError(str(exc))
+    else:
+        error = UdbError(f"a UDB task failed on a worker: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 @dataclass(frozen=True)
 class _Cutter:
     """Cuts one conformed batch into partitions: row stamps from `base`, the pre-merge of a
@@ -374,9 +391,9 @@ class _Shipping:
 
     def __call__(self, parts: dict[int, pa.Table]) -> None:
         s = self.session
+        self.finish()  # the previous batch is applied before this one starts
         per_owner = s.by_owner(parts)
         addrs = s._require_workers(self.spec.name, parts)
-        self.finish()  # the previous batch is applied before this one starts
         self.pending = [
             s._run(addrs[name], partial(server.w_import, premerged=self.premerged), self.text,
                    self.spec.name, self.target,
@@ -385,9 +402,23 @@ class _Shipping:
         ]  # fmt: skip
 
     def finish(self) -> None:
+        """Wait for the batch being applied (raises its failure once all its tasks ended)."""
         pending, self.pending = self.pending, []
-        self.session.gather(pending)
-        self.session.shipper.done()
+        try:
+            self.session.gather(pending)
+        finally:
+            self.session.shipper.done()
+
+    def __enter__(self) -> _Shipping:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """An import that stops early (bad input, a refused batch, a failed cut, ^C) returns
+        only once the batch it shipped last has ended on every worker: never "refused" while
+        a part of it is still being applied."""
+        if self.pending:
+            with contextlib.suppress(UdbError):
+                self.finish()
 
 
 def _prepared(
