@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable
 
 import polars as pl
-from lark import Tree
 
-from ess.aq.expr import Compiler, Typed, as_number
+from ess.aq.expr import Compiler, Tree, Typed, as_number
 from ess.aq.regex import to_rust, wildcard_to_rust
 from ess.errors import NotSupportedError
 
