@@ -89,7 +89,8 @@ class Compiler:
         self.mask_stack: list[str | None] = [None]
         self.uses_random = False
         self.uses_rownum = False  # $RowNum: the row-number column is only built when read
-        self.prunable: list[tuple[Step, str]] = []  # (-eval step, new column) pairs
+        # (-eval step, new column, columns it reads) of evals that may prove dead
+        self.prunable: list[tuple[Step, str, set[str]]] = []
         self.used: set[str] = set()  # columns some rule or output reads (projection pushdown)
 
     # ------------------------------------------------------------ namespace
@@ -168,9 +169,21 @@ class Compiler:
         for rule in chain:
             self.rule(rule)
         # dead columns: a new column that nothing reads or prints, computed by an expression
-        # that cannot fail (no function call), has no effect on the output — skip computing it
-        dead = {id(step) for step, name in self.prunable if name not in self.used}
-        self.steps = [step for step in self.steps if id(step) not in dead]
+        # that cannot fail (no function call), has no effect on the output — skip computing it,
+        # and the columns only it reads are not read at all
+        live: set[int] = set()
+        grown = True
+        while grown:  # a live column keeps alive the prunable columns it reads
+            grown = False
+            for step, name, reads in self.prunable:
+                if id(step) not in live and name in self.used:
+                    live.add(id(step))
+                    self.used |= reads
+                    grown = True
+        self.steps = [s for s in self.steps if id(s) in live or not self._prunable(s)]
+
+    def _prunable(self, step: Step) -> bool:
+        return any(step is p for p, _, _ in self.prunable)
 
     def rule(self, rule: object) -> None:
         if isinstance(rule, VarDef):
@@ -236,10 +249,17 @@ class Compiler:
         if rule.target is None:  # only the column writes of functions (RxMap ...) matter
             self.apply_effects(compile_expr(rule.expr, self, where)[1])
             return
+        reads: set[str] = set()
         if isinstance(rule.target, ColSpec):
             if rule.target.name.lower() in self.cols:
                 raise AqSyntaxError(f"-eval: column {rule.target.name!r} is already defined")
-            value, effects = compile_expr(rule.expr, self, where)
+            # what the expression reads is kept aside: if the new column turns out dead, its
+            # inputs need not be read either (see compile)
+            outer, self.used = self.used, set()
+            try:
+                value, effects = compile_expr(rule.expr, self, where)
+            finally:
+                reads, self.used = self.used, outer
             self.apply_effects(effects)
             col = self.define(rule.target)
             new = True
@@ -264,8 +284,11 @@ class Compiler:
 
             self.steps.append(step)
             if new and not effects and _no_call(rule.expr):
-                self.prunable.append((step, name))
+                self.prunable.append((step, name, reads))
+            else:
+                self.used |= reads
             return
+        self.used |= reads
         fallback = default_value(col.typ) if new else pl.col(name)
         expr = pl.when(pl.col(mask)).then(converted).otherwise(fallback)
         expr = expr.fill_null(default_value(col.typ))

@@ -330,6 +330,21 @@ def test_dead_columns_are_not_computed() -> None:
     assert len(call.comp.steps) == len(plain.comp.steps) + 1  # a call may fail: never pruned
 
 
+def test_inputs_read_only_by_dead_columns_are_not_read() -> None:
+    """`b` only feeds a dead column: it is not in `used`, so the reader only validates it;
+    `c` feeds a chain of columns that a live one reads, so it stays."""
+    argv = ["-f", "x", "-d", "i:a", "i:b", "i:c", "-var", "i:s", "0",
+            "-eval", "i:d1", "b / 2", "-eval", "i:l1", "c + 1", "-eval", "i:l2", "l1 * 2",
+            "-eval", "i:t", "l2 + a", "-eval", "s", "s + t", "-ovar", "-"]  # fmt: skip
+    comp = compile_program(parse_argv(argv)).comp
+    assert "b" not in comp.used and "d1" not in comp.used
+    assert {"a", "c", "l1", "l2", "t"} <= comp.used
+    data = b"1,2,3\n4,5,6\n"
+    out = subprocess.run([str(BIN / "aq_pp"), *argv[:1], "-", *argv[2:]], input=data,
+                         capture_output=True, check=True).stdout  # fmt: skip
+    assert out == b'"s"\n27\n'  # ((3+1)*2+1) + ((6+1)*2+4)
+
+
 def test_ordered_map_keeps_order_and_raises_in_turn() -> None:
     import time
 
