@@ -2,9 +2,9 @@
 
 Parsing clean delimited chunks, rendering CSV rows with C `%.17g` floats, counting bytes and
 hashing UDB keys are the hot loops Polars has no cheap form for; in C they are several times
-cheaper. The source ships inside the package and is
-built with the host's C compiler into `~/.cache/ess/native/` (`ESS_NATIVE_DIR` overrides it;
-atomic rename, so concurrent processes agree). Without a compiler, or with `ESS_NATIVE=0`,
+cheaper. The sources ship inside the package and are built with the host's C compiler into
+`~/.cache/ess/native/` (`ESS_NATIVE_DIR` overrides it; atomic rename, so concurrent processes
+agree). Without a compiler, or with `ESS_NATIVE=0`,
 callers get None and use the pure-Polars path, which produces the same text.
 """
 
@@ -175,15 +175,16 @@ def parse_delimited(
     """Fields `f0, f1, ...` of a clean chunk (see ess_parse_delimited) and its row count, or None.
 
     None means the helper is missing or the chunk has something the C parser leaves to the
-    general path (quotes, ragged or blank records, unusual numbers, bad UTF-8 ...). Columns
-    of kind P_SKIP or with P_CHECK are validated but not returned.
+    general path (quotes, ragged or blank records, unusual numbers, bad UTF-8 ...). P_CHECK
+    fields are validated and P_SKIP fields only split; neither is returned. `max_rows` sizes
+    the buffers (the chunk's newline count + 1); a chunk with more records is refused.
     """
     lib = native_library()
     if lib is None or len(sep) != 1 or not data:
         return None
     import pyarrow as pa  # only here: 40 ms of start-up
 
-    rows = max_rows  # the buffers' room; the C parser refuses a chunk with more records
+    rows = max_rows
     n = len(kinds)
     values = (ctypes.c_void_p * n)()
     offsets = (ctypes.c_void_p * n)()
