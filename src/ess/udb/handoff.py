@@ -22,6 +22,40 @@ import pyarrow.ipc as ipc
 
 SHM = "/dev/shm"
 TOKEN = "token"
+PREFIX = "ess-udb-"  # + owner pid + "-" + random
+
+
+def sweep_stale(shm: str = SHM) -> list[str]:
+    """Remove hand-over directories of this user whose owning process is gone (a client
+    killed before its `close`: its last batch would otherwise stay in memory until reboot).
+    Returns the removed paths."""
+    try:
+        entries = list(os.scandir(shm))
+    except OSError:
+        return []
+    stale = [entry.path for entry in entries if _owner_gone(entry)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _owner_gone(entry: os.DirEntry[str]) -> bool:
+    """A directory of another user, of a live process, or without a pid in its name is not
+    ours to judge."""
+    pid = entry.name[len(PREFIX) :].split("-", 1)[0]
+    if not entry.name.startswith(PREFIX) or not pid.isdigit():
+        return False
+    try:
+        if not entry.is_dir(follow_symlinks=False):
+            return False
+        if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+            return False
+        os.kill(int(pid), 0)  # raises when there is no such process
+    except ProcessLookupError:
+        return True
+    except OSError:  # gone meanwhile, or a process we may not signal
+        return False
+    return False
 
 
 class Handoff:
@@ -36,8 +70,10 @@ class Handoff:
         if self.folder is None:
             if not os.access(SHM, os.W_OK):
                 return None
+            sweep_stale()
             try:
-                self.folder = tempfile.mkdtemp(dir=SHM, prefix="ess-udb-")
+                # the owner's pid in the name lets a later client remove it if this one dies
+                self.folder = tempfile.mkdtemp(dir=SHM, prefix=f"{PREFIX}{os.getpid()}-")
                 fd = os.open(Path(self.folder) / TOKEN, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                              0o600)  # fmt: skip
                 with os.fdopen(fd, "w") as f:
