@@ -180,10 +180,8 @@ class Compiler:
                     live.add(id(step))
                     self.used |= reads
                     grown = True
-        self.steps = [s for s in self.steps if id(s) in live or not self._prunable(s)]
-
-    def _prunable(self, step: Step) -> bool:
-        return any(step is p for p, _, _ in self.prunable)
+        dead = {id(step) for step, _, _ in self.prunable} - live
+        self.steps = [step for step in self.steps if id(step) not in dead]
 
     def rule(self, rule: object) -> None:
         if isinstance(rule, VarDef):

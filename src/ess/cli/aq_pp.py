@@ -33,14 +33,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     # start-up allocates ~200k long-lived objects (Polars, our modules): collecting them again
     # and again costs ~60 ms. Freeze them once the program is compiled; batches are not cyclic.
-    gc.disable()
     try:
-        from ess.aq.pp import compile_program
-        from ess.aq.rules import parse_argv
+        gc.disable()
+        try:
+            from ess.aq.pp import compile_program
+            from ess.aq.rules import parse_argv
 
-        job = compile_program(parse_argv(args))
-        gc.freeze()
-        gc.enable()
+            job = compile_program(parse_argv(args))
+            gc.freeze()
+        finally:  # also after a compile error (main may run inside a longer-lived process)
+            gc.enable()
         if not job.prog.test:
             job.run()
         close_udb_sessions()  # inside the try: a failure to close is an error with its code
