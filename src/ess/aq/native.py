@@ -128,7 +128,7 @@ def native_library() -> ctypes.CDLL | None:
     parse = lib.ess_parse_delimited
     parse.restype = ctypes.c_int64
     parse.argtypes = [
-        ctypes.c_char_p,  # data
+        ctypes.c_void_p,  # data
         ctypes.c_int64,  # length
         ctypes.c_int32,  # separator byte
         ctypes.c_int32,  # quoting on
@@ -143,17 +143,34 @@ def native_library() -> ctypes.CDLL | None:
     total.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double]
     count = lib.ess_count_byte
     count.restype = ctypes.c_int64
-    count.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int]
+    count.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
     return lib
 
 
-def count_byte(data: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
+Bytes = bytes | memoryview  # a memoryview: of a memory-mapped input file (ess.aq.mapped)
+
+
+def address(data: Bytes) -> tuple[int, object]:
+    """Where the bytes of `data` are, and an object to keep alive while C reads them (no copy)."""
+    if isinstance(data, bytes):
+        keep = ctypes.c_char_p(data)
+        return ctypes.cast(keep, ctypes.c_void_p).value or 0, keep
+    import pyarrow as pa  # a read-only buffer has no ctypes address; Arrow gives it without a copy
+
+    buf = pa.py_buffer(data)
+    return buf.address, buf
+
+
+def count_byte(data: Bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
     """`data.count(byte, start, end)` for one byte, several times faster with the C helper."""
     lib = native_library()
     stop = len(data) if end is None else min(end, len(data))
     if lib is None or start != 0 or len(byte) != 1:
-        return data.count(byte, start, stop)
-    return int(lib.ess_count_byte(data, stop, byte[0]))
+        return bytes(data).count(byte, start, stop)  # bytes(b) is b itself: no copy
+    where, alive = address(data)
+    count = int(lib.ess_count_byte(where, stop, byte[0]))
+    del alive  # the bytes must outlive the call
+    return count
 
 
 def sum_f64(values: pa.Array, init: float) -> float | None:
@@ -170,7 +187,7 @@ def sum_f64(values: pa.Array, init: float) -> float | None:
 
 
 def parse_delimited(
-    data: bytes, sep: bytes, quoted: bool, kinds: list[int], max_rows: int
+    data: Bytes, sep: bytes, quoted: bool, kinds: list[int], max_rows: int
 ) -> tuple[pa.Table, int] | None:
     """Fields `f0, f1, ...` of a clean chunk (see ess_parse_delimited) and its row count, or None.
 
@@ -201,8 +218,10 @@ def parse_delimited(
             values[i] = buf.address
             keep.append((i, kind, buf, None))
     kind_arr = (ctypes.c_int32 * n)(*kinds)
-    got = lib.ess_parse_delimited(data, len(data), sep[0], int(quoted), n, kind_arr,
+    where, alive = address(data)
+    got = lib.ess_parse_delimited(where, len(data), sep[0], int(quoted), n, kind_arr,
                                   values, offsets, rows)  # fmt: skip
+    del alive  # the bytes must outlive the call
     if got < 0:
         return None
     arrays, names = [], []

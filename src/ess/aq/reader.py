@@ -8,6 +8,7 @@ unparsable number is a conversion error (row dropped under `eok`, fatal otherwis
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -17,9 +18,9 @@ from typing import BinaryIO
 
 import polars as pl
 
-from ess.aq import native
+from ess.aq import mapped, native
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
-from ess.aq.native import count_byte
+from ess.aq.native import Bytes, count_byte
 from ess.aq.rules import InputAttrs, Sep
 from ess.errors import AqDataError, AqSyntaxError
 
@@ -37,13 +38,18 @@ def _chunk_size() -> int:
 
 @dataclass
 class Chunk:
-    data: bytes
+    raw: Bytes  # the records; a memoryview of a mapped file (ess.aq.mapped) is not copied
     source: str
     first_line: int  # 1-based line number of the chunk's first line in its file
     newlines: int = -1  # b"\n" count of data, when the reader already counted them
 
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The records as bytes: the general parsers need them (a mapped chunk is copied once)."""
+        return bytes(self.raw)
+
     def max_records(self) -> int:
-        count = self.newlines if self.newlines >= 0 else count_byte(self.data, b"\n")
+        count = self.newlines if self.newlines >= 0 else count_byte(self.raw, b"\n")
         return count + 1
 
 
@@ -61,6 +67,9 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     stream = open_input(path)
     source = "stdin" if path == "-" else path
     try:
+        if path != "-" and mapped.usable(stream.fileno()):
+            yield from _mapped_chunks(stream.fileno(), source, attrs, chunk_size)
+            return
         pending = b""
         line = 1
         to_skip = attrs.skip
@@ -102,6 +111,26 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> Iterator[Chunk]:
+    if attrs.skip_unit == "b":
+        start, line = attrs.skip, 1
+    else:
+        start, skipped = mapped.header_end(fd, attrs.skip)
+        line = 1 + skipped
+    quoted = attrs.fmt == "csv" and attrs.quoted
+    views = mapped.regions(fd, start, chunk_size, quoted)
+    while True:
+        try:
+            view = next(views, None)
+        except OSError as exc:  # e.g. no address space left for the map
+            raise AqDataError(f"cannot read input file {source!r}: {exc.strerror}") from None
+        if view is None:
+            return
+        newlines = count_byte(view, b"\n")
+        yield Chunk(view, source, line, newlines)
+        line += newlines
 
 
 def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:
@@ -284,7 +313,7 @@ def native_typed(
     if all(k in (native.P_SKIP, native.P_STR) for k in kinds):
         return None  # nothing numeric to prove the record layout with
     sep = attrs.sep.encode()
-    parsed = native.parse_delimited(chunk.data, sep, attrs.quoted, kinds, chunk.max_records())
+    parsed = native.parse_delimited(chunk.raw, sep, attrs.quoted, kinds, chunk.max_records())
     if parsed is None:
         return None
     table, rows = parsed

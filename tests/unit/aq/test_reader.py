@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +20,24 @@ RECORD = st.one_of(
 )
 
 
+@contextmanager
+def reading(mode: str) -> Iterator[None]:
+    """Files memory-mapped (the default) or read with read() (stdin's path, ESS_AQ_MMAP=0)."""
+    old = os.environ.get("ESS_AQ_MMAP")
+    os.environ["ESS_AQ_MMAP"] = "1" if mode == "mapped" else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["ESS_AQ_MMAP"]
+        else:
+            os.environ["ESS_AQ_MMAP"] = old
+
+
+MODES = pytest.mark.parametrize("mode", ["mapped", "read"])
+
+
+@MODES
 @settings(max_examples=200, deadline=None)
 @given(
     records=st.lists(RECORD, max_size=60),
@@ -24,14 +46,22 @@ RECORD = st.one_of(
     skip=st.integers(0, 2),
 )
 def test_chunks_rebuild_the_input_at_record_ends(
-    tmp_path_factory, records: list[str], tail: bool, size: int, skip: int
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: str,
+    records: list[str],
+    tail: bool,
+    size: int,
+    skip: int,
 ) -> None:
     header = "".join(f"h{i}\n" for i in range(skip))
     body = "\n".join(records) + ("\n" if tail and records else "")
     path = Path(tmp_path_factory.mktemp("r")) / "in.csv"
     path.write_bytes((header + body).encode())
-    chunks = list(read_chunks(str(path), InputAttrs(skip=skip), chunk_size=size))
+    with reading(mode):
+        chunks = list(read_chunks(str(path), InputAttrs(skip=skip), chunk_size=size))
     assert b"".join(bytes(c.data) for c in chunks) == body.encode()
+    want = memoryview if mode == "mapped" else bytes
+    assert all(isinstance(c.raw, want) for c in chunks)
     line = skip + 1
     for chunk in chunks:
         assert chunk.first_line == line
@@ -39,3 +69,36 @@ def test_chunks_rebuild_the_input_at_record_ends(
         line += chunk.newlines
         if chunk is not chunks[-1]:  # cut after a newline that is outside quotes
             assert chunk.data.endswith(b"\n") and chunk.data.count(b'"') % 2 == 0
+
+
+@MODES
+@pytest.mark.parametrize("skip", [0, 3, 7, 40])
+def test_byte_skips_and_line_skips_past_the_end(tmp_path: Path, mode: str, skip: int) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"ab\ncd\nef\n")
+    with reading(mode):
+        by_bytes = list(read_chunks(str(path), InputAttrs(skip=skip, skip_unit="b"), 4))
+        by_lines = list(read_chunks(str(path), InputAttrs(skip=skip), 4))
+    assert b"".join(c.data for c in by_bytes) == b"ab\ncd\nef\n"[skip:]
+    assert all(c.first_line == 1 for c in by_bytes[:1])
+    assert b"".join(c.data for c in by_lines) == b"".join(b"ab\ncd\nef\n".splitlines(True)[skip:])
+
+
+def _maps_of(path: Path) -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(line.rstrip().endswith(str(path)) for line in maps)
+
+
+def test_a_mapped_chunk_is_unmapped_once_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"".join(b"%08d,x\n" % i for i in range(100_000)))  # 1 MB
+    with reading("mapped"):
+        chunks = read_chunks(str(path), InputAttrs(), chunk_size=64 << 10)
+        kept = [next(chunks) for _ in range(3)]
+        assert _maps_of(path) == 3
+        read = sum(len(c.raw) for c in kept)
+        del kept
+        assert _maps_of(path) <= 1  # only the reader's current one outlives its chunk
+        read += sum(len(c.raw) for c in chunks)
+    assert read == path.stat().st_size
+    assert _maps_of(path) == 0
