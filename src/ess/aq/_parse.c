@@ -24,6 +24,14 @@
 #if defined(__SSE2__) && !defined(ESS_NO_SIMD)
 #include <emmintrin.h>
 #endif
+/* x86-64 hosts get an AVX2 variant of the indexing code, picked at run time (the helper is built
+ * without -march, so plain code may only use SSE2). -DESS_NO_AVX2 keeps the SSE2 code only. */
+#if defined(__SSE2__) && defined(__x86_64__) && defined(__GNUC__) && !defined(ESS_NO_SIMD) && \
+    !defined(ESS_NO_AVX2)
+#define ESS_AVX2 1
+#include <immintrin.h>
+#define ESS_TARGET_AVX2 __attribute__((target("avx2,popcnt,bmi,bmi2")))
+#endif
 
 enum { P_SKIP = 0, P_STR = 1, P_INT = 2, P_UINT = 3, P_FLOAT = 4, P_CHECK = 8 };
 
@@ -192,6 +200,10 @@ static inline int parse_float(const unsigned char *s, const unsigned char *e,
 
 /* ------------------------------------------------------------------ structural index */
 #define IDX_CAP 4096
+/* Index entries are byte positions (chunks are shorter than 2^31 bytes) with the top bit set on
+ * those of '\n's, so the layout check reads the index only, not the data a second time. */
+#define NL_BIT 0x80000000u
+#define POS_MASK 0x7FFFFFFFu
 
 typedef struct {
     const unsigned char *data;
@@ -201,23 +213,26 @@ typedef struct {
     int n;                /* entries in pos */
     int ended;            /* all data indexed (and the virtual end entry added if needed) */
     int high;             /* a byte >= 0x80 was seen: kept strings need a UTF-8 check */
+    int avx2;             /* the CPU runs index_blocks_avx2 */
     unsigned char sep, quoted;
 } s_index;
 
 /* 64-bit masks of the structural bytes, of the bytes the fast path refuses, and of high bytes. */
 static inline void block_masks(const unsigned char *b, unsigned char sep, int quoted,
-                               uint64_t *structural, uint64_t *bad, uint64_t *high) {
-    uint64_t st = 0, bd = 0, hi = 0;
+                               uint64_t *structural, uint64_t *newline, uint64_t *bad,
+                               uint64_t *high) {
+    uint64_t st = 0, nl = 0, bd = 0, hi = 0;
 #if defined(__SSE2__) && !defined(ESS_NO_SIMD)
     const __m128i vsep = _mm_set1_epi8((char)sep), vnl = _mm_set1_epi8('\n');
     const __m128i vcr = _mm_set1_epi8('\r'), vnul = _mm_setzero_si128();
     const __m128i vq = _mm_set1_epi8(quoted ? '"' : '\n');
     for (int k = 0; k < 4; k++) {
         __m128i v = _mm_loadu_si128((const __m128i *)(b + 16 * k));
-        __m128i s1 = _mm_or_si128(_mm_cmpeq_epi8(v, vsep), _mm_cmpeq_epi8(v, vnl));
+        __m128i n1 = _mm_cmpeq_epi8(v, vnl), s1 = _mm_or_si128(_mm_cmpeq_epi8(v, vsep), n1);
         __m128i b1 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, vcr), _mm_cmpeq_epi8(v, vnul)),
                                   _mm_cmpeq_epi8(v, vq));
         st |= (uint64_t)(uint32_t)_mm_movemask_epi8(s1) << (16 * k);
+        nl |= (uint64_t)(uint32_t)_mm_movemask_epi8(n1) << (16 * k);
         bd |= (uint64_t)(uint32_t)_mm_movemask_epi8(b1) << (16 * k);
         hi |= (uint64_t)(uint32_t)_mm_movemask_epi8(v) << (16 * k);
     }
@@ -225,14 +240,96 @@ static inline void block_masks(const unsigned char *b, unsigned char sep, int qu
     for (int k = 0; k < 64; k++) {
         unsigned char c = b[k];
         st |= (uint64_t)(c == sep || c == '\n') << k;
+        nl |= (uint64_t)(c == '\n') << k;
         bd |= (uint64_t)(c == '\r' || c == 0 || (quoted && c == '"')) << k;
         hi |= (uint64_t)(c >= 0x80) << k;
     }
 #endif
     *structural = st;
+    *newline = nl;
     *bad = bd;
     *high = hi;
 }
+
+#ifdef ESS_AVX2
+/* block_masks with 32-byte compares. */
+static inline ESS_TARGET_AVX2 void block_masks_avx2(const unsigned char *b, unsigned char sep,
+                                                    int quoted, uint64_t *structural,
+                                                    uint64_t *newline, uint64_t *bad,
+                                                    uint64_t *high) {
+    const __m256i vsep = _mm256_set1_epi8((char)sep), vnl = _mm256_set1_epi8('\n');
+    const __m256i vcr = _mm256_set1_epi8('\r'), vnul = _mm256_setzero_si256();
+    const __m256i vq = _mm256_set1_epi8(quoted ? '"' : '\n');
+    uint64_t m[4][2];
+    for (int k = 0; k < 2; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b + 32 * k));
+        __m256i n1 = _mm256_cmpeq_epi8(v, vnl);
+        __m256i s1 = _mm256_or_si256(_mm256_cmpeq_epi8(v, vsep), n1);
+        __m256i b1 = _mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpeq_epi8(v, vcr), _mm256_cmpeq_epi8(v, vnul)),
+            _mm256_cmpeq_epi8(v, vq));
+        m[0][k] = (uint32_t)_mm256_movemask_epi8(s1);
+        m[1][k] = (uint32_t)_mm256_movemask_epi8(n1);
+        m[2][k] = (uint32_t)_mm256_movemask_epi8(b1);
+        m[3][k] = (uint32_t)_mm256_movemask_epi8(v);
+    }
+    *structural = m[0][0] | m[0][1] << 32;
+    *newline = m[1][0] | m[1][1] << 32;
+    *bad = m[2][0] | m[2][1] << 32;
+    *high = m[3][0] | m[3][1] << 32;
+}
+#endif
+
+/* Population count of a block's structural mask. Without the popcnt instruction (SSE2 code)
+ * __builtin_popcountll is a libgcc call; this is a dozen inline operations. */
+static inline int popcount64(uint64_t x) {
+#if defined(__POPCNT__) || !defined(__x86_64__)
+    return __builtin_popcountll(x);
+#else
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (int)((x * 0x0101010101010101ULL) >> 56);
+#endif
+}
+
+/* Index 64-byte blocks until the data ends or the index is full; 0 when a refused byte shows
+ * up. A macro, to be compiled once per instruction set (MASKS, POPCOUNT). Positions are written
+ * 8 at a time without a branch each (the count varies per block); a '\n' gets NL_BIT. */
+#define INDEX_BLOCKS(MASKS, POPCOUNT)                                                            \
+    while (ix->scanned < ix->len && ix->n < IDX_CAP) {                                         \
+        const unsigned char *b = ix->data + ix->scanned;                                       \
+        unsigned char tail[64];                                                                \
+        int64_t left = ix->len - ix->scanned;                                                  \
+        if (left < 64) { /* pad the last block with a byte that is neither structural nor bad */ \
+            memset(tail, ix->sep == 'x' ? 'y' : 'x', sizeof tail);                             \
+            memcpy(tail, b, (size_t)left);                                                     \
+            b = tail;                                                                          \
+        }                                                                                      \
+        uint64_t st, nl, bad, high;                                                            \
+        MASKS(b, ix->sep, ix->quoted, &st, &nl, &bad, &high);                                  \
+        if (bad) return 0;                                                                     \
+        ix->high |= high != 0;                                                                 \
+        uint32_t base = (uint32_t)ix->scanned, *out = ix->pos + ix->n;                         \
+        int count = POPCOUNT(st);                                                              \
+        for (int k = 0; k < count; k += 8)                                                     \
+            for (int j = 0; j < 8; j++) {                                                      \
+                int at = st ? __builtin_ctzll(st) : 0;                                         \
+                out[k + j] = (base + (uint32_t)at) | (uint32_t)(nl >> at) << 31;               \
+                st &= st - 1;                                                                  \
+            }                                                                                  \
+        ix->n += count;                                                                        \
+        ix->scanned += 64;                                                                     \
+    }                                                                                          \
+    return 1;
+
+static int index_blocks(s_index *ix) { INDEX_BLOCKS(block_masks, popcount64) }
+
+#ifdef ESS_AVX2
+static ESS_TARGET_AVX2 int index_blocks_avx2(s_index *ix) {
+    INDEX_BLOCKS(block_masks_avx2, __builtin_popcountll)
+}
+#endif
 
 /* Drop the first `keep` entries and index more data. 0 when a refused byte shows up. */
 static int index_more(s_index *ix, int keep) {
@@ -241,57 +338,29 @@ static int index_more(s_index *ix, int keep) {
         memmove(ix->pos, ix->pos + keep, sizeof(uint32_t) * (size_t)(ix->n - keep));
         ix->n -= keep;
     }
-    while (ix->scanned < ix->len && ix->n < IDX_CAP) {
-        const unsigned char *b = ix->data + ix->scanned;
-        unsigned char tail[64];
-        int64_t left = ix->len - ix->scanned;
-        if (left < 64) { /* pad the last block with a byte that is neither structural nor bad */
-            memset(tail, ix->sep == 'x' ? 'y' : 'x', sizeof tail);
-            memcpy(tail, b, (size_t)left);
-            b = tail;
-        }
-        uint64_t st, bad, high;
-        block_masks(b, ix->sep, ix->quoted, &st, &bad, &high);
-        if (bad) return 0;
-        ix->high |= high != 0;
-        /* positions written 8 at a time without a branch each (the count varies per block) */
-        uint32_t base = (uint32_t)ix->scanned, *out = ix->pos + ix->n;
-        int count = __builtin_popcountll(st);
-        for (int k = 0; k < count; k += 8)
-            for (int j = 0; j < 8; j++) {
-                out[k + j] = base + (uint32_t)(st ? __builtin_ctzll(st) : 0);
-                st &= st - 1;
-            }
-        ix->n += count;
-        ix->scanned += 64;
-    }
+#ifdef ESS_AVX2
+    if (ix->avx2 ? !index_blocks_avx2(ix) : !index_blocks(ix)) return 0;
+#else
+    if (!index_blocks(ix)) return 0;
+#endif
     if (ix->scanned >= ix->len && !ix->ended) {
         ix->ended = 1; /* a last record without its '\n' ends at the end of the data */
-        if (ix->data[ix->len - 1] != '\n') ix->pos[ix->n++] = (uint32_t)ix->len;
+        if (ix->data[ix->len - 1] != '\n') ix->pos[ix->n++] = (uint32_t)ix->len | NL_BIT;
     }
     return 1;
 }
 
-/* Whether entries [0, rows * ncols) end fields and records where the layout says. Structural
- * bytes are separators or '\n's: when every record's last entry is a '\n' and the window holds
- * no other '\n', every other entry is a separator. */
+/* Whether entries [0, rows * ncols) end fields and records where the layout says: every
+ * record's last entry is a '\n' (the virtual end entry counts as one) and no other entry is.
+ * When all the last entries are '\n's and the window holds `rows` '\n's in all, no other entry
+ * is one; the count is a loop the compiler vectorises. */
 static int layout_ok(const s_index *ix, int64_t rows, int ncols) {
     const uint32_t *pos = ix->pos;
-    int64_t total = rows * ncols;
-    int virtual_end = ix->ended && total == ix->n && pos[total - 1] == ix->len;
-    unsigned wrong = 0;
-    for (int64_t r = 0; r < rows - virtual_end; r++)
-        wrong |= ix->data[pos[r * ncols + ncols - 1]] != '\n';
-    const unsigned char *p = ix->data + (uint32_t)(pos[-1] + 1), *e = ix->data + pos[total - 1];
-    int64_t lines = 0;
-    for (; p + 255 <= e; p += 255) { /* byte-wide counters: the compiler vectorises this */
-        unsigned char acc = 0;
-        for (int j = 0; j < 255; j++) acc += p[j] == '\n';
-        lines += acc;
-    }
-    for (; p < e; p++) lines += *p == '\n';
-    /* [first byte, last entry) holds the '\n's of all records but the last one */
-    return !wrong && lines == rows - 1;
+    int total = (int)(rows * ncols);
+    uint32_t wrong = 0, lines = 0;
+    for (int64_t r = 0; r < rows; r++) wrong |= ~pos[r * ncols + ncols - 1];
+    for (int i = 0; i < total; i++) lines += pos[i] >> 31;
+    return !(wrong & NL_BIT) && lines == (uint32_t)rows;
 }
 
 /* ------------------------------------------------------------------ columns */
@@ -306,8 +375,8 @@ typedef struct {
 } s_window;
 
 /* Field c of window record r is [start, end). */
-#define FIELD_END(w, r, c) ((w)->pos[(r) * (w)->ncols + (c)])
-#define FIELD_START(w, r, c) ((uint32_t)((w)->pos[(r) * (w)->ncols + (c) - 1] + 1))
+#define FIELD_END(w, r, c) ((w)->pos[(r) * (w)->ncols + (c)] & POS_MASK)
+#define FIELD_START(w, r, c) (((w)->pos[(r) * (w)->ncols + (c) - 1] + 1) & POS_MASK)
 
 /* The general path drops a record whose read fields are all empty (a blank line of the CSV
  * reader looks the same); such a record is left to it. Only asked when a numeric field is
@@ -386,7 +455,7 @@ static int convert_window(const s_window *w, const int32_t *kinds, void *const *
 int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep, int32_t quoted,
                             int32_t ncols, const int32_t *kinds, void *const *values,
                             int64_t *const *offsets, int64_t max_rows) {
-    if (len <= 0 || len >= (int64_t)UINT32_MAX || ncols <= 0 || ncols > 1024 || sep == '\n')
+    if (len <= 0 || len > (int64_t)POS_MASK || ncols <= 0 || ncols > 1024 || sep == '\n')
         return -1;
     int first_numeric = -1;
     for (int c = ncols - 1; c >= 0; c--)
@@ -397,9 +466,13 @@ int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep,
     ix->data = data;
     ix->len = len;
     ix->pos = ix->slots + 1;
-    ix->pos[-1] = UINT32_MAX; /* so the first field starts at 0 */
+    ix->pos[-1] = UINT32_MAX; /* so the first field starts at (UINT32_MAX + 1) & POS_MASK = 0 */
     ix->sep = (unsigned char)sep;
     ix->quoted = quoted != 0;
+#ifdef ESS_AVX2
+    ix->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+               __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+#endif
     for (int c = 0; c < ncols; c++)
         if ((kinds[c] & 7) == P_STR) offsets[c][0] = 0;
     int64_t row = 0, result = -1;
