@@ -19,6 +19,8 @@ import os
 import stat
 from collections.abc import Iterator
 
+from ess.aq import native
+
 POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page in one call
 
 
@@ -50,8 +52,9 @@ def header_end(fd: int, lines: int) -> tuple[int, int]:
     return pos, skipped
 
 
-def regions(fd: int, start: int, chunk_size: int, quoted: bool) -> Iterator[memoryview]:
-    """Consecutive views of the file from `start`, each ending at a record terminator.
+def regions(fd: int, start: int, chunk_size: int, quoted: bool) -> Iterator[tuple[memoryview, int]]:
+    """Consecutive views of the file from `start`, each ending at a record terminator, with
+    their newline counts.
 
     A view is cut after the last newline of its `chunk_size` bytes (outside quotes when
     `quoted`); a record longer than that doubles the window. The last view ends at EOF.
@@ -62,26 +65,32 @@ def regions(fd: int, start: int, chunk_size: int, quoted: bool) -> Iterator[memo
         want = chunk_size
         while True:
             end = min(pos + want, size)
-            mapped, base = _map(fd, pos, end)
-            cut = end - pos if end == size else _cut(mapped, pos - base, end - base, quoted)
-            if cut > 0:
+            view, newlines = _region(fd, pos, end, quoted and end < size, last=end == size)
+            if len(view):
                 break
             want *= 2
-        yield memoryview(mapped)[pos - base : pos - base + cut]
-        pos += cut
+        yield view, newlines
+        pos += len(view)
+
+
+def _region(fd: int, pos: int, end: int, quoted: bool, *, last: bool) -> tuple[memoryview, int]:
+    """[pos, end) cut after its last record terminator (empty when it has none)."""
+    mapped, base = _map(fd, pos, end)
+    lo, hi = pos - base, end - base
+    cut = hi if last else mapped.rfind(b"\n", lo, hi) + 1
+    if cut <= lo:
+        return memoryview(b""), 0
+    view = memoryview(mapped)[lo:cut]
+    newlines, quotes = native.count_pair(view, b"\n", b'"')
+    if quoted and quotes % 2:  # the last newline is inside quotes: walk back (rare, copies)
+        from ess.aq.reader import record_end
+
+        view = view[: record_end(bytes(view), quoted=True) + 1]
+        newlines = native.count_byte(view, b"\n")
+    return view, newlines
 
 
 def _map(fd: int, pos: int, end: int) -> tuple[mmap.mmap, int]:
     base = pos - pos % mmap.ALLOCATIONGRANULARITY
     flags = mmap.MAP_SHARED | POPULATE
     return mmap.mmap(fd, end - base, flags=flags, prot=mmap.PROT_READ, offset=base), base
-
-
-def _cut(mapped: mmap.mmap, lo: int, hi: int, quoted: bool) -> int:
-    """Length of [lo, hi) up to its last record terminator, 0 when there is none."""
-    if quoted and mapped.find(b'"', lo, hi) >= 0:
-        from ess.aq.reader import record_end  # quotes are rare in the fast case: copy then
-
-        return record_end(mapped[lo:hi], quoted=True) + 1
-    nl = mapped.rfind(b"\n", lo, hi)
-    return nl + 1 - lo if nl >= 0 else 0

@@ -144,6 +144,9 @@ def native_library() -> ctypes.CDLL | None:
     count = lib.ess_count_byte
     count.restype = ctypes.c_int64
     count.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    pair = lib.ess_count_pair
+    pair.restype = None
+    pair.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     return lib
 
 
@@ -171,6 +174,19 @@ def count_byte(data: Bytes, byte: bytes, start: int = 0, end: int | None = None)
     count = int(lib.ess_count_byte(where, stop, byte[0]))
     del alive  # the bytes must outlive the call
     return count
+
+
+def count_pair(data: Bytes, first: bytes, second: bytes) -> tuple[int, int]:
+    """`(data.count(first), data.count(second))` for single bytes, in one pass with the helper."""
+    lib = native_library()
+    if lib is None:
+        whole = bytes(data)
+        return whole.count(first), whole.count(second)
+    where, alive = address(data)
+    out = (ctypes.c_int64 * 2)()
+    lib.ess_count_pair(where, len(data), first[0], second[0], out)
+    del alive  # the bytes must outlive the call
+    return int(out[0]), int(out[1])
 
 
 def sum_f64(values: pa.Array, init: float) -> float | None:

@@ -123,12 +123,11 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
     views = mapped.regions(fd, start, chunk_size, quoted)
     while True:
         try:
-            view = next(views, None)
+            view, newlines = next(views, (None, 0))
         except OSError as exc:  # e.g. no address space left for the map
             raise AqDataError(f"cannot read input file {source!r}: {exc.strerror}") from None
         if view is None:
             return
-        newlines = count_byte(view, b"\n")
         yield Chunk(view, source, line, newlines)
         line += newlines
 

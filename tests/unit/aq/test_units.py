@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ess.aq.native import count_byte, native_library
+from ess.aq.native import count_byte, count_pair, native_library
 from ess.aq.numfmt import format_series
 from ess.aq.pp import compile_program
 from ess.aq.reader import div_regex
@@ -77,6 +77,10 @@ def test_count_byte_matches_bytes_count(formatter: str) -> None:
     for byte in (b",", b"\n", b'"', b"z"):
         assert count_byte(data, byte) == data.count(byte)
         assert count_byte(data, byte, 0, 777) == data.count(byte, 0, 777)
+        assert count_byte(memoryview(data)[3:], byte) == data[3:].count(byte)
+    for size in (0, 1, 254, 255, 256, 511, 6003):  # around the 255-byte blocks of the C loop
+        part = memoryview(data)[:size]
+        assert count_pair(part, b"\n", b'"') == (data[:size].count(b"\n"), data[:size].count(b'"'))
 
 
 def test_format_dictionary_path_keeps_negative_zero() -> None:
