@@ -15,7 +15,8 @@
  * Speed: a structural index (positions of separators and '\n's, found 64 bytes at a time)
  * decouples the fields from each other, and columns are then converted one at a time over a
  * window of records, so each inner loop has one kind of field and no per-field dispatch. Short
- * numbers are converted 8 digits at a time (SWAR) without a branch per digit.
+ * numbers are converted 8 digits at a time (SWAR) without a branch per digit. Integer columns
+ * that are only checked (P_CHECK) are validated, not converted: one 16-byte compare a field.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -32,12 +33,22 @@
 #include <immintrin.h>
 #define ESS_TARGET_AVX2 __attribute__((target("avx2,popcnt,bmi,bmi2")))
 #endif
+/* Likewise an FMA variant of the float column (no division in the short-decimal path), picked at
+ * run time; -DESS_NO_FMA (or -DESS_NO_AVX2) keeps the division only. */
+#if defined(__SSE2__) && defined(__x86_64__) && defined(__GNUC__) && !defined(ESS_NO_SIMD) && \
+    !defined(ESS_NO_AVX2) && !defined(ESS_NO_FMA)
+#define ESS_FMA 1
+#define ESS_TARGET_FMA __attribute__((target("fma")))
+#endif
 
 enum { P_SKIP = 0, P_STR = 1, P_INT = 2, P_UINT = 3, P_FLOAT = 4, P_CHECK = 8 };
 
 static const double EXACT10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+/* RN(10^-b): the FMA path's reciprocals (constant folded, so correctly rounded). */
+static const double INV10[9] = {1.0,       1.0 / 1e1, 1.0 / 1e2, 1.0 / 1e3, 1.0 / 1e4,
+                                1.0 / 1e5, 1.0 / 1e6, 1.0 / 1e7, 1.0 / 1e8};
 static const uint64_t U10[9] = {1,      10,      100,      1000,     10000,
                                 100000, 1000000, 10000000, 100000000};
 
@@ -171,10 +182,26 @@ static int parse_float_slow(const unsigned char *s, const unsigned char *e, doub
     return 1;
 }
 
+/* w / 10^b correctly rounded without a division (w < 2^53, b <= 8; only inlined into FMA code,
+ * where __builtin_fma is one instruction). With y = RN(10^-b), |10^b y - 1| < 2^-53:
+ *  - q0 = RN(w y) is within 2 ulps of x = w / 10^b;
+ *  - r = w - q0 10^b is a multiple of ulp(q0) (<= 1) below 4 * 10^b of them, so the fma is exact;
+ *  - q0 + r y = x + (x - q0)(10^b y - 1) is within 2^-52 ulp of x, and the fma rounds it once;
+ *  - x is never a midpoint (a dyadic w / 10^b has under 54 significant bits) and is at least
+ *    ulp(x) / 4 / 10^b > 2^-29 ulp away from any (w 2^-F - odd 10^b is a nonzero integer),
+ *  so RN(q0 + r y) = RN(x), the division's result, bit for bit. */
+static inline double div_pow10_fma(double w, int b) {
+    double q0 = w * INV10[b];
+    return __builtin_fma(__builtin_fma(-q0, EXACT10[b], w), INV10[b], q0);
+}
+
 /* Float field [s, e). The common short form D{1,8}(.D{1,8})? is converted with SWAR digits and
- * one exact division; everything else goes to parse_float_slow. */
-static inline int parse_float(const unsigned char *s, const unsigned char *e,
-                              const unsigned char *limit, double *out) {
+ * one exact division (use_fma: the division-free equivalent); everything else goes to
+ * parse_float_slow. Always inlined, so use_fma is a constant. */
+static inline __attribute__((always_inline)) int parse_float(const unsigned char *s,
+                                                              const unsigned char *e,
+                                                              const unsigned char *limit,
+                                                              int use_fma, double *out) {
     const unsigned char *f = s + (s < e && *s == '-');
     int64_t n = e - f;
     if (n < 1 || n > 16 || limit - f < 24) return parse_float_slow(s, e, out); /* 24: see below */
@@ -193,7 +220,8 @@ static inline int parse_float(const unsigned char *s, const unsigned char *e,
         return parse_float_slow(s, e, out);
     int64_t ip = eight_digits(f, a), fp = b ? eight_digits(f + a + 1, b) : 0;
     if ((ip | fp) < 0) return parse_float_slow(s, e, out); /* exponent or a stray byte */
-    double x = (double)(uint64_t)(ip * (int64_t)U10[b] + fp) / EXACT10[b];
+    double w = (double)(uint64_t)(ip * (int64_t)U10[b] + fp);
+    double x = use_fma ? div_pow10_fma(w, b) : w / EXACT10[b];
     *out = f != s ? -x : x;
     return 1;
 }
@@ -418,28 +446,81 @@ static int column_int(const s_window *w, int c, int sign_ok, int64_t *out) {
     return ok;
 }
 
-static int column_float(const s_window *w, int c, double *out) {
+/* Bit k set: byte k of the 16 at p (all readable) is not a digit. */
+static inline unsigned nondigits16(const unsigned char *p) {
+#if defined(__SSE2__) && !defined(ESS_NO_SIMD)
+    __m128i v = _mm_loadu_si128((const __m128i *)p); /* signed compares: bytes >= 0x80 are < '0' */
+    return (unsigned)_mm_movemask_epi8(
+        _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8('0')), _mm_cmpgt_epi8(v, _mm_set1_epi8('9'))));
+#else
+    unsigned m = 0;
+    for (int k = 0; k < 16; k++) m |= (unsigned)((unsigned)(p[k] - '0') > 9) << k;
+    return m;
+#endif
+}
+
+/* column_int for a checked column (out == NULL): whether every field is in the form parse_int
+ * accepts or blank, without converting. A field of 1..16 bytes with 16 readable ones is all
+ * digits but for a leading '-' (a signed column, or a lone '-', which is blank); longer or last
+ * fields take parse_int. Validity is accumulated, so the loop has no data-dependent branch. */
+static int column_int_check(const s_window *w, int c, int sign_ok) {
     int ok = 1;
     for (int64_t r = 0; r < w->rows; r++) {
         const unsigned char *f = w->data + FIELD_START(w, r, c), *e = w->data + FIELD_END(w, r, c);
-        double v = 0;
-        if (!blank_number(f, e))
-            ok &= parse_float(f, e, w->limit, &v);
-        else if (f == e && c == w->first_numeric && record_all_empty(w, r))
-            return 0;
-        if (out) out[w->row0 + r] = v;
+        int64_t n = e - f;
+        if (n >= 1 && n <= 16 && w->limit - f >= 16) {
+            unsigned m = nondigits16(f) & ((1u << n) - 1);
+            ok &= (m == 0) | ((m == 1) & (*f == '-') & (sign_ok | (n == 1)));
+        } else if (n == 0) {
+            if (c == w->first_numeric && record_all_empty(w, r)) return 0;
+        } else {
+            int64_t v;
+            ok &= blank_number(f, e) || parse_int(f, e, w->limit, sign_ok, &v);
+        }
     }
     return ok;
 }
 
+/* A macro, to be compiled once per float conversion (USE_FMA). */
+#define COLUMN_FLOAT(USE_FMA)                                                                  \
+    int ok = 1;                                                                                \
+    for (int64_t r = 0; r < w->rows; r++) {                                                    \
+        const unsigned char *f = w->data + FIELD_START(w, r, c);                               \
+        const unsigned char *e = w->data + FIELD_END(w, r, c);                                 \
+        double v = 0;                                                                          \
+        if (!blank_number(f, e))                                                               \
+            ok &= parse_float(f, e, w->limit, USE_FMA, &v);                                    \
+        else if (f == e && c == w->first_numeric && record_all_empty(w, r))                    \
+            return 0;                                                                          \
+        if (out) out[w->row0 + r] = v;                                                         \
+    }                                                                                          \
+    return ok;
+
+static int column_float(const s_window *w, int c, double *out) { COLUMN_FLOAT(0) }
+
+#ifdef ESS_FMA
+static ESS_TARGET_FMA int column_float_fma(const s_window *w, int c, double *out) {
+    COLUMN_FLOAT(1)
+}
+#endif
+
 static int convert_window(const s_window *w, const int32_t *kinds, void *const *values,
-                          int64_t *const *offsets, int high) {
+                          int64_t *const *offsets, int high, int fma) {
+#ifndef ESS_FMA
+    (void)fma;
+#endif
     for (int c = 0; c < w->ncols; c++) {
         int kind = kinds[c] & 7, check = (kinds[c] & P_CHECK) != 0, ok = 1;
         if (kind == P_STR)
             ok = column_str(w, c, high, (char *)values[c], offsets[c]);
+        else if ((kind == P_INT || kind == P_UINT) && check)
+            ok = column_int_check(w, c, kind == P_INT);
         else if (kind == P_INT || kind == P_UINT)
-            ok = column_int(w, c, kind == P_INT, check ? NULL : (int64_t *)values[c]);
+            ok = column_int(w, c, kind == P_INT, (int64_t *)values[c]);
+#ifdef ESS_FMA
+        else if (kind == P_FLOAT && fma)
+            ok = column_float_fma(w, c, check ? NULL : (double *)values[c]);
+#endif
         else if (kind == P_FLOAT)
             ok = column_float(w, c, check ? NULL : (double *)values[c]);
         else if (kind != P_SKIP)
@@ -473,6 +554,10 @@ int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep,
     ix->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
                __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
 #endif
+    int fma = 0;
+#ifdef ESS_FMA
+    fma = __builtin_cpu_supports("fma");
+#endif
     for (int c = 0; c < ncols; c++)
         if ((kinds[c] & 7) == P_STR) offsets[c][0] = 0;
     int64_t row = 0, result = -1;
@@ -489,7 +574,7 @@ int64_t ess_parse_delimited(const unsigned char *data, int64_t len, int32_t sep,
         }
         if (row + rows > max_rows || !layout_ok(ix, rows, ncols)) break;
         s_window w = {data, data + len, ix->pos, rows, row, ncols, kinds, first_numeric};
-        if (!convert_window(&w, kinds, values, offsets, ix->high)) break;
+        if (!convert_window(&w, kinds, values, offsets, ix->high, fma)) break;
         row += rows;
     }
     free(ix);

@@ -25,13 +25,13 @@ BIN = Path(sys.executable).parent
 TYPES = ["S", "I", "IS", "L", "LS", "F", "X"]
 
 
-CFLAGS = {"simd": "", "sse2": "-DESS_NO_AVX2", "portable": "-DESS_NO_SIMD"}
+CFLAGS = {"simd": "", "sse2": "-DESS_NO_AVX2 -DESS_NO_FMA", "portable": "-DESS_NO_SIMD"}
 
 
 @pytest.fixture(autouse=True, params=list(CFLAGS))
 def _helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test runs on the default build (AVX2 code where the CPU has it), on the SSE2 code
-    only and on the portable code (what ARM hosts compile)."""
+    """Every test runs on the default build (AVX2 and FMA code where the CPU has them), on the
+    SSE2 code only (float division, no FMA) and on the portable code (what ARM hosts compile)."""
     if os.environ.get("ESS_NATIVE") == "0":  # pragma: no cover - the project installs cc
         pytest.fail("these tests need the C helper (ESS_NATIVE=0 is set)")
     if CFLAGS[request.param]:
@@ -275,10 +275,57 @@ def test_short_decimals_round_like_python() -> None:
         if b:
             text += "." + "".join(rng.choice("0123456789") for _ in range(b))
         texts.append(("-" if rng.random() < 0.2 else "") + text)
+    for _ in range(40_000):  # 9 to 15 significant digits (the fast path's limit), split anywhere
+        size = rng.randint(9, 15)
+        digits = str(rng.randrange(10 ** (size - 1), 10**size))
+        a = rng.randint(max(1, len(digits) - 8), min(8, len(digits)))
+        text = digits[:a] + ("." + digits[a:] if a < len(digits) else "")
+        if rng.random() < 0.2:
+            zeros = rng.randint(0, 7)  # below 1: at most 8 significant fraction digits
+            text = "0." + "0" * zeros + digits[: 8 - zeros]
+        texts.append(("-" if rng.random() < 0.2 else "") + text)
     texts += ["0.1", "0.2", "0.3", "9.95", "1.005", "99999999.99999999", "0.00000001"]
+    texts += ["9999999.99999999", "1234567.12345678", "4503599.62737049", "0.99999999"]
     data = ("\n".join(texts) + "\n").encode()
     got = native.parse_delimited(data, b",", True, [native.P_FLOAT], len(texts) + 1)
     assert got is not None and got[1] == len(texts)
     values = got[0].column("f0").to_pylist()
     for text, value in zip(texts, values, strict=True):
         assert struct.pack("<d", value) == struct.pack("<d", float(text)), text
+
+
+CHECKED_INT_FIELDS = ["0", "-0", "7", "-7", "", "-", "1" * 16, "-" + "1" * 16, "1" * 17, "9" * 18,
+                      "-" + "9" * 18, "9" * 19, "-" + "9" * 19, "12a", "a12", "+5", "1.5", ".5",
+                      "5.", "--5", "5-", "-5-", "1-2", "-", "/", ":", "12:3", "1/2", "é1", "1é",
+                      " 5", "5 ", "1e3", "0x1F", "\x7f1", "12345678901234-"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["I", "L"])
+def test_checked_int_fields_are_accepted_like_converted_ones(kind: str) -> None:
+    """A checked integer column is only validated (no conversion): it must accept exactly the
+    fields the converting code accepts: digits, a sign in a signed column only, up to 18 digits,
+    blank or a lone '-', whether the field's 16 bytes are readable (mid chunk) or not (the last
+    field of a chunk without a final newline)."""
+    filler = "\n".join(f"{i},{i * 7}" for i in range(50))
+    for text in CHECKED_INT_FIELDS:
+        for data in (f"1,{text}\n{filler}\n", f"{filler}\n1,{text}\n2,3\n", f"{filler}\n1,{text}"):
+            plain, _, _ = _native(data.encode(), ["I", kind])
+            checked, _, _ = _native(data.encode(), ["I", kind], frozenset({"c1"}))
+            assert (plain is None) == (checked is None), (text, data[-30:])
+            if checked is not None:
+                assert _agrees(data.encode(), ["I", kind], frozenset({"c1"}))
+    signed_ok = ["0", "-0", "7", "-7", "", "-", "1" * 16, "-" + "1" * 16, "1" * 17, "9" * 18]
+    for text in [*signed_ok, "-" + "9" * 18]:
+        got, _, _ = _native(f"1,{text}\n".encode(), ["I", kind], frozenset({"c1"}))
+        negative = text.startswith("-") and text != "-"
+        assert (got is None) == (kind == "L" and negative), text
+    for text in CHECKED_INT_FIELDS:
+        if text not in signed_ok and text != "-" + "9" * 18:
+            assert _native(f"1,{text}\n".encode(), ["I", kind], frozenset({"c1"}))[0] is None
+
+
+def test_checked_int_column_keeps_the_empty_record_rule() -> None:
+    assert _native(b"x,\n", ["X", "I"], frozenset({"c1"}))[0] is None
+    assert _native(b"x,\n", ["X", "L"], frozenset({"c1"}))[0] is None
+    assert _agrees(b"x,\ny,\n", ["S", "I"], frozenset({"c1"}))
+    assert _agrees(b"x,-\n", ["X", "I", "I"], frozenset({"c1"})) is False  # ragged: refused
