@@ -78,14 +78,8 @@ static int utf8_ok(const unsigned char *s, const unsigned char *e) {
     return 1;
 }
 
-/* The n (1..8) digits at p as a number, or -1 if one is not a digit. Reads 8 bytes at p: the
- * caller guarantees they are readable. The digits are moved to the top of the word and the
- * bytes below filled with '0', then all 8 are checked and converted at once. */
-static inline int64_t eight_digits(const unsigned char *p, int n) {
-    uint64_t x;
-    memcpy(&x, p, 8);
-    int low = 8 * (8 - n);
-    x = (x << low) | (0x3030303030303030ULL & ~(~0ULL << low));
+/* The 8 digits of x (the first in the low byte) as a number, or -1 if a byte is not a digit. */
+static inline int64_t word_digits(uint64_t x) {
     if (((x & 0xF0F0F0F0F0F0F0F0ULL) |
          (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) != 0x3333333333333333ULL)
         return -1;
@@ -94,6 +88,16 @@ static inline int64_t eight_digits(const unsigned char *p, int n) {
     x = (((x & 0x000000FF000000FFULL) * 0x000F424000000064ULL) +
          (((x >> 16) & 0x000000FF000000FFULL) * 0x0000271000000001ULL)) >> 32;
     return (int64_t)(uint32_t)x;
+}
+
+/* The n (1..8) digits at p as a number, or -1 if one is not a digit. Reads 8 bytes at p: the
+ * caller guarantees they are readable. The digits are moved to the top of the word and the
+ * bytes below filled with '0', then all 8 are checked and converted at once. */
+static inline int64_t eight_digits(const unsigned char *p, int n) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    int low = 8 * (8 - n);
+    return word_digits((x << low) | (0x3030303030303030ULL & ~(~0ULL << low)));
 }
 
 /* Unsigned digits [s, e) with at least 16 readable bytes at s; -1 if not 1..16 digits. */
@@ -218,9 +222,26 @@ static inline __attribute__((always_inline)) int parse_float(const unsigned char
     /* a + b <= 15 keeps the digits below 2^53 (exact); the reads end by f + a + 1 + 8 <= f + 24 */
     if ((dots & (dots - 1)) || a < 1 || a > 8 || (dots && (b < 1 || b > 8)) || a + b > 15)
         return parse_float_slow(s, e, out);
-    int64_t ip = eight_digits(f, a), fp = b ? eight_digits(f + a + 1, b) : 0;
-    if ((ip | fp) < 0) return parse_float_slow(s, e, out); /* exponent or a stray byte */
-    double w = (double)(uint64_t)(ip * (int64_t)U10[b] + fp);
+    int64_t digits;
+    if (n <= 8) {
+        /* The whole field in one word (prices mostly are): the bytes before the dot move up one
+         * byte over it, and the digits are converted at once, as an integer of a + b digits. */
+        uint64_t x;
+        memcpy(&x, f, 8);
+        int low = 8 * (8 - (int)n);
+        x <<= low;
+        if (dots) { /* the dot is byte 8 - n + a of x, and not the last one (b >= 1) */
+            int at = low + 8 * a;
+            x = (x & (~0ULL << (at + 8))) | ((x << 8) & ~(~0ULL << (at + 8)));
+            low += 8;
+        }
+        digits = word_digits(x | (0x3030303030303030ULL & ~(~0ULL << low)));
+    } else {
+        int64_t ip = eight_digits(f, a), fp = b ? eight_digits(f + a + 1, b) : 0;
+        digits = (ip | fp) < 0 ? -1 : ip * (int64_t)U10[b] + fp;
+    }
+    if (digits < 0) return parse_float_slow(s, e, out); /* exponent or a stray byte */
+    double w = (double)(uint64_t)digits;
     double x = use_fma ? div_pow10_fma(w, b) : w / EXACT10[b];
     *out = f != s ? -x : x;
     return 1;
