@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from ess.aq import mapped, native
+from ess.aq import escaped, htmltab, mapped, native
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
 from ess.aq.native import Bytes, count_byte
 from ess.aq.rules import InputAttrs, Sep
@@ -67,14 +67,15 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     stream = open_input(path)
     source = "stdin" if path == "-" else path
     try:
-        if path != "-" and mapped.usable(stream.fileno()):
+        # HTML rows end at `</tr>`, not at a newline: such input is read (small, in practice)
+        if path != "-" and attrs.fmt != "tab" and mapped.usable(stream.fileno()):
             yield from _mapped_chunks(stream.fileno(), source, attrs, chunk_size)
             return
         pending = b""
         line = 1
         to_skip = attrs.skip
         eof = False
-        quoted = attrs.fmt == "csv" and attrs.quoted
+        quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
         while not eof:
             block = stream.read(chunk_size)
             eof = not block
@@ -97,7 +98,11 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                 # the cut is searched in the new block only: the small carried-over tail is
                 # joined to it in one copy (no concatenation of the whole, then a slice)
                 before = pending.count(b'"') if quoted else 0
-                cut = record_end(block, quoted=quoted, quotes_before=before)
+                cut = (
+                    htmltab.record_end(block)
+                    if attrs.fmt == "tab"
+                    else record_end(block, quoted=quoted, quotes_before=before)
+                )
                 if cut < 0:
                     pending += block
                     continue
@@ -119,7 +124,7 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
     else:
         start, skipped = mapped.header_end(fd, attrs.skip)
         line = 1 + skipped
-    quoted = attrs.fmt == "csv" and attrs.quoted
+    quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
     views = mapped.regions(fd, start, chunk_size, quoted)
     while True:
         try:
@@ -165,23 +170,23 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     data = chunk.data
     if not data.strip():
         return pl.DataFrame({n: pl.Series([], dtype=pl.String) for n in names})
+    if escaped.applies(attrs, specs) and has_backslash(chunk):
+        return _regex_chunk(chunk, attrs, specs)
     if attrs.fmt in ("csv", "sep"):
-        data = _without_long_records(chunk, attrs, len(specs))
-        frame = pl.read_csv(
-            data,
-            columns=_kept(specs, names),
-            has_header=False,
-            separator=attrs.sep,
-            quote_char='"' if attrs.quoted else None,
-            schema=dict.fromkeys(names, pl.String),
-            truncate_ragged_lines=True,
-            empty_string_is_null=False,
-            encoding="utf8-lossy",
-            raise_if_empty=False,
-        )
+        # extra trailing fields are ignored (Essentia's default since 1.2.3-1; the CSV reader
+        # truncates them); `nox` makes such a record an input error
+        data = _without_long_records(chunk, attrs, len(specs)) if attrs.nox else chunk.data
+        try:
+            frame = _read_strings(data, attrs, specs, names)
+        except pl.exceptions.ComputeError:  # e.g. an unterminated quote
+            return _regex_chunk(chunk, attrs, specs)
+        # missing trailing fields are empty (a column no record reaches comes back null);
         # blank lines are skipped [AMBIGUOUS in the spec]; the CSV reader turns them into rows
         # of empty fields, so such rows go (a record of only empty fields is dropped too)
+        frame = frame.with_columns(pl.all().fill_null(""))
         return frame.filter(~pl.all_horizontal(pl.all() == ""))
+    if attrs.fmt == "tab":  # missing cells are empty, as missing CSV fields are
+        return htmltab.parse_rows(data, len(specs)).with_columns(pl.all().fill_null(""))
     lines = _lines(data)
     lines = lines.str.strip_chars_end("\r")
     lines = lines.filter(lines != "")
@@ -199,6 +204,51 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
             pl.col("l").str.extract_groups(regex).struct.rename_fields(names).struct.unnest()
         )
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
+
+
+def _read_strings(
+    data: bytes, attrs: InputAttrs, specs: list[ColSpec], names: list[str]
+) -> pl.DataFrame:
+    return pl.read_csv(
+        data,
+        columns=_kept(specs, names),
+        has_header=False,
+        separator=attrs.sep,
+        quote_char='"' if attrs.quoted else None,
+        schema=dict.fromkeys(names, pl.String),
+        truncate_ragged_lines=True,
+        missing_columns="insert",  # a short first record must not fail the chunk
+        extra_columns="ignore",  # nor a long one (later ones are truncated)
+        empty_string_is_null=False,
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+    )
+
+
+def has_backslash(chunk: Chunk) -> bool:
+    return count_byte(chunk.raw, b"\\") > 0
+
+
+def _regex_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.DataFrame:
+    """Fields of a chunk split one line at a time by a regular expression (ess.aq.escaped): for
+    `esc` input, and for a chunk the CSV reader refuses (an unterminated quote), so that the
+    error names the record's line."""
+    lines = _lines(chunk.data).str.strip_chars_end("\r")
+    frame = escaped.split_records(lines, attrs, specs)
+    if attrs.nox:
+        long = frame.select(pl.col(escaped.TAIL).is_not_null().arg_true()).to_series()
+        if len(long) and not attrs.eok:
+            raise AqDataError(
+                f"{chunk.source}, line {chunk.first_line + long[0]}: more fields than the "
+                f"{len(specs)} columns of -d (-f,nox; add eok to skip such records)"
+            )
+        if len(long) and not attrs.qui:
+            sys.stderr.write(
+                f"aq_pp: {chunk.source}: {len(long)} record(s) with too many fields skipped\n"
+            )
+        frame = frame.filter(pl.col(escaped.TAIL).is_null())
+    frame = frame.drop(escaped.TAIL)
+    return frame.filter(~pl.all_horizontal(pl.all() == "").fill_null(False))
 
 
 def _too_many_fields(chunk: Chunk, attrs: InputAttrs, width: int) -> list[int] | None:
@@ -269,7 +319,7 @@ def _without_long_records(chunk: Chunk, attrs: InputAttrs, width: int) -> bytes:
     if not attrs.eok:
         raise AqDataError(
             f"{chunk.source}, line {chunk.first_line + long[0]}: more fields than the "
-            f"{width} columns of -d (use -f,eok to skip such records)"
+            f"{width} columns of -d (-f,nox; add eok to skip such records)"
         )
     if not attrs.qui:
         sys.stderr.write(
@@ -298,6 +348,8 @@ def native_typed(
     if attrs.fmt not in ("csv", "sep"):
         return None
     specs = [it for it in items if isinstance(it, ColSpec)]
+    if escaped.applies(attrs, specs) and has_backslash(chunk):
+        return None
     kinds = []
     for spec, name in zip(specs, names, strict=True):
         if spec.skip:
@@ -344,6 +396,8 @@ def fast_typed(
     if attrs.fmt not in ("csv", "sep"):
         return None
     specs = [it for it in items if isinstance(it, ColSpec)]
+    if escaped.applies(attrs, specs) and has_backslash(chunk):
+        return None
     schema: dict[str, pl.DataType] = {}
     for i, spec in enumerate(specs):
         numeric = spec.typ in ("I", "IS", "L", "LS", "F")
@@ -352,19 +406,10 @@ def fast_typed(
         schema[f"f{i}"] = polars_dtype(spec.typ) if numeric else pl.String()
     if not any(dtype != pl.String() for dtype in schema.values()):
         return None
-    frame = pl.read_csv(
-        chunk.data,
-        columns=_kept(specs, list(schema)),
-        has_header=False,
-        separator=attrs.sep,
-        quote_char='"' if attrs.quoted else None,
-        schema=schema,
-        truncate_ragged_lines=True,
-        empty_string_is_null=False,
-        encoding="utf8-lossy",
-        raise_if_empty=False,
-        ignore_errors=True,
-    )
+    try:
+        frame = _read_typed(chunk.data, attrs, specs, schema)
+    except pl.exceptions.ComputeError:  # e.g. an unterminated quote: the general path says so
+        return None
     numeric_cols = [n for n, d in schema.items() if d != pl.String()]
     if frame.select(pl.any_horizontal(pl.col(numeric_cols).is_null().any())).item():
         return None
@@ -372,6 +417,26 @@ def fast_typed(
         return None  # the slow path checks record lengths one by one
     stored = [(i, s, n) for i, (s, n) in enumerate(zip(specs, names, strict=True)) if not s.skip]
     return frame.select(_typed_exprs(stored))
+
+
+def _read_typed(
+    data: bytes, attrs: InputAttrs, specs: list[ColSpec], schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    return pl.read_csv(
+        data,
+        columns=_kept(specs, list(schema)),
+        has_header=False,
+        separator=attrs.sep,
+        quote_char='"' if attrs.quoted else None,
+        schema=schema,
+        truncate_ragged_lines=True,
+        missing_columns="insert",  # a short first record: nulls, so the general path runs
+        extra_columns="ignore",  # a long one: the separator count sends it there too
+        empty_string_is_null=False,
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+        ignore_errors=True,
+    )
 
 
 def _typed_exprs(stored: list[tuple[int, ColSpec, str]]) -> list[pl.Expr]:

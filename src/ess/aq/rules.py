@@ -112,7 +112,7 @@ def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> 
             raise AqSyntaxError(f"{where}: unknown attribute {attr!r}")
     if out.fmt in ("jsn", "xml"):
         raise NotSupportedError("aq_pp JSON/XML input (-f,jsn / -f,xml)")
-    if out.fmt in ("tab", "bin", "aq"):
+    if out.fmt in ("bin", "aq"):
         raise NotSupportedError(f"aq_pp input format {out.fmt!r}")
     return out
 

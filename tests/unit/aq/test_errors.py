@@ -121,15 +121,21 @@ def test_unwritable_output_and_div_mismatch(tmp_path: Path) -> None:
 
 
 def test_records_with_too_many_fields() -> None:
-    """A record longer than the column spec is an error naming its line; eok skips it."""
+    """Extra trailing fields are ignored (Essentia's default); with `nox` a longer record is an
+    error naming its line, and eok skips it."""
     data = b"a,b\n1,2\n3,4,5\n6,7\n"
-    strict = subprocess.run(
+    default = subprocess.run(
         [str(BIN / "aq_pp"), "-f,+1", "-", "-d", "i:a", "i:b"], input=data, capture_output=True
+    )
+    assert default.returncode == 0 and default.stderr == b""
+    assert default.stdout == b'"a","b"\n1,2\n3,4\n6,7\n'
+    strict = subprocess.run(
+        [str(BIN / "aq_pp"), "-f,+1,nox", "-", "-d", "i:a", "i:b"], input=data, capture_output=True
     )
     assert strict.returncode == AqDataError.exit_code
     assert b"stdin, line 3: more fields than the 2 columns of -d" in strict.stderr
     lenient = subprocess.run(
-        [str(BIN / "aq_pp"), "-f,+1,eok,qui", "-", "-d", "i:a", "i:b"],
+        [str(BIN / "aq_pp"), "-f,+1,nox,eok,qui", "-", "-d", "i:a", "i:b"],
         input=data,
         capture_output=True,
     )
@@ -138,17 +144,41 @@ def test_records_with_too_many_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "data"),
+    ("spec", "data", "kept"),
     [
         # a long record beside a short one: the separator total matches a clean file
-        (["i:a", "i:b"], b"a,b\n1,2\n3,4,5\n6\n"),
-        (["i:a", "s:b"], b"a,b\n1,x\n3,y,z\n6\n"),
-        (["s:a", "f:b"], b'a,b\n"q",1.5\n"r",2,3\n"s"\n'),
+        (["i:a", "i:b"], b"a,b\n1,2\n3,4,5\n6\n", b'"a","b"\n1,2\n3,4\n6,0\n'),
+        (["i:a", "s:b"], b"a,b\n1,x\n3,y,z\n6\n", b'"a","b"\n1,"x"\n3,"y"\n6,\n'),
+        (["s:a", "f:b"], b'a,b\n"q",1.5\n"r",2,3\n"s"\n', b'"a","b"\n"q",1.5\n"r",2\n"s",0\n'),
     ],
 )
-def test_long_record_is_found_whatever_its_neighbours(spec: list[str], data: bytes) -> None:
+def test_long_record_is_found_whatever_its_neighbours(
+    spec: list[str], data: bytes, kept: bytes
+) -> None:
     out = subprocess.run(
-        [str(BIN / "aq_pp"), "-f,+1", "-", "-d", *spec], input=data, capture_output=True
+        [str(BIN / "aq_pp"), "-f,+1,nox", "-", "-d", *spec], input=data, capture_output=True
     )
     assert out.returncode == AqDataError.exit_code
     assert b"stdin, line 3: more fields than the 2 columns of -d" in out.stderr
+    # without nox the extra field is ignored, and the short record's missing field is empty
+    out = subprocess.run(
+        [str(BIN / "aq_pp"), "-f,+1", "-", "-d", *spec], input=data, capture_output=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == kept
+
+
+@pytest.mark.parametrize("data", [b"1\n2,3\n", b"1\n", b"1\n2\n"])
+def test_short_first_record_reads_missing_fields_as_empty(data: bytes) -> None:
+    """A chunk whose first (or every) record is short once crashed the CSV reader."""
+    out = subprocess.run(
+        [str(BIN / "aq_pp"), "-f", "-", "-d", "i:a", "s:b", "-o,notitle", "-"],
+        input=data,
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr
+    want = b"".join(
+        b"%s,%s\n" % (r.split(b",")[0], b'"%s"' % r.split(b",")[1] if b"," in r else b"")
+        for r in data.splitlines()
+    )
+    assert out.stdout == want

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -10,6 +15,7 @@ from hypothesis import strategies as st
 from ess.aq.htmltab import ROW_END, parse_rows, record_end
 
 Row = list[str | None]
+BIN = Path(sys.executable).parent
 
 
 def rows(data: bytes, width: int) -> list[Row]:
@@ -175,3 +181,31 @@ def test_cutting_broken_html_at_record_end_splits_no_row(pieces: list[str]) -> N
     end = record_end(data)
     assert end == max((m.end() - 1 for m in ROW_END.finditer(data)), default=-1)
     assert rows(data[: end + 1], 2) + rows(data[end + 1 :], 2) == rows(data, 2)
+
+
+def _aq_pp(args: list[str], data: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(BIN / "aq_pp"), *args], input=data, capture_output=True,
+                          env=dict(os.environ, **env), timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_aq_pp_reads_an_html_table_across_batches(tmp_path: Path, source: str) -> None:
+    """3 MB of rows in 1 MB batches: every batch ends at a `</tr>`, rows spanning lines too."""
+    body = b"".join(
+        b'<tr><td class="k">k%d</td>\n<TD>%d</TD></tr>\r\n' % (i, i) for i in range(90_000)
+    )
+    data = b"<table><tr><th>key</th><th>n</th></tr>\n" + body + b"<tr><td>short</td></tr></table>"
+    path = tmp_path / "t.html"
+    path.write_bytes(data)
+    args = ["-f,tab", str(path) if source == "file" else "-", "-d", "s:key", "i:n",
+            "-o,notitle", "-"]  # fmt: skip
+    out = _aq_pp(args, data if source == "stdin" else b"", ESS_AQ_CHUNK_MB="1")
+    assert out.returncode == 0, out.stderr
+    want = b"".join(b'"k%d",%d\n' % (i, i) for i in range(90_000)) + b'"short",0\n'
+    assert out.stdout == want
+
+
+def test_aq_pp_html_cell_that_is_not_a_number() -> None:
+    out = _aq_pp(["-f,tab", "-", "-d", "s:a", "i:b"], b"<tr><td>x</td><td>y</td></tr>")
+    assert out.returncode == 8
+    assert b"cannot convert 'y' to integer" in out.stderr
