@@ -85,8 +85,9 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                     take = min(to_skip, len(pending))
                     pending, to_skip = pending[take:], to_skip - take
                 else:
-                    while to_skip and (nl := pending.find(b"\n")) >= 0:
-                        pending, to_skip, line = pending[nl + 1 :], to_skip - 1, line + 1
+                    records = attrs.skip_unit == "r" and quoted
+                    offset, skipped, lines = mapped.skip_records(pending, to_skip, records)
+                    pending, to_skip, line = pending[offset:], to_skip - skipped, line + lines
                     if to_skip and eof:
                         pending = b""
                     if to_skip:
@@ -122,7 +123,8 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
     if attrs.skip_unit == "b":
         start, line = attrs.skip, 1
     else:
-        start, skipped = mapped.header_end(fd, attrs.skip)
+        quoted = attrs.skip_unit == "r" and attrs.fmt == "csv" and attrs.quoted
+        start, skipped = mapped.header_end(fd, attrs.skip, quoted)
         line = 1 + skipped
     quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
     views = mapped.regions(fd, start, chunk_size, quoted)

@@ -26,6 +26,7 @@ class InputAttrs:
     sep: str = ","
     quoted: bool = True  # csv quote processing
     eok: bool = False
+    eok_limit: int | None = None  # eok=Num: more input errors than this in a file are fatal
     qui: bool = False
     esc: bool = False
     nox: bool = False
@@ -76,6 +77,18 @@ def _sep_value(text: str, where: str) -> str:
     return value
 
 
+def _limit(attr: str, where: str, *, rows: str = "") -> int | None:
+    """The Num of `eok=Num` / `qui=Num` (None for the bare attribute)."""
+    _, eq, value = attr.partition("=")
+    if not eq:
+        return None
+    if "/" in value and rows:
+        raise NotSupportedError(f"{where}: {rows}")
+    if not value.isdigit():
+        raise AqSyntaxError(f"{where}: bad attribute {attr!r} (expected a number after '=')")
+    return int(value)
+
+
 def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> InputAttrs:
     out = InputAttrs()
     for attr in attrs:
@@ -96,10 +109,12 @@ def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> 
             out.quoted = False
         elif low in ("fix", "div", "jsn", "xml", "tab", "bin", "aq"):
             out.fmt = low
-        elif low.startswith("eok"):
+        elif low == "eok" or low.startswith("eok="):
             out.eok = True
-        elif low.startswith("qui"):
-            out.qui = True
+            out.eok_limit = _limit(low, where, rows="eok=Num/Rows (an error rate)")
+        elif low == "qui" or low.startswith("qui="):
+            # qui=Num: quiet after Num messages a file; aq_pp prints one summary line a file
+            out.qui = _limit(low, where) in (None, 0)
         elif low in ("esc", "nox"):
             setattr(out, low, True)
         elif low.startswith("bz="):

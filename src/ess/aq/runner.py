@@ -90,6 +90,10 @@ class Job:
                 parse = functools.partial(typed_chunk, spec.attrs, items, names, check_only)
                 for typed, bad_rows in ordered_map(parse, chunks, PARSERS):
                     dropped += bad_rows
+                    limit = spec.attrs.eok_limit
+                    if limit is not None and dropped > limit:
+                        src = "stdin" if path == "-" else path
+                        raise AqDataError(f"{src}: more than {limit} input errors (eok={limit})")
                     yield self.finish_frame(typed, union, st)
                 if dropped:
                     st.errors += dropped

@@ -182,3 +182,19 @@ def test_short_first_record_reads_missing_fields_as_empty(data: bytes) -> None:
         for r in data.splitlines()
     )
     assert out.stdout == want
+
+
+@pytest.mark.parametrize(("attrs", "code", "stdout", "stderr"), [
+    ("-f,+1,eok=1", 0, b'"a"\n1\n2\n', b"1 record(s) skipped"),
+    ("-f,+1,eok=1,qui=0", 0, b'"a"\n1\n2\n', b""),
+    ("-f,+1,eok,qui=3", 0, b'"a"\n1\n2\n', b"1 record(s) skipped"),
+    ("-f,+1,eok=0", 8, b'"a"\n', b"stdin: more than 0 input errors (eok=0)"),
+    ("-f,+1,eok=1/100", 10, b"", b"eok=Num/Rows (an error rate): not supported yet"),
+    ("-f,+1,eok=z", 7, b"", b"bad attribute 'eok=z'"),
+])  # fmt: skip
+def test_error_limits(attrs: str, code: int, stdout: bytes, stderr: bytes) -> None:
+    out = subprocess.run([str(BIN / "aq_pp"), attrs, "-", "-d", "i:a"],
+                         input=b"a\nx\n1\n2\n", capture_output=True)  # fmt: skip
+    assert out.returncode == code, out.stderr
+    assert out.stdout == stdout
+    assert stderr in out.stderr if stderr else out.stderr == b""

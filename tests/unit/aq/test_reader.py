@@ -102,3 +102,23 @@ def test_a_mapped_chunk_is_unmapped_once_dropped(tmp_path: Path) -> None:
         read += sum(len(c.raw) for c in chunks)
     assert read == path.stat().st_size
     assert _maps_of(path) == 0
+
+
+@MODES
+@pytest.mark.parametrize(("unit", "skip", "rest"), [
+    ("r", 1, b"1,2\n"),  # the first record spans two lines
+    ("l", 1, b'line"\n1,2\n'),
+    ("l", 2, b"1,2\n"),
+    ("r", 2, b""),
+    ("r", 3, b""),
+])  # fmt: skip
+def test_record_skips_honour_quoted_newlines(
+    tmp_path: Path, mode: str, unit: str, skip: int, rest: bytes
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'h,"multi\nline"\n1,2\n')
+    with reading(mode):
+        chunks = list(read_chunks(str(path), InputAttrs(skip=skip, skip_unit=unit), 4))
+    assert b"".join(c.data for c in chunks) == rest
+    if chunks:  # line numbers count the skipped lines
+        assert chunks[0].first_line == 1 + 3 - rest.count(b"\n")
