@@ -199,6 +199,19 @@ static inline double div_pow10_fma(double w, int b) {
     return __builtin_fma(__builtin_fma(-q0, EXACT10[b], w), INV10[b], q0);
 }
 
+/* parse_float_slow's value, NaN when it refuses the field (digits never read as NaN). Its own
+ * function so that the fast path's result does not go through memory. */
+static __attribute__((noinline)) double float_slow(const unsigned char *s, const unsigned char *e) {
+    double v;
+    return parse_float_slow(s, e, &v) ? v : __builtin_nan("");
+}
+
+static inline int float_slow_into(const unsigned char *s, const unsigned char *e, double *out) {
+    double v = float_slow(s, e);
+    *out = v;
+    return v == v;
+}
+
 /* Float field [s, e). The common short form D{1,8}(.D{1,8})? is converted with SWAR digits and
  * one exact division (use_fma: the division-free equivalent); everything else goes to
  * parse_float_slow. Always inlined, so use_fma is a constant. */
@@ -208,7 +221,7 @@ static inline __attribute__((always_inline)) int parse_float(const unsigned char
                                                               int use_fma, double *out) {
     const unsigned char *f = s + (s < e && *s == '-');
     int64_t n = e - f;
-    if (n < 1 || n > 16 || limit - f < 24) return parse_float_slow(s, e, out); /* 24: see below */
+    if (n < 1 || n > 16 || limit - f < 24) return float_slow_into(s, e, out); /* 24: see below */
 #if defined(__SSE2__) && !defined(ESS_NO_SIMD)
     __m128i v = _mm_loadu_si128((const __m128i *)f);
     unsigned dots = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
@@ -221,7 +234,7 @@ static inline __attribute__((always_inline)) int parse_float(const unsigned char
     int b = dots ? (int)n - a - 1 : 0;           /* fraction digits */
     /* a + b <= 15 keeps the digits below 2^53 (exact); the reads end by f + a + 1 + 8 <= f + 24 */
     if ((dots & (dots - 1)) || a < 1 || a > 8 || (dots && (b < 1 || b > 8)) || a + b > 15)
-        return parse_float_slow(s, e, out);
+        return float_slow_into(s, e, out);
     int64_t digits;
     if (n <= 8) {
         /* The whole field in one word (prices mostly are): the bytes before the dot move up one
@@ -240,7 +253,7 @@ static inline __attribute__((always_inline)) int parse_float(const unsigned char
         int64_t ip = eight_digits(f, a), fp = b ? eight_digits(f + a + 1, b) : 0;
         digits = (ip | fp) < 0 ? -1 : ip * (int64_t)U10[b] + fp;
     }
-    if (digits < 0) return parse_float_slow(s, e, out); /* exponent or a stray byte */
+    if (digits < 0) return float_slow_into(s, e, out); /* exponent or a stray byte */
     double w = (double)(uint64_t)digits;
     double x = use_fma ? div_pow10_fma(w, b) : w / EXACT10[b];
     *out = f != s ? -x : x;
@@ -454,15 +467,17 @@ static int column_str(const s_window *w, int c, int check_utf8, char *text, int6
 }
 
 static int column_int(const s_window *w, int c, int sign_ok, int64_t *out) {
+    const unsigned char *data = w->data, *limit = w->limit;
+    int64_t rows = w->rows, *o = out + w->row0; /* locals: the stores could alias the window */
     int ok = 1;
-    for (int64_t r = 0; r < w->rows; r++) {
-        const unsigned char *f = w->data + FIELD_START(w, r, c), *e = w->data + FIELD_END(w, r, c);
+    for (int64_t r = 0; r < rows; r++) {
+        const unsigned char *f = data + FIELD_START(w, r, c), *e = data + FIELD_END(w, r, c);
         int64_t v = 0;
         if (!blank_number(f, e))
-            ok &= parse_int(f, e, w->limit, sign_ok, &v);
+            ok &= parse_int(f, e, limit, sign_ok, &v);
         else if (f == e && c == w->first_numeric && record_all_empty(w, r))
             return 0;
-        if (out) out[w->row0 + r] = v;
+        o[r] = v;
     }
     return ok;
 }
@@ -504,16 +519,18 @@ static int column_int_check(const s_window *w, int c, int sign_ok) {
 
 /* A macro, to be compiled once per float conversion (USE_FMA). */
 #define COLUMN_FLOAT(USE_FMA)                                                                  \
+    const unsigned char *data = w->data, *limit = w->limit;                                    \
+    int64_t rows = w->rows;                                                                    \
+    double *o = out ? out + w->row0 : NULL; /* locals: the stores could alias the window */    \
     int ok = 1;                                                                                \
-    for (int64_t r = 0; r < w->rows; r++) {                                                    \
-        const unsigned char *f = w->data + FIELD_START(w, r, c);                               \
-        const unsigned char *e = w->data + FIELD_END(w, r, c);                                 \
+    for (int64_t r = 0; r < rows; r++) {                                                       \
+        const unsigned char *f = data + FIELD_START(w, r, c), *e = data + FIELD_END(w, r, c);  \
         double v = 0;                                                                          \
         if (!blank_number(f, e))                                                               \
-            ok &= parse_float(f, e, w->limit, USE_FMA, &v);                                    \
+            ok &= parse_float(f, e, limit, USE_FMA, &v);                                       \
         else if (f == e && c == w->first_numeric && record_all_empty(w, r))                    \
             return 0;                                                                          \
-        if (out) out[w->row0 + r] = v;                                                         \
+        if (o) o[r] = v;                                                                       \
     }                                                                                          \
     return ok;
 
