@@ -127,6 +127,8 @@ def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> 
             raise AqSyntaxError(f"{where}: unknown attribute {attr!r}")
     if out.fmt in ("jsn", "xml"):
         raise NotSupportedError("aq_pp JSON/XML input (-f,jsn / -f,xml)")
+    if out.esc and out.fmt in ("fix", "div", "tab"):
+        raise NotSupportedError(f"aq_pp -f,esc with {out.fmt} input")
     if out.fmt in ("bin", "aq"):
         raise NotSupportedError(f"aq_pp input format {out.fmt!r}")
     return out
@@ -518,6 +520,10 @@ def parse_argv(argv: list[str]) -> Program:
         raise AqSyntaxError("unterminated -if block: missing -endif at the end of the command")
     if not prog.main.columns:
         raise AqSyntaxError("missing column spec: -d Type:Name ... is required")
+    for source in [prog.main, *prog.cats]:
+        escaped = any(isinstance(c, ColSpec) and c.has("esc") for c in source.columns)
+        if escaped and source.attrs.fmt not in ("csv", "sep"):
+            raise NotSupportedError(f"the esc column attribute with -f,{source.attrs.fmt} input")
     return prog
 
 

@@ -91,3 +91,14 @@ def test_unterminated_quote_names_its_line(attrs: str) -> None:
     out = _aq_pp(attrs, "-", "-d", "s:a", "i:b", data=b'ok,1\n"open quote,2\n')
     assert out.returncode == 8
     assert b"stdin, line 2: record does not match the column spec" in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["-f,fix,esc", "-", "-d", "s,n=2:a"],
+    ["-f,fix", "-", "-d", "s,n=2,esc:a"],
+    ["-f,div", "-", "-d", "s,esc:a", "sep:' '", "s:b"],
+])  # fmt: skip
+def test_esc_with_fixed_or_divided_input_is_not_supported_yet(args: list[str]) -> None:
+    out = _aq_pp(*args, data=b"ab\n")
+    assert out.returncode == 10 and out.stdout == b""
+    assert b"not supported yet" in out.stderr
