@@ -642,7 +642,14 @@ def date_regex(fmt: str) -> tuple[str, list[str]]:
 def _datetotime(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     _nargs(comp, args, node, 2)
     value = _val(comp, args[0], "S").expr
-    regex, fields = date_regex(_const(comp, args[1]))
+    gm = str(node.children[0]).lower() == "gmdatetotime"
+    return Typed(date_to_epoch(value, _const(comp, args[1]), gm=gm), "I")
+
+
+def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
+    """Seconds since the epoch of date strings in `fmt` (null when one does not parse); local
+    time (TZ) unless `gm` or the format has a zone offset."""
+    regex, fields = date_regex(fmt)
     groups = value.str.extract_groups(regex)
 
     def part(code: str, default: int) -> pl.Expr:
@@ -662,8 +669,7 @@ def _datetotime(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     if "p" in fields:
         pm = groups.struct[fields.index("p")].str.to_lowercase() == "pm"
         hour = (hour % 12) + pm.cast(pl.Int64) * 12
-    gm = str(node.children[0]).lower() == "gmdatetotime" or "z" in fields
-    tz = "UTC" if gm else local_tz()
+    tz = "UTC" if gm or "z" in fields else local_tz()
     stamp = pl.datetime(year, month, part("d", 1), hour, part("M", 0), part("S", 0),
                         time_zone=tz)  # fmt: skip
     seconds = stamp.dt.epoch("s")
@@ -679,7 +685,7 @@ def _datetotime(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
         raw = groups.struct[fields.index(frac[0])].fill_null("")
         scaled = (raw + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
         seconds = seconds * (10**digits) + (scaled if digits else 0)
-    return Typed(seconds.cast(pl.Int64), "I")
+    return seconds.cast(pl.Int64)
 
 
 @fn("TimeToDate", "TimeToGmDate")

@@ -358,7 +358,7 @@ def native_typed(
             kinds.append(native.P_SKIP)
         elif spec.typ in ("S", "IP"):
             kinds.append(native.P_STR)
-        elif spec.has("trm") or spec.has("hex") or spec.has("clf"):
+        elif spec.has("trm") or spec.has("hex") or spec.has("clf") or spec.has("tim"):
             return None
         else:
             kind = {"F": native.P_FLOAT, "L": native.P_UINT}.get(spec.typ, native.P_INT)
@@ -403,7 +403,7 @@ def fast_typed(
     schema: dict[str, pl.DataType] = {}
     for i, spec in enumerate(specs):
         numeric = spec.typ in ("I", "IS", "L", "LS", "F")
-        if numeric and (spec.has("trm") or spec.has("hex") or spec.has("clf")):
+        if numeric and (spec.has("trm") or spec.has("hex") or spec.has("clf") or spec.has("tim")):
             return None
         schema[f"f{i}"] = polars_dtype(spec.typ) if numeric else pl.String()
     if not any(dtype != pl.String() for dtype in schema.values()):
@@ -491,6 +491,11 @@ def convert(raw: pl.Expr, spec: ColSpec) -> pl.Expr:
             value = value.str.to_uppercase()
         return value
     blank = (value == "") | (value == "-")
+    if spec.has("tim") and spec.typ != "F":  # logcnv's Apache time: 10/Oct/2000:13:55:36 -0700
+        from ess.aq.functions import date_to_epoch
+
+        number = date_to_epoch(value, "d.b.Y.H.M.S.z", gm=True)
+        return pl.when(blank).then(pl.lit(0)).otherwise(wrap_int(number, spec.typ))
     if spec.typ == "F":
         number = value.cast(pl.Float64, strict=False)
         return pl.when(blank).then(pl.lit(0.0)).otherwise(number)

@@ -1,4 +1,5 @@
-"""`esc` input (`-f,esc`, column attribute `esc`): a backslash makes the next byte literal."""
+"""Input attributes with a meaning of their own: `esc` (a backslash makes the next byte literal) and
+logcnv's `tim` column attribute."""
 
 from __future__ import annotations
 
@@ -102,3 +103,13 @@ def test_esc_with_fixed_or_divided_input_is_not_supported_yet(args: list[str]) -
     out = _aq_pp(*args, data=b"ab\n")
     assert out.returncode == 10 and out.stdout == b""
     assert b"not supported yet" in out.stderr
+
+
+def test_tim_column_attribute_reads_apache_time() -> None:
+    """logcnv's `i,tim:Col`: the Apache time field read as seconds since the epoch (UTC)."""
+    out = _aq_pp("-f,div,eok,qui", "-", "-d", "s:ip", "sep: [", "i,tim:t", "sep:] ", "s:r",
+                 data=b"1.2.3.4 [10/Oct/2000:13:55:36 -0700] x\n5.6.7.8 [junk] y\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b'"ip","t","r"\n"1.2.3.4",971211336,"x"\n'
+    csv = _aq_pp("-f", "-", "-d", "i,tim:t", "i:n", data=b"01/Jan/1970:00:01:40 +0000,1\n")
+    assert csv.stdout == b'"t","n"\n100,1\n'
