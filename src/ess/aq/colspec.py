@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ess.errors import AqSyntaxError
+from ess.errors import AqSyntaxError, NotSupportedError
 
 # Type letters as the manuals spell them; lower case is accepted everywhere.
 TYPES = ("S", "I", "IS", "L", "LS", "F", "IP")
@@ -69,8 +69,8 @@ def parse_colspec(text: str, *, allow_skip: bool = True, what: str = "column spe
                 width = int(attr[2:])
             except ValueError:
                 raise AqSyntaxError(f"bad n=Len attribute in {what} {text!r}") from None
-        elif attr.startswith("@"):
-            raise AqSyntaxError(f"legacy @N field index in {what} {text!r} is not supported")
+        elif "@" in attr:  # `s,@98:c` or `s,trm@98:c`
+            raise NotSupportedError(f"the legacy @N field index ({what} {text!r})")
         elif attr in _KNOWN_ATTRS:
             attrs.append(attr)
         else:

@@ -113,3 +113,9 @@ def test_tim_column_attribute_reads_apache_time() -> None:
     assert out.stdout == b'"ip","t","r"\n"1.2.3.4",971211336,"x"\n'
     csv = _aq_pp("-f", "-", "-d", "i,tim:t", "i:n", data=b"01/Jan/1970:00:01:40 +0000,1\n")
     assert csv.stdout == b'"t","n"\n100,1\n'
+
+
+@pytest.mark.parametrize("spec", ["s,trm@98:c", "s,@2:c"])
+def test_legacy_field_index_is_not_supported_yet(spec: str) -> None:
+    out = _aq_pp("-f", "-", "-d", spec, data=b"1\n")
+    assert out.returncode == 10 and b"the legacy @N field index" in out.stderr
