@@ -165,8 +165,12 @@ def _lines(data: bytes) -> pl.Series:
     return frame.explode("l").to_series()
 
 
+LINE = "__line"  # hidden column of parse_chunk: the record's line offset in its chunk
+
+
 def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> pl.DataFrame:
-    """Raw string columns `f0, f1, ...` (one per non-separator item) for one chunk."""
+    """Raw string columns `f0, f1, ...` (one per non-separator item) for one chunk, and `__line`
+    (the record's line offset, for error messages: blank lines are dropped here)."""
     specs = [it for it in items if isinstance(it, ColSpec)]
     names = [f"f{i}" for i in range(len(specs))]
     data = chunk.data
@@ -185,26 +189,24 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
         # missing trailing fields are empty (a column no record reaches comes back null);
         # blank lines are skipped [AMBIGUOUS in the spec]; the CSV reader turns them into rows
         # of empty fields, so such rows go (a record of only empty fields is dropped too)
-        frame = frame.with_columns(pl.all().fill_null(""))
-        return frame.filter(~pl.all_horizontal(pl.all() == ""))
+        frame = frame.with_columns(pl.all().fill_null("")).with_row_index(LINE)
+        return frame.filter(~pl.all_horizontal(pl.exclude(LINE) == ""))
     if attrs.fmt == "tab":  # missing cells are empty, as missing CSV fields are
         return htmltab.parse_rows(data, len(specs)).with_columns(pl.all().fill_null(""))
-    lines = _lines(data)
-    lines = lines.str.strip_chars_end("\r")
-    lines = lines.filter(lines != "")
+    lines = pl.DataFrame({"l": _lines(data).str.strip_chars_end("\r")}).with_row_index(LINE)
+    lines = lines.filter(pl.col("l") != "")
     if attrs.fmt == "fix":
         cols, pos = [], 0
         for name, spec in zip(names, specs, strict=True):
             if spec.width is None:
                 raise AqSyntaxError(f"-f,fix needs n=Len on every column ({spec.name or 'X'})")
-            cols.append(lines.str.slice(pos, spec.width).alias(name))
+            cols.append(pl.col("l").str.slice(pos, spec.width).alias(name))
             pos += spec.width
-        return pl.DataFrame(cols)
+        return lines.select(LINE, *cols)
     if attrs.fmt == "div":
         regex = div_regex(items)
-        return pl.DataFrame({"l": lines}).select(
-            pl.col("l").str.extract_groups(regex).struct.rename_fields(names).struct.unnest()
-        )
+        fields = pl.col("l").str.extract_groups(regex).struct.rename_fields(names)
+        return lines.select(LINE, fields.struct.unnest())
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
 
 
@@ -236,7 +238,7 @@ def _regex_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.Da
     `esc` input, and for a chunk the CSV reader refuses (an unterminated quote), so that the
     error names the record's line."""
     lines = _lines(chunk.data).str.strip_chars_end("\r")
-    frame = escaped.split_records(lines, attrs, specs)
+    frame = escaped.split_records(lines, attrs, specs).with_row_index(LINE)
     if attrs.nox:
         long = frame.select(pl.col(escaped.TAIL).is_not_null().arg_true()).to_series()
         if len(long) and not attrs.eok:
@@ -250,7 +252,7 @@ def _regex_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.Da
             )
         frame = frame.filter(pl.col(escaped.TAIL).is_null())
     frame = frame.drop(escaped.TAIL)
-    return frame.filter(~pl.all_horizontal(pl.all() == "").fill_null(False))
+    return frame.filter(~pl.all_horizontal(pl.exclude(LINE) == "").fill_null(False))
 
 
 def _too_many_fields(chunk: Chunk, attrs: InputAttrs, width: int) -> list[int] | None:
@@ -327,8 +329,8 @@ def _without_long_records(chunk: Chunk, attrs: InputAttrs, width: int) -> bytes:
         sys.stderr.write(
             f"aq_pp: {chunk.source}: {len(long)} record(s) with too many fields skipped\n"
         )
-    drop = set(long)
-    kept = [line for i, line in enumerate(chunk.data.split(b"\n")) if i not in drop]
+    drop = set(long)  # blanked, not removed: later records keep their line offsets
+    kept = [b"" if i in drop else line for i, line in enumerate(chunk.data.split(b"\n"))]
     return b"\n".join(kept)
 
 
@@ -547,7 +549,7 @@ def describe_error(
         if spec.skip or typed[name][row] is not None:
             continue
         text = raw[f"f{i}"][row]
-        line = chunk.first_line + row
+        line = chunk.first_line + _line_offset(raw, row)
         if text is None:
             return f"{chunk.source}, line {line}: record does not match the column spec"
         kind = "integer" if spec.typ in INT_TYPES else "float"
@@ -555,4 +557,10 @@ def describe_error(
             f"{chunk.source}, line {line}, field {i + 1} ({spec.name}, type {spec.typ}): "
             f"cannot convert {text!r} to {kind}"
         )
-    return f"{chunk.source}, line {chunk.first_line + row}: bad record"  # pragma: no cover
+    line = chunk.first_line + _line_offset(raw, row)  # pragma: no cover
+    return f"{chunk.source}, line {line}: bad record"  # pragma: no cover
+
+
+def _line_offset(raw: pl.DataFrame, row: int) -> int:
+    """The line offset of a record within its chunk (its row number when unknown: HTML)."""
+    return int(raw[LINE][row]) if LINE in raw.columns else row

@@ -198,3 +198,17 @@ def test_error_limits(attrs: str, code: int, stdout: bytes, stderr: bytes) -> No
     assert out.returncode == code, out.stderr
     assert out.stdout == stdout
     assert stderr in out.stderr if stderr else out.stderr == b""
+
+
+@pytest.mark.parametrize("attrs", ["-f", "-f,sep=,", "-f,esc", "-f,nox", "-f,nox,eok"])
+def test_error_line_counts_blank_lines_and_skipped_records(attrs: str) -> None:
+    """Blank lines (skipped) and records dropped by nox,eok still count for the line number."""
+    data = b"1,2\n\n\n5,6,7\n\n2,x\n"
+    out = subprocess.run([str(BIN / "aq_pp"), attrs, "-", "-d", "s:a", "i:b"], input=data,
+                         capture_output=True)  # fmt: skip
+    if "eok" in attrs:
+        assert out.returncode == 0 and b"1 record(s) skipped (input errors)" in out.stderr
+    elif "nox" in attrs:
+        assert b"stdin, line 4: more fields" in out.stderr
+    else:
+        assert b"stdin, line 6, field 2 (b, type I): cannot convert 'x'" in out.stderr, out.stderr
