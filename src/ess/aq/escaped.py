@@ -48,11 +48,12 @@ def split_records(lines: pl.Series, attrs: InputAttrs, specs: list[ColSpec]) -> 
 def _record_regex(attrs: InputAttrs, specs: list[ColSpec]) -> str:
     sep = f"\\x{{{ord(attrs.sep):X}}}"  # the regex engine's hex form works in and out of [...]
     fields = [_field_regex(attrs, spec, sep) for spec in specs]
-    # later fields are optional as a group (a short record), the rest of a long one is kept
-    body = ""
+    # later fields are optional as a group (a short record ends early), and the rest of a long
+    # one is only taken after the last field: a malformed field cannot pass for extra fields
+    body = f"(?:{sep}(.*))?"
     for field in reversed(fields[1:]):
         body = f"(?:{sep}{field}{body})?"
-    return f"^{fields[0]}{body}(?:{sep}(.*))?$"
+    return f"^{fields[0]}{body}$"
 
 
 def _field_regex(attrs: InputAttrs, spec: ColSpec, sep: str) -> str:

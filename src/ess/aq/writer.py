@@ -41,8 +41,8 @@ def field_expr(col: OutCol, attrs: OutputAttrs) -> pl.Expr:
                 text = text.str.replace_all(attrs.sep, "\\" + attrs.sep, literal=True)
         else:
             text = value.str.replace_all('"', '""', literal=True)
-        if not attrs.quoted:
-            return value
+        if not attrs.quoted:  # noq: bare strings, still escaped with esc
+            return text if attrs.esc else value
         quoted = pl.concat_str([pl.lit('"'), text, pl.lit('"')])
         return pl.when(value == "").then(pl.lit("")).otherwise(quoted)
     if col.typ in ("I", "IS", "L", "LS"):

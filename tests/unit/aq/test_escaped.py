@@ -119,3 +119,14 @@ def test_tim_column_attribute_reads_apache_time() -> None:
 def test_legacy_field_index_is_not_supported_yet(spec: str) -> None:
     out = _aq_pp("-f", "-", "-d", spec, data=b"1\n")
     assert out.returncode == 10 and b"the legacy @N field index" in out.stderr
+
+
+def test_unquoted_esc_output_is_escaped_and_reads_back() -> None:
+    """`-o,esc,noq` escapes separators, quotes and backslashes even without the quotes."""
+    first = _aq_pp("-f,esc", "-", "-d", "s:a", "s:b", "-o,esc,noq,notitle", "-",
+                   data=b'x\\,y,"q\\"\\\\"\n')  # fmt: skip
+    assert first.stdout == b'x\\,y,q\\"\\\\\n'
+    again = _aq_pp("-f,esc,sep=,", "-", "-d", "s:a", "s:b", data=first.stdout)
+    assert again.stdout == b'"a","b"\n"x,y","q""\\"\n'
+    bad = _aq_pp("-f,esc", "-", "-d", "s:a", "s:b", data=b'x,q"y\\\n')  # a bare quote mid-field
+    assert bad.returncode == 8 and b"line 1: record does not match" in bad.stderr
