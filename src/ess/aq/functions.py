@@ -24,7 +24,7 @@ _UNSUPPORTED = {
     "searchkey", "searchkey2", "iptocountry", "countryname", "countryregion", "agenttouid",
     "agentparse", "agentparse2", "agentname", "agentos", "agentdevtype", "agentdevname",
     "iscrawler", "unamehash", "keyhash", "imphash", "seghash", "maskstr", "keyenc", "keydec",
-    "kdec", "qryparmext", "iconv",
+    "kdec", "iconv",
     "rowcount",
 }  # fmt: skip
 
@@ -502,6 +502,9 @@ def _is_attr_arg(comp: Compiler, arg: Tree) -> bool:
     return arg.data == "name" and comp.scope.column(str(arg.children[0])) is None
 
 
+QryPair = tuple[Tree, str, dict[str, str]]  # (column argument, key, per-key attributes)
+
+
 @fn("QryDec")
 def _qrydec(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     """URL query parameters into columns: `QryDec(Val [, AtrLst], Col, "Key" [, AtrLst] ...)`."""
@@ -512,10 +515,7 @@ def _qrydec(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
     lead: dict[str, str] = {}
     if rest and rest[0].data == "string":
         lead = _qry_attrs(_const(comp, rest.pop(0)))
-    query = value
-    if "beg" in lead:  # the query starts after the first `beg` character
-        query = value.str.extract(f"{re.escape(lead['beg'] or '?')}(.*)$", 1).fill_null("")
-    pairs: list[tuple[Tree, str, dict[str, str]]] = []
+    pairs: list[QryPair] = []
     while rest:
         col_arg = rest.pop(0)
         if not rest:
@@ -525,6 +525,37 @@ def _qrydec(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
         if rest and _is_attr_arg(comp, rest[0]):
             opts = _qry_attrs(_const(comp, rest.pop(0)))
         pairs.append((col_arg, key, opts))
+    return _query_decode(comp, value, lead, pairs)
+
+
+@fn("QryParmExt")
+def _qryparmext(comp: Compiler, args: list[Tree], node: Tree) -> Typed:
+    """Legacy (<= 1.2.4) form of QryDec: `QryParmExt(Val, "beg=?,zero&k1:Col1&k2:Col2")`, the
+    attributes first, then `&`-separated Key:Col pairs."""
+    from lark import Token
+
+    _nargs(comp, args, node, 2)
+    value = _val(comp, args[0], "S").expr
+    head, *items = _const(comp, args[1]).split("&")
+    if ":" in head:  # no attributes: the first item is already a pair
+        head, items = "", [head, *items]
+    pairs: list[QryPair] = []
+    for item in items:
+        key, sep, col = item.rpartition(":")
+        if not sep or not key or not col:
+            raise comp.error(f"QryParmExt(): expected Key:Col, got {item!r}", args[1])
+        pairs.append((Tree("name", [Token("NAME", col)]), key, {}))
+    if not pairs:
+        raise comp.error("QryParmExt(): no Key:Col pair", args[1])
+    return _query_decode(comp, value, _qry_attrs(head) if head else {}, pairs)
+
+
+def _query_decode(
+    comp: Compiler, value: pl.Expr, lead: dict[str, str], pairs: list[QryPair]
+) -> Typed:
+    query = value
+    if "beg" in lead:  # the query starts after the first `beg` character
+        query = value.str.extract(f"{re.escape(lead['beg'] or '?')}(.*)$", 1).fill_null("")
     seen: dict[str, int] = {}
     found_all = []
     for col_arg, key, opts in pairs:

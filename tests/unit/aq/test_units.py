@@ -435,3 +435,14 @@ def test_unbuildable_helper_falls_back_to_the_same_output(tmp_path: Path) -> Non
         outs.append(done.stdout)
     assert outs[0] == outs[1] == outs[2]
     assert outs[0].splitlines()[2] == b'"q""uote",2.5,-4,0.83333333333333337'
+
+
+def test_legacy_qryparmext_is_qrydec() -> None:
+    """`QryParmExt(Val, "attrs&Key:Col&...")` (<= 1.2.4) gives what the QryDec form gives."""
+    data = b'"/p?a=1&b=x%20y&a=2"\n"/q?c=3"\n'
+    spec = ["-f", "-", "-d", "s:u", "-eval", "s:a", '"-"', "-eval", "s:b", '"-"']
+    legacy = run([*spec, "-eval", "i:n", 'QryParmExt(u, "beg=?,zero&a:a&b:b")'], data)
+    modern = run([*spec, "-eval", "i:n", 'QryDec(u, "beg=?,zero", a, "a", b, "b")'], data)
+    assert legacy == modern == b'"u","a","b","n"\n"/p?a=1&b=x%20y&a=2","1","x y",2\n"/q?c=3",,,0\n'
+    keep = run([*spec, "-eval", "i:n", 'QryParmExt(u, "b:b")'], data)  # no attributes
+    assert keep.endswith(b'"/q?c=3","-","-",0\n')
