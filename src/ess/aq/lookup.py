@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ess.aq import reader
+from ess.aq import batches, reader
 from ess.aq.colspec import ColSpec, kind
 from ess.aq.regex import has_wildcard, wildcard_to_rust
 from ess.aq.rules import Lookup
@@ -22,7 +22,7 @@ def load(rule: Lookup, specs: list[ColSpec]) -> pl.DataFrame:
     names = [s.name.lower() if not s.skip else "" for s in specs]
     frames = []
     for path in rule.files:
-        for chunk in reader.read_chunks(path, rule.attrs):
+        for chunk in batches.read_chunks(path, rule.attrs):
             raw = reader.parse_chunk(chunk, rule.attrs, list(specs))
             typed, bad = reader.typed_frame(raw, list(specs), names)
             if bad.any():

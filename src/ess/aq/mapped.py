@@ -100,7 +100,7 @@ def _region(fd: int, pos: int, end: int, quoted: bool, *, last: bool) -> tuple[m
     view = memoryview(mapped)[lo:cut]
     newlines, quotes = native.count_pair(view, b"\n", b'"')
     if quoted and quotes % 2:  # the last newline is inside quotes: walk back (rare, copies)
-        from ess.aq.reader import record_end
+        from ess.aq.batches import record_end
 
         view = view[: record_end(bytes(view), quoted=True) + 1]
         newlines = native.count_byte(view, b"\n")

@@ -1,160 +1,24 @@
-"""Batched input: bytes from files or stdin → raw string columns → typed columns.
+"""Batches of input (ess.aq.batches) → raw string columns → typed columns.
 
-Memory stays bounded because input is read `chunk_size` bytes at a time, cut at the last
-record terminator, parsed with Polars and processed before the next chunk is read. Field
-conversion follows spec 2.1: empty field → 0 / "", `-` in a numeric field → 0, any other
-unparsable number is a conversion error (row dropped under `eok`, fatal otherwise).
+Three parsers, cheapest first: the C parser for clean chunks, Polars' typed CSV reader, then
+strings converted with the field rules. Field conversion follows spec 2.1: empty field → 0 / "",
+`-` in a numeric field → 0, any other unparsable number is a conversion error (row dropped under
+`eok`, fatal otherwise).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
 
 import polars as pl
 
-from ess.aq import escaped, htmltab, mapped, native
+from ess.aq import escaped, htmltab, native
+from ess.aq.batches import Chunk
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
-from ess.aq.native import Bytes, count_byte
+from ess.aq.native import count_byte
 from ess.aq.rules import InputAttrs, Sep
 from ess.errors import AqDataError, AqSyntaxError
-
-
-def _chunk_size() -> int:
-    # ESS_AQ_CHUNK_MB tunes the batch size (memory vs per-batch overhead). The default 16 MB
-    # stays under glibc's largest mmap threshold, so freed chunk buffers are reused instead of
-    # mapped afresh (page faults made 32 MB reads 3x slower), and a few batches in flight
-    # (read-ahead, two rendering) keep peak memory near 0.6 GB.
-    try:
-        return max(1, int(os.environ.get("ESS_AQ_CHUNK_MB", "16"))) << 20
-    except ValueError:
-        return 16 << 20
-
-
-@dataclass
-class Chunk:
-    raw: Bytes  # the records; a memoryview of a mapped file (ess.aq.mapped) is not copied
-    source: str
-    first_line: int  # 1-based line number of the chunk's first line in its file
-    newlines: int = -1  # b"\n" count of data, when the reader already counted them
-
-    @functools.cached_property
-    def data(self) -> bytes:
-        """The records as bytes: the general parsers need them (a mapped chunk is copied once)."""
-        return bytes(self.raw)
-
-    def max_records(self) -> int:
-        count = self.newlines if self.newlines >= 0 else count_byte(self.raw, b"\n")
-        return count + 1
-
-
-def open_input(path: str) -> BinaryIO:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb", buffering=0)  # unbuffered: chunks are big, skip a copy
-    except OSError as exc:
-        raise AqDataError(f"cannot open input file {path!r}: {exc.strerror}") from None
-
-
-def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[Chunk]:
-    chunk_size = chunk_size or _chunk_size()
-    stream = open_input(path)
-    source = "stdin" if path == "-" else path
-    try:
-        # HTML rows end at `</tr>`, not at a newline: such input is read (small, in practice)
-        if path != "-" and attrs.fmt != "tab" and mapped.usable(stream.fileno()):
-            yield from _mapped_chunks(stream.fileno(), source, attrs, chunk_size)
-            return
-        pending = b""
-        line = 1
-        to_skip = attrs.skip
-        eof = False
-        quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
-        while not eof:
-            block = stream.read(chunk_size)
-            eof = not block
-            if to_skip:
-                pending += block
-                if attrs.skip_unit == "b":
-                    take = min(to_skip, len(pending))
-                    pending, to_skip = pending[take:], to_skip - take
-                else:
-                    records = attrs.skip_unit == "r" and quoted
-                    offset, skipped, lines = mapped.skip_records(pending, to_skip, records)
-                    pending, to_skip, line = pending[offset:], to_skip - skipped, line + lines
-                    if to_skip and eof:
-                        pending = b""
-                    if to_skip:
-                        continue
-                block, pending = pending, b""
-            if eof:
-                data, pending = pending + block, b""  # one of the two is empty
-            else:
-                # the cut is searched in the new block only: the small carried-over tail is
-                # joined to it in one copy (no concatenation of the whole, then a slice)
-                before = pending.count(b'"') if quoted else 0
-                cut = (
-                    htmltab.record_end(block)
-                    if attrs.fmt == "tab"
-                    else record_end(block, quoted=quoted, quotes_before=before)
-                )
-                if cut < 0:
-                    pending += block
-                    continue
-                whole = cut + 1 == len(block) and not pending
-                data = block if whole else b"".join((pending, memoryview(block)[: cut + 1]))
-                pending = block[cut + 1 :]
-            if data:
-                newlines = count_byte(data, b"\n")
-                yield Chunk(data, source, line, newlines)
-                line += newlines
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-
-
-def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> Iterator[Chunk]:
-    if attrs.skip_unit == "b":
-        start, line = attrs.skip, 1
-    else:
-        quoted = attrs.skip_unit == "r" and attrs.fmt == "csv" and attrs.quoted
-        start, skipped = mapped.header_end(fd, attrs.skip, quoted)
-        line = 1 + skipped
-    quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
-    views = mapped.regions(fd, start, chunk_size, quoted)
-    while True:
-        try:
-            view, newlines = next(views, (None, 0))
-        except OSError as exc:  # e.g. no address space left for the map
-            raise AqDataError(f"cannot read input file {source!r}: {exc.strerror}") from None
-        if view is None:
-            return
-        yield Chunk(view, source, line, newlines)
-        line += newlines
-
-
-def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:
-    """Index of the last record terminator; with CSV quoting, one that is not inside quotes.
-
-    A chunk always starts at a record boundary, so a newline is outside quotes exactly when
-    the number of `"` before it (`quotes_before` of them precede `data` in the chunk) is even
-    (doubled quotes count twice and keep the parity).
-    """
-    cut = data.rfind(b"\n")
-    if not quoted or cut < 0:
-        return cut
-    quotes = quotes_before + count_byte(data, b'"', 0, cut)
-    while cut >= 0 and quotes % 2:
-        prev = data.rfind(b"\n", 0, cut)
-        quotes -= data.count(b'"', prev + 1, cut)
-        cut = prev
-    return cut
 
 
 def _lines(data: bytes) -> pl.Series:

@@ -13,7 +13,7 @@ from typing import TextIO, TypeVar
 
 import polars as pl
 
-from ess.aq import reader
+from ess.aq import batches, reader
 from ess.aq.colspec import ColSpec, polars_dtype
 from ess.aq.pp import ROWNUM, Col, Compiler, RunState, default_value
 from ess.aq.rules import InputAttrs, Program, Sep
@@ -86,7 +86,7 @@ class Job:
                      if isinstance(it, ColSpec)]  # fmt: skip
             for path in spec.files:
                 dropped = 0
-                chunks = reader.read_chunks(path, spec.attrs)
+                chunks = batches.read_chunks(path, spec.attrs)
                 parse = functools.partial(typed_chunk, spec.attrs, items, names, check_only)
                 for typed, bad_rows in ordered_map(parse, chunks, PARSERS):
                     dropped += bad_rows
@@ -122,7 +122,7 @@ PARSERS = 2  # chunks parsed at once: Polars parses one in-memory chunk on one c
 
 def typed_chunk(
     attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], check_only: frozenset[str],
-    chunk: reader.Chunk,
+    chunk: batches.Chunk,
 ) -> tuple[pl.DataFrame, int]:  # fmt: skip
     """The typed rows of one chunk and how many bad rows `eok` dropped (no shared state).
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ess.aq.batches import Chunk
 from ess.aq.colspec import ColSpec
-from ess.aq.reader import LINE, Chunk, parse_chunk
+from ess.aq.reader import LINE, parse_chunk
 from ess.aq.rules import InputAttrs
 
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ess.aq import native, reader
+from ess.aq import batches, native, reader
 from ess.aq.colspec import ColSpec
 from ess.aq.rules import InputAttrs
 
@@ -43,7 +43,7 @@ def _helper(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _reference(
-    chunk: reader.Chunk, attrs: InputAttrs, specs: list[ColSpec], names: list[str]
+    chunk: batches.Chunk, attrs: InputAttrs, specs: list[ColSpec], names: list[str]
 ) -> tuple[pl.DataFrame, pl.Series]:
     raw = reader.parse_chunk(chunk, attrs, list(specs))
     return reader.typed_frame(raw, list(specs), names)
@@ -56,10 +56,10 @@ def _bits(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _native(
     data: bytes, types: list[str], check: frozenset[str] = frozenset(), **attrs: object
-) -> tuple[pl.DataFrame | None, reader.Chunk, list[ColSpec]]:
+) -> tuple[pl.DataFrame | None, batches.Chunk, list[ColSpec]]:
     specs = [ColSpec(t, "" if t == "X" else f"c{i}") for i, t in enumerate(types)]
     names = [s.name for s in specs]
-    chunk = reader.Chunk(data, "test", 1)
+    chunk = batches.Chunk(data, "test", 1)
     return reader.native_typed(chunk, InputAttrs(**attrs), specs, names, check), chunk, specs
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ess.aq.reader import read_chunks
+from ess.aq.batches import read_chunks
 from ess.aq.rules import InputAttrs
 
 RECORD = st.one_of(

@@ -303,7 +303,7 @@ def test_cmb_all_multiplies_rows(tmp_path: Path) -> None:
 
 
 def test_record_end_skips_newlines_inside_quotes() -> None:
-    from ess.aq.reader import record_end
+    from ess.aq.batches import record_end
 
     assert record_end(b'a,"x\ny"\nb,"p\nq', quoted=True) == 7
     assert record_end(b'a,"x\ny"\nb,"p\nq', quoted=False) == 12
