@@ -81,7 +81,7 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                     pending, to_skip = pending[take:], to_skip - take
                 else:
                     records = attrs.skip_unit == "r" and quoted
-                    offset, skipped, lines = mapped.skip_records(pending, to_skip, records)
+                    offset, skipped, lines = skip_records(pending, to_skip, records)
                     pending, to_skip, line = pending[offset:], to_skip - skipped, line + lines
                     if to_skip and eof:
                         pending = b""
@@ -119,7 +119,7 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
         start, line = attrs.skip, 1
     else:
         quoted = attrs.skip_unit == "r" and attrs.fmt == "csv" and attrs.quoted
-        start, skipped = mapped.header_end(fd, attrs.skip, quoted)
+        start, skipped = header_end(fd, attrs.skip, quoted)
         line = 1 + skipped
     quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
     views = mapped.regions(fd, start, chunk_size, quoted)
@@ -132,6 +132,37 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
             return
         yield Chunk(view, source, line, newlines)
         line += newlines
+
+
+def skip_records(buf: bytes, count: int, quoted: bool) -> tuple[int, int, int]:
+    """Skip up to `count` whole records at the start of `buf`: (offset after them, records
+    skipped, lines skipped). With `quoted` (`+Nr` on CSV) a newline inside double quotes does
+    not end a record; a record not complete in `buf` is not skipped."""
+    pos = skipped = newlines = 0
+    offset = lines = quotes = 0
+    while skipped < count:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            break
+        if quoted:
+            quotes += buf.count(b'"', pos, nl)
+        pos, newlines = nl + 1, newlines + 1
+        if quotes % 2:
+            continue  # inside a quoted field: the record goes on
+        skipped, offset, lines = skipped + 1, pos, newlines
+    return offset, skipped, lines
+
+
+def header_end(fd: int, count: int, quoted: bool) -> tuple[int, int]:
+    """Offset just past the first `count` records (lines unless `quoted`), and how many lines
+    that was (fewer records at EOF: all of them)."""
+    size = 1 << 16
+    while True:
+        buf = os.pread(fd, size, 0)
+        offset, skipped, lines = skip_records(buf, count, quoted)
+        if skipped == count or len(buf) < size:
+            return (offset, lines) if skipped == count else (len(buf), lines)
+        size *= 4
 
 
 def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:

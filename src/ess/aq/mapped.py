@@ -38,37 +38,6 @@ def usable(fd: int) -> bool:
     return True
 
 
-def skip_records(buf: bytes, count: int, quoted: bool) -> tuple[int, int, int]:
-    """Skip up to `count` whole records at the start of `buf`: (offset after them, records
-    skipped, lines skipped). With `quoted` (`+Nr` on CSV) a newline inside double quotes does
-    not end a record; a record not complete in `buf` is not skipped."""
-    pos = skipped = newlines = 0
-    offset = lines = quotes = 0
-    while skipped < count:
-        nl = buf.find(b"\n", pos)
-        if nl < 0:
-            break
-        if quoted:
-            quotes += buf.count(b'"', pos, nl)
-        pos, newlines = nl + 1, newlines + 1
-        if quotes % 2:
-            continue  # inside a quoted field: the record goes on
-        skipped, offset, lines = skipped + 1, pos, newlines
-    return offset, skipped, lines
-
-
-def header_end(fd: int, count: int, quoted: bool) -> tuple[int, int]:
-    """Offset just past the first `count` records (lines unless `quoted`), and how many lines
-    that was (fewer records at EOF: all of them)."""
-    size = 1 << 16
-    while True:
-        buf = os.pread(fd, size, 0)
-        offset, skipped, lines = skip_records(buf, count, quoted)
-        if skipped == count or len(buf) < size:
-            return (offset, lines) if skipped == count else (len(buf), lines)
-        size *= 4
-
-
 def regions(fd: int, start: int, chunk_size: int, quoted: bool) -> Iterator[tuple[memoryview, int]]:
     """Consecutive views of the file from `start`, each ending at a record terminator, with
     their newline counts.
