@@ -1,4 +1,4 @@
-"""Golden cases of aq_pp: every pp_opt_*, etl_*, logcnv_*, catrules_* folder, run with bash.
+"""Golden cases of aq_pp: every pp_opt_*, etl_*, logcnv_*, catrules_*, input_* folder, by bash.
 
 New folders are picked up automatically. Cases needing another issue's feature are xfail
 (strict, so they fail loudly once the feature lands).
@@ -16,11 +16,11 @@ import pytest
 
 GOLDEN = Path(__file__).parents[2].parent / "shared/acceptance/golden"
 BIN = Path(sys.executable).parent
-PREFIXES = ("pp_opt_", "etl_", "logcnv_", "catrules_")
+PREFIXES = ("pp_opt_", "etl_", "logcnv_", "catrules_", "input_")
 
 # case → the missing feature that makes it fail (owned by another issue or not implemented)
 XFAIL = {
-    "catrules_03_jsn": "JSON input (-f,jsn) not implemented; the doc input file is missing",
+    "catrules_03_jsn": "the documented input file (twitterex.json) is not in the golden folder",
 }
 
 

@@ -62,8 +62,9 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     stream = open_input(path)
     source = "stdin" if path == "-" else path
     try:
-        # HTML rows end at `</tr>`, not at a newline: such input is read (small, in practice)
-        if path != "-" and attrs.fmt != "tab" and mapped.usable(stream.fileno()):
+        # HTML rows end at `</tr>`, JSON/XML documents anywhere: such input is read, not mapped
+        by_lines = attrs.fmt not in ("tab", "jsn", "xml")
+        if path != "-" and by_lines and mapped.usable(stream.fileno()):
             yield from _mapped_chunks(stream.fileno(), source, attrs, chunk_size)
             return
         pending = b""
@@ -93,12 +94,10 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
             else:
                 # the cut is searched in the new block only: the small carried-over tail is
                 # joined to it in one copy (no concatenation of the whole, then a slice)
+                if attrs.fmt in ("jsn", "xml"):  # a document's end depends on all before it
+                    block, pending = pending + block, b""
                 before = pending.count(b'"') if quoted else 0
-                cut = (
-                    _html_record_end(block)
-                    if attrs.fmt == "tab"
-                    else record_end(block, quoted=quoted, quotes_before=before)
-                )
+                cut = _record_end(block, attrs, quoted, before)
                 if cut < 0:
                     pending += block
                     continue
@@ -183,7 +182,16 @@ def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:
     return cut
 
 
-def _html_record_end(data: bytes) -> int:
-    from ess.aq import htmltab  # Polars: only for HTML input
+def _record_end(block: bytes, attrs: InputAttrs, quoted: bool, quotes_before: int) -> int:
+    """Where a batch may end in `block`: after a record (line, HTML row, JSON document)."""
+    if attrs.fmt == "tab":
+        from ess.aq import htmltab  # Polars: only for HTML input
 
-    return htmltab.record_end(data)
+        return htmltab.record_end(block)
+    if attrs.fmt == "jsn":
+        from ess.aq import keyed
+
+        return keyed.json_record_end(block)
+    if attrs.fmt == "xml":
+        return -1  # one document: the whole input is one batch
+    return record_end(block, quoted=quoted, quotes_before=quotes_before)

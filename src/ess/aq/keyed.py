@@ -195,7 +195,12 @@ def _decoder() -> json.JSONDecoder:
     return json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=str)
 
 
-def json_rows(data: bytes, paths: list[list[str | int | None]]) -> pl.DataFrame:
+def json_rows(
+    data: bytes,
+    paths: list[list[str | int | None]],
+    source: str = "JSON input",
+    first_line: int = 1,
+) -> pl.DataFrame:
     """String columns f0..f{n-1} (n = len(paths)) of the rows of every JSON document in `data`.
     A value that is absent/not in context is null (the caller turns null into 0/blank). Raise
     ess.errors.AqDataError naming the 1-based line of a JSON syntax error."""
@@ -212,10 +217,11 @@ def json_rows(data: bytes, paths: list[list[str | int | None]]) -> pl.DataFrame:
         try:
             document, idx = decode(text, idx)
         except json.JSONDecodeError as exc:
-            raise AqDataError(f"JSON input, line {exc.lineno}: {exc.msg}") from None
+            line = first_line - 1 + exc.lineno
+            raise AqDataError(f"{source}, line {line}: {exc.msg}") from None
         except RecursionError:
-            line = text.count("\n", 0, idx) + 1
-            raise AqDataError(f"JSON input, line {line}: nested too deeply") from None
+            line = first_line + text.count("\n", 0, idx)
+            raise AqDataError(f"{source}, line {line}: nested too deeply") from None
         walker.begin()
         _visit(walker, document, walker.start)
         walker.end()
@@ -227,7 +233,9 @@ def _local(tag: Any) -> str:
     return name.rsplit("}", 1)[-1].lower()
 
 
-def xml_rows(data: bytes, paths: list[list[str | int | None]]) -> pl.DataFrame:
+def xml_rows(
+    data: bytes, paths: list[list[str | int | None]], source: str = "XML input", first_line: int = 1
+) -> pl.DataFrame:
     """Same for an XML document (one root; use xml.etree.ElementTree.iterparse or similar)."""
     walker = _Walker(paths)
     parser: Any = ET.XMLPullParser(events=("start", "end"))
@@ -299,10 +307,10 @@ def xml_rows(data: bytes, paths: list[list[str | int | None]]) -> pl.DataFrame:
         parser.close()
         events()
     except ET.ParseError as exc:
-        line = exc.position[0] if getattr(exc, "position", None) else "?"
-        raise AqDataError(f"XML input, line {line}: {exc}") from None
+        line = first_line - 1 + exc.position[0] if getattr(exc, "position", None) else "?"
+        raise AqDataError(f"{source}, line {line}: {exc}") from None
     if not seen_root:
-        raise AqDataError("XML input: no root element")
+        raise AqDataError(f"{source}: no root element")
     return walker.frame()
 
 

@@ -55,6 +55,8 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
         # of empty fields, so such rows go (a record of only empty fields is dropped too)
         frame = frame.with_columns(pl.all().fill_null("")).with_row_index(LINE)
         return frame.filter(~pl.all_horizontal(pl.exclude(LINE) == ""))
+    if attrs.fmt in ("jsn", "xml"):
+        return _keyed_chunk(chunk, attrs, specs)
     if attrs.fmt == "tab":  # missing cells are empty, as missing CSV fields are
         return htmltab.parse_rows(data, len(specs)).with_columns(pl.all().fill_null(""))
     lines = pl.DataFrame({"l": _lines(data).str.strip_chars_end("\r")}).with_row_index(LINE)
@@ -72,6 +74,22 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
         fields = pl.col("l").str.extract_groups(regex).struct.rename_fields(names)
         return lines.select(LINE, fields.struct.unnest())
     raise AqSyntaxError(f"input format {attrs.fmt!r} is not supported")  # pragma: no cover
+
+
+def _keyed_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.DataFrame:
+    """Rows of the JSON documents / XML document of a chunk (ess.aq.keyed); absent values and
+    values not in context are empty (0 for numbers)."""
+    from ess.aq import keyed
+
+    paths = [keyed.parse_keyspec(key_spec(s), attrs.base) if not s.skip else [] for s in specs]
+    rows = keyed.json_rows if attrs.fmt == "jsn" else keyed.xml_rows
+    frame = rows(chunk.data, paths, source=chunk.source, first_line=chunk.first_line)
+    return frame.with_columns(pl.all().fill_null(""))
+
+
+def key_spec(spec: ColSpec) -> str:
+    """The KeySpec of a `Type:Name:KeySpec` column (jsn/xml input)."""
+    return spec.extra[0] if spec.extra else ""
 
 
 def _read_strings(

@@ -27,6 +27,7 @@ class InputAttrs:
     quoted: bool = True  # csv quote processing
     eok: bool = False
     eok_limit: int | None = None  # eok=Num: more input errors than this in a file are fatal
+    base: str = ""  # jsn/xml: key path prefixed to every column's key spec
     qui: bool = False
     esc: bool = False
     nox: bool = False
@@ -122,12 +123,10 @@ def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> 
         elif lookup and low in ("ncas", "pat", "req", "all", "rev"):
             setattr(out, low, True)
         elif low.startswith("base="):
-            raise NotSupportedError("aq_pp JSON/XML input (-f,jsn / -f,xml)")
+            out.base = attr[5:]
         else:
             raise AqSyntaxError(f"{where}: unknown attribute {attr!r}")
-    if out.fmt in ("jsn", "xml"):
-        raise NotSupportedError("aq_pp JSON/XML input (-f,jsn / -f,xml)")
-    if out.esc and out.fmt in ("fix", "div", "tab"):
+    if out.esc and out.fmt in ("fix", "div", "tab", "jsn", "xml"):
         raise NotSupportedError(f"aq_pp -f,esc with {out.fmt} input")
     if out.fmt in ("bin", "aq"):
         raise NotSupportedError(f"aq_pp input format {out.fmt!r}")
@@ -524,7 +523,24 @@ def parse_argv(argv: list[str]) -> Program:
         escaped = any(isinstance(c, ColSpec) and c.has("esc") for c in source.columns)
         if escaped and source.attrs.fmt not in ("csv", "sep"):
             raise NotSupportedError(f"the esc column attribute with -f,{source.attrs.fmt} input")
+        if source.attrs.fmt in ("jsn", "xml"):
+            _check_key_specs(source)
     return prog
+
+
+def _check_key_specs(source: InputSpec) -> None:
+    """Key paths of jsn/xml columns are checked before any input is read."""
+    from ess.aq.keyed import parse_keyspec
+
+    for col in source.columns:
+        if not isinstance(col, ColSpec) or col.skip:
+            continue
+        key = col.extra[0] if col.extra else ""
+        if not (key or source.attrs.base):
+            raise AqSyntaxError(
+                f"-d {col.name}: -f,{source.attrs.fmt} needs a key path (Type:Name:Key.Path)"
+            )
+        parse_keyspec(key, source.attrs.base)
 
 
 def _check_rule(args: _Args, opt: str, at: int) -> object:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ from hypothesis import strategies as st
 from ess.aq.keyed import json_record_end, json_rows, parse_keyspec, xml_rows
 from ess.errors import AqDataError, AqSyntaxError
 
-GOLDEN = Path("/work/shared/acceptance/golden")
+GOLDEN = Path(__file__).parents[4] / "shared/acceptance/golden"  # beside the project
 Row = list[str | None]
+BIN = Path(sys.executable).parent
 
 
 def rows(frame: pl.DataFrame, width: int) -> list[Row]:
@@ -296,3 +300,34 @@ def test_cut_at_record_end_gives_same_rows(docs: list[tuple[Any, str, bool]], cu
     # the cut is after a complete document: everything before parses alone
     if end >= 0:
         assert data[end : end + 1].strip()
+
+
+def _aq_pp(args: list[str], data: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(BIN / "aq_pp"), *args], input=data, capture_output=True,
+                          env=dict(os.environ, **env), timeout=120)  # fmt: skip
+
+
+def test_aq_pp_reads_json_documents_across_batches() -> None:
+    """2.5 MB of documents (compact and pretty-printed) in 1 MB batches: no document is split."""
+    docs = [
+        json.dumps({"ID": i, "tags": {"list": [f"t{i}", "x"]}, "note": "a}\"b{"},
+                   indent=2 if i % 3 == 0 else None)
+        for i in range(20_000)
+    ]  # fmt: skip
+    data = "\n".join(docs).encode()
+    args = ["-f,jsn", "-", "-d", "i:id:id", "s:tag:tags.list[*]", "s:note:note", "-o,notitle", "-"]
+    out = _aq_pp(args, data, ESS_AQ_CHUNK_MB="1")
+    assert out.returncode == 0, out.stderr
+    want = b"".join(b'%d,"t%d",\n%d,"x",\n' % (i, i, i) for i in range(20_000))
+    assert out.stdout == want  # note comes after the array: not in context (blank)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["-f,jsn", "-", "-d", "s:a"], 7, b"needs a key path"),
+    (["-f,jsn", "-", "-d", "s:a:b..c"], 7, b"bad key spec"),
+    (["-f,jsn,esc", "-", "-d", "s:a:a"], 10, b"not supported yet"),
+    (["-f,jsn", "-", "-d", "s:a:a"], 8, b"stdin, line 2"),
+])  # fmt: skip
+def test_aq_pp_json_errors(args: list[str], code: int, message: bytes) -> None:
+    out = _aq_pp(args, b'{"a": 1}\n{"a": }\n')
+    assert out.returncode == code and message in out.stderr, out.stderr
