@@ -64,5 +64,5 @@ def test_golden(case: Path, tmp_path: Path) -> None:
 
 
 def test_cases_discovered() -> None:
-    # 22 pp_opt + 19 etl + 1 logcnv + 3 catrules in the golden index
-    assert len(cases()) + len(ELSEWHERE) == 45, [c.name for c in cases()]
+    # 22 pp_opt + 19 etl + 1 logcnv + 3 catrules + 5 input (jsn, xml) in the golden index
+    assert len(cases()) + len(ELSEWHERE) == 50, [c.name for c in cases()]
