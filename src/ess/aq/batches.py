@@ -43,6 +43,11 @@ class Chunk:
         """The records as bytes: the general parsers need them (a mapped chunk is copied once)."""
         return bytes(self.raw)
 
+    @functools.cached_property
+    def has_backslash(self) -> bool:
+        """Whether `esc` can matter here (asked by up to three parsers: counted once)."""
+        return count_byte(self.raw, b"\\") > 0
+
     def max_records(self) -> int:
         count = self.newlines if self.newlines >= 0 else count_byte(self.raw, b"\n")
         return count + 1
@@ -71,7 +76,7 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
         line = 1
         to_skip = attrs.skip
         eof = False
-        quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
+        quoted = quotes_matter(attrs)
         while not eof:
             block = stream.read(chunk_size)
             eof = not block
@@ -114,13 +119,12 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
 
 
 def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> Iterator[Chunk]:
+    quoted = quotes_matter(attrs)
     if attrs.skip_unit == "b":
         start, line = attrs.skip, 1
     else:
-        quoted = attrs.skip_unit == "r" and attrs.fmt == "csv" and attrs.quoted
-        start, skipped = header_end(fd, attrs.skip, quoted)
+        start, skipped = header_end(fd, attrs.skip, attrs.skip_unit == "r" and quoted)
         line = 1 + skipped
-    quoted = attrs.fmt == "csv" and attrs.quoted and not attrs.esc  # esc: a line is a record
     views = mapped.regions(fd, start, chunk_size, quoted)
     while True:
         try:
@@ -131,6 +135,12 @@ def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> 
             return
         yield Chunk(view, source, line, newlines)
         line += newlines
+
+
+def quotes_matter(attrs: InputAttrs) -> bool:
+    """Whether a newline inside double quotes does not end a record (CSV without `esc`: with
+    escapes a record is one line)."""
+    return attrs.fmt == "csv" and attrs.quoted and not attrs.esc
 
 
 def skip_records(buf: bytes, count: int, quoted: bool) -> tuple[int, int, int]:

@@ -51,6 +51,11 @@ class ColSpec:
     def has(self, attr: str) -> bool:
         return attr in self.attrs
 
+    @property
+    def key_spec(self) -> str:
+        """The KeySpec of a `Type:Name:KeySpec` column (jsn/xml input), "" when none."""
+        return self.extra[0] if self.extra else ""
+
 
 _KNOWN_ATTRS = {"esc", "clf", "hex", "trm", "lo", "up", "key", "cmb", "noq", "tim"}
 

@@ -56,24 +56,32 @@ def _record_regex(attrs: InputAttrs, specs: list[ColSpec]) -> str:
     return f"^{fields[0]}{body}$"
 
 
+def _csv(attrs: InputAttrs) -> bool:
+    return attrs.quoted and attrs.fmt == "csv"
+
+
+def _esc(attrs: InputAttrs, spec: ColSpec) -> bool:
+    return attrs.esc or spec.has("esc")
+
+
 def _field_regex(attrs: InputAttrs, spec: ColSpec, sep: str) -> str:
-    esc = attrs.esc or spec.has("esc")
-    plain = f'(?:[^{sep}"\\\\]|\\\\.)*\\\\?' if esc else f'[^{sep}"]*'
-    if not attrs.quoted or attrs.fmt != "csv":
-        plain = f"(?:[^{sep}\\\\]|\\\\.)*\\\\?" if esc else f"[^{sep}]*"
+    # a plain field runs to the separator; `"` cannot appear in it in CSV, `\` escapes a byte
+    stop = sep + ('"' if _csv(attrs) else "") + ("\\\\" if _esc(attrs, spec) else "")
+    plain = f"(?:[^{stop}]|\\\\.)*\\\\?" if _esc(attrs, spec) else f"[^{stop}]*"
+    if not _csv(attrs):
         return f"({plain})"
-    quoted = '"(?:[^"\\\\]|\\\\.|"")*"' if esc else '"(?:[^"]|"")*"'
+    quoted = '"(?:[^"\\\\]|\\\\.|"")*"' if _esc(attrs, spec) else '"(?:[^"]|"")*"'
     return f"({quoted}|{plain})"
 
 
 def _unquote(value: pl.Expr, attrs: InputAttrs, spec: ColSpec) -> pl.Expr:
-    if attrs.quoted and attrs.fmt == "csv":
+    if _csv(attrs):
         inner = value.str.slice(1, value.str.len_chars() - 2).str.replace_all('""', '"')
         value = (
             pl.when(value.str.starts_with('"') & (value.str.len_chars() >= 2))
             .then(inner)
             .otherwise(value)
         )
-    if attrs.esc or spec.has("esc"):
+    if _esc(attrs, spec):
         value = value.str.replace_all(r"\\(.)", "$1")
     return value

@@ -40,7 +40,7 @@ def parse_chunk(chunk: Chunk, attrs: InputAttrs, items: list[ColSpec | Sep]) -> 
     data = chunk.data
     if not data.strip():
         return pl.DataFrame({n: pl.Series([], dtype=pl.String) for n in names})
-    if escaped.applies(attrs, specs) and has_backslash(chunk):
+    if escaped.applies(attrs, specs) and chunk.has_backslash:
         return _regex_chunk(chunk, attrs, specs)
     if attrs.fmt in ("csv", "sep"):
         # extra trailing fields are ignored (Essentia's default since 1.2.3-1; the CSV reader
@@ -81,15 +81,10 @@ def _keyed_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.Da
     values not in context are empty (0 for numbers)."""
     from ess.aq import keyed
 
-    paths = [keyed.parse_keyspec(key_spec(s), attrs.base) if not s.skip else [] for s in specs]
+    paths = [keyed.parse_keyspec(s.key_spec, attrs.base) if not s.skip else [] for s in specs]
     rows = keyed.json_rows if attrs.fmt == "jsn" else keyed.xml_rows
     frame = rows(chunk.data, paths, source=chunk.source, first_line=chunk.first_line)
     return frame.with_columns(pl.all().fill_null(""))
-
-
-def key_spec(spec: ColSpec) -> str:
-    """The KeySpec of a `Type:Name:KeySpec` column (jsn/xml input)."""
-    return spec.extra[0] if spec.extra else ""
 
 
 def _read_strings(
@@ -109,10 +104,6 @@ def _read_strings(
         encoding="utf8-lossy",
         raise_if_empty=False,
     )
-
-
-def has_backslash(chunk: Chunk) -> bool:
-    return count_byte(chunk.raw, b"\\") > 0
 
 
 def _regex_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.DataFrame:
@@ -234,7 +225,7 @@ def native_typed(
     if attrs.fmt not in ("csv", "sep"):
         return None
     specs = [it for it in items if isinstance(it, ColSpec)]
-    if escaped.applies(attrs, specs) and has_backslash(chunk):
+    if escaped.applies(attrs, specs) and chunk.has_backslash:
         return None
     kinds = []
     for spec, name in zip(specs, names, strict=True):
@@ -282,7 +273,7 @@ def fast_typed(
     if attrs.fmt not in ("csv", "sep"):
         return None
     specs = [it for it in items if isinstance(it, ColSpec)]
-    if escaped.applies(attrs, specs) and has_backslash(chunk):
+    if escaped.applies(attrs, specs) and chunk.has_backslash:
         return None
     schema: dict[str, pl.DataType] = {}
     for i, spec in enumerate(specs):

@@ -535,12 +535,11 @@ def _check_key_specs(source: InputSpec) -> None:
     for col in source.columns:
         if not isinstance(col, ColSpec) or col.skip:
             continue
-        key = col.extra[0] if col.extra else ""
-        if not (key or source.attrs.base):
+        if not (col.key_spec or source.attrs.base):
             raise AqSyntaxError(
                 f"-d {col.name}: -f,{source.attrs.fmt} needs a key path (Type:Name:Key.Path)"
             )
-        parse_keyspec(key, source.attrs.base)
+        parse_keyspec(col.key_spec, source.attrs.base)
 
 
 def _check_rule(args: _Args, opt: str, at: int) -> object:

@@ -122,3 +122,13 @@ def test_record_skips_honour_quoted_newlines(
     assert b"".join(c.data for c in chunks) == rest
     if chunks:  # line numbers count the skipped lines
         assert chunks[0].first_line == 1 + 3 - rest.count(b"\n")
+
+
+@MODES
+def test_record_skips_with_esc_count_lines_in_both_paths(tmp_path: Path, mode: str) -> None:
+    """With `esc` a record is one line, so `+1r` skips one line whether mapped or read."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'h,"multi\nline"\n1,2\n')
+    with reading(mode):
+        chunks = list(read_chunks(str(path), InputAttrs(skip=1, skip_unit="r", esc=True), 4))
+    assert b"".join(c.data for c in chunks) == b'line"\n1,2\n'
