@@ -3,14 +3,30 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+UV_VERSION := 0.13.9
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck imports unit bench clean lock
 
-$(STAMP): pyproject.toml
+# Installs from requirements.lock (pinned, made by `make lock`) with uv, a fast installer from
+# PyPI: seconds instead of pip's minutes. Progress is printed, so a fresh `make demo` never sits
+# silent. Falls back to pip when uv cannot be installed.
+$(STAMP): pyproject.toml requirements.lock
+	@echo "setup: creating $(VENV) and installing the locked dependencies"
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION) \
+	  || echo "setup: uv not available, installing with pip (slower)"
+	if [ -x $(VENV)/bin/uv ]; then \
+	  $(VENV)/bin/uv pip install --python $(PY) -r requirements.lock \
+	  && $(VENV)/bin/uv pip install --python $(PY) --no-deps -e . ; \
+	else \
+	  $(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements.lock \
+	  && $(PY) -m pip install --disable-pip-version-check --no-deps -e . ; \
+	fi
 	touch $(STAMP)
+
+# Re-pins every dependency (run after changing pyproject.toml's dependencies).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
 
 setup: $(STAMP)
 	bash scripts/setup-system.sh
