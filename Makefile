@@ -46,7 +46,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: setup lint typecheck
+# The layer and no-cycle contracts of pyproject.toml ([tool.importlinter]).
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+
+test: setup lint typecheck imports
 	bash scripts/run-pytest.sh $(PYTEST_ARGS)
 
 unit: $(STAMP)
