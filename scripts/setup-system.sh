@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 # gcc + libc6-dev: aq_pp builds its C helper (src/ess/aq/_native.c) on first use
-for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv gcc libc6-dev; do
+for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv gcc libc6-dev unzip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
