@@ -35,7 +35,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None] | Non
 
 def _stream(args: argparse.Namespace) -> int:
     from ess.engine.pool import LocalPool
-    from ess.engine.session import open_pool
+    from ess.cluster.session import open_pool
     from ess.run.stream import (
         StreamRequest,
         debug_line,
@@ -130,7 +130,7 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> Iterator[Any]:
-    from ess.engine.session import open_pool
+    from ess.cluster.session import open_pool
     from ess.run.exec import exec_pipelines, run_exec
     from ess.udb.remote import with_udb
 
@@ -139,7 +139,7 @@ def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> 
 
 
 def _file_pool() -> Any:
-    from ess.engine.session import open_pool
+    from ess.cluster.session import open_pool
 
     return open_pool(Workspace.from_env())
 
@@ -187,7 +187,7 @@ def register(subparsers: Any) -> None:
         handler=_file_push,
     )
     q.add_argument("--dest", help="directory on the workers (default: working directory)")
-    q.add_argument("files", nargs="*")
+    q.add_argument("files", nargs="*", help="local files to copy")
     q = add_command(
         sub,
         "get",
@@ -195,7 +195,7 @@ def register(subparsers: Any) -> None:
         example="ess file get out/result.csv",
         handler=_file_get,
     )
-    q.add_argument("name", nargs="*")
+    q.add_argument("name", nargs="*", help="files or folders on the workers")
     q = add_command(
         sub,
         "mkdir",
@@ -203,7 +203,7 @@ def register(subparsers: Any) -> None:
         example="ess file mkdir in",
         handler=_file_mkdir,
     )
-    q.add_argument("name")
+    q.add_argument("name", help="directory to create")
 
     p = add_command(
         subparsers,
@@ -232,9 +232,9 @@ def register(subparsers: Any) -> None:
         "--quitonerror", action="store_true", help="stop the whole stream when a command fails"
     )
     p.add_argument("--s3out", help="write each output to datastore location label:path")
-    p.add_argument("category")
-    p.add_argument("lower")
-    p.add_argument("upper")
+    p.add_argument("category", help="the category whose files are streamed")
+    p.add_argument("lower", help="first date (inclusive), YYYY-MM-DD[ HH[:MM[:SS]]] or *")
+    p.add_argument("upper", help="last date (inclusive), YYYY-MM-DD[ HH[:MM[:SS]]] or *")
     p.add_argument(
         "shell_command",
         metavar="command",

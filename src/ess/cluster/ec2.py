@@ -423,22 +423,24 @@ class Ec2Provider(ClusterProvider):
         return f"tls://{_host_port(state.scheduler_host, state.scheduler_port)}"
 
     def _client(self, state: CloudState, timeout: float = 10.0) -> Any:
-        from distributed import Client
+        from ess.engine.client import SchedulerUnreachable, connect
 
-        from ess.engine.client import _quiet_logs
-
-        _quiet_logs()
+        conn = self._conn(state, worker_names=())
         try:
-            return Client(
-                self._address(state),
-                security=self.tls.dask_security("client"),
-                timeout=timeout,
-                set_as_default=False,
-            )
-        except (OSError, TimeoutError) as exc:
+            return connect(conn, timeout=timeout, wait="none")
+        except SchedulerUnreachable as exc:
             raise ClusterError(
-                f"cannot reach the scheduler of cluster {state.id} at {self._address(state)}: {exc}"
+                f"cannot reach the scheduler of cluster {state.id} at {conn.address}: {exc.reason}"
             ) from exc
+
+    def _conn(self, state: CloudState, *, worker_names: tuple[str, ...]) -> Connection:
+        return Connection(
+            cluster_id=state.id,
+            address=self._address(state),
+            tls=self.tls,
+            worker_names=worker_names,
+            shared_filesystem=False,
+        )
 
     @staticmethod
     def _joined(client: Any) -> dict[str, str]:
@@ -789,13 +791,7 @@ class Ec2Provider(ClusterProvider):
         if revive and daemon.running_pid(self._scheduler_spec(state)) is None:
             with self._lock():
                 self._ensure_scheduler(state)
-        return Connection(
-            cluster_id=state.id,
-            address=self._address(state),
-            tls=self.tls,
-            worker_names=tuple(running),
-            shared_filesystem=False,
-        )
+        return self._conn(state, worker_names=tuple(running))
 
     def add(self, reservations: list[str]) -> ClusterStatus:
         with self._lock():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from ess.engine.security import TlsFiles
+from ess.engine.connection import Connection
 from ess.errors import ConfigError, NotSupportedError
 from ess.workspace import Workspace, locked, write_bytes_atomic
 
@@ -41,19 +41,6 @@ class ClusterStatus:
     cluster_id: str
     nodes: tuple[NodeStatus, ...]
     problems: tuple[str, ...] = ()  # e.g. "worker-2 is not running (pid 123 died)"
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach the Dask scheduler of a running cluster."""
-
-    cluster_id: str
-    address: str
-    tls: TlsFiles
-    worker_names: tuple[str, ...]
-    #: Workers see the master's files and current directory (local clusters): commands run in
-    #: the caller's directory and ``ess file`` operations need only be done once.
-    shared_filesystem: bool
 
 
 @dataclass(frozen=True)

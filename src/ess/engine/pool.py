@@ -19,8 +19,11 @@ from typing import Any
 
 from ess.errors import ClusterError
 
-#: Mirrors ess.engine.serve (not imported here to keep Dask out of this module's imports).
-SLOTS = 5040
+#: Every worker our daemons start (:mod:`ess.engine.serve`) owns this many "slots"; a stream
+#: task with --threads T takes SLOTS // T of them.
+SLOTS = 5040  # divisible by 1..10 and many more
+#: Threads per worker process: pipelines mostly wait on their subprocess, so this only caps
+#: ``--threads``.
 WORKER_THREADS = 16
 
 
@@ -139,7 +142,10 @@ class DaskPool(TaskPool):
         self.node_names = tuple(self._address)
         if not self.node_names:
             raise ClusterError("the cluster has no workers")
-        self._resources = {"slots": SLOTS // self.threads_per_node}
+        # Workers of a cluster someone else runs (the dask platform) have no "slots": there the
+        # worker's own thread count is the only cap (a resource no worker has would never run).
+        has_slots = all("slots" in (info.get("resources") or {}) for info in workers.values())
+        self._resources = {"slots": SLOTS // self.threads_per_node} if has_slots else None
 
     def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Any:
         if node is None:

@@ -14,13 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from ess.engine.pool import SLOTS, WORKER_THREADS
 from ess.engine.security import TlsFiles
-
-#: Every worker owns this many "slots"; a stream task with --threads T takes SLOTS // T of them.
-SLOTS = 5040  # divisible by 1..10 and many more
-#: Threads per worker process: pipelines mostly wait on their subprocess, so this only caps
-#: ``--threads``.
-WORKER_THREADS = 16
 
 
 def _configure() -> None:

@@ -1,21 +1,25 @@
-"""Choose where a command's tasks run: the running cluster, or this machine's cores."""
+"""Choose where a command's tasks run: a running cluster, or this machine's cores.
+
+Which cluster is running is the providers' business (:func:`ess.cluster.session.open_pool`
+asks the platform for its :class:`Connection`); from there on everything is the engine's.
+"""
 
 from __future__ import annotations
 
 import os
 
-from ess.cluster.provider import Connection, provider_for
+from ess.engine.connection import Connection
 from ess.engine.pool import LocalPool, TaskPool
-from ess.workspace import Workspace
 
 
-def open_pool(ws: Workspace, *, master: bool = False, threads: int | None = None) -> TaskPool:
+def pool_for(
+    conn: Connection | None, *, master: bool = False, threads: int | None = None
+) -> TaskPool:
     """``master``: this machine only, ``threads`` at a time (default 1, Essentia's sequential
-    local mode). Otherwise the platform's running cluster (dead daemons are revived first), or,
-    with no cluster running, this machine with one task per core."""
+    local mode). Otherwise the cluster of ``conn``, or, with none (no cluster running), this
+    machine with one task per core."""
     if master:
         return LocalPool(threads=threads or 1)
-    conn = provider_for(ws).connection(revive=True)
     if conn is None:
         return LocalPool(threads=threads or os.cpu_count() or 1)
     return cluster_pool(conn, threads=threads)

@@ -71,11 +71,8 @@ class UdbSession:
     """A Dask client on the running cluster plus the partition map."""
 
     def __init__(self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0) -> None:
-        import dask
-        from distributed import Client
-
         from ess.cluster.provider import provider_for
-        from ess.engine.client import _quiet_logs
+        from ess.engine.client import SchedulerUnreachable, connect
         from ess.udb.remote import connection_from_env
 
         self.ws = ws
@@ -84,21 +81,20 @@ class UdbSession:
         if conn is None:
             raise UdbError("no cluster is running: start the UDB with 'ess udbd start'")
         self.conn = conn
-        _quiet_logs()
-        dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"})
         try:
             # a host's Python patch level may differ from the master's (custom clusters): Dask's
-            # version table on stderr of every aq_pp/aq_udb is noise ('ess cluster start' checks)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.client = Client(conn.address, security=conn.tls.dask_security("client"),
-                                     timeout=timeout, set_as_default=False)  # fmt: skip
-        except (OSError, TimeoutError) as exc:
-            raise UdbError(f"cannot reach the scheduler at {conn.address}: {exc}") from exc
-        # Wait for the workers; a worker still missing afterwards is reported, with the
-        # partitions it holds, by the first operation that needs it (never a partial answer).
-        with contextlib.suppress(TimeoutError, OSError):
-            self.client.wait_for_workers(len(conn.worker_names), timeout=timeout if revive else 2)
+            # version table on stderr of every aq_pp/aq_udb is noise ('ess cluster start' checks).
+            # A worker still missing after the wait is reported, with the partitions it holds,
+            # by the first operation that needs it (never a partial answer).
+            self.client = connect(
+                conn,
+                timeout=timeout,
+                wait="try",
+                wait_timeout=timeout if revive else 2,
+                hide_version_warnings=True,
+            )
+        except SchedulerUnreachable as exc:
+            raise UdbError(f"cannot reach the scheduler at {conn.address}: {exc.reason}") from exc
         self.workers = tuple(sorted(conn.worker_names))
         self.place = placement(self.workers)
         self.shipper = handoff.Shipper(self._sees)  # import batches through shared memory

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ess.cluster.provider import Connection
+from ess.engine.connection import Connection
 from ess.engine.pool import TaskPool
 from ess.engine.security import TlsFiles
 from ess.run.pipeline import Pipeline
