@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,17 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def assert_no_traceback(tool: str, args: Sequence[str], stderr: str | bytes) -> None:
+    """Fail the test when a command printed a Python traceback: bad input must get one clear
+    line, and a crash must never pass for the expected non-zero exit of a negative test."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    if TRACEBACK in text:
+        pytest.fail(f"{tool} {' '.join(args)} printed a traceback:\n{text}", pytrace=False)
 
 
 @dataclass
@@ -63,6 +74,7 @@ class EssEnv:
         )
         out = proc.stdout if text else proc.stdout.decode(errors="surrogateescape")
         err = proc.stderr if text else proc.stderr.decode(errors="replace")
+        assert_no_traceback(tool, args, err)
         result = Result(proc.returncode, out, err)
         if check and proc.returncode != 0:
             raise AssertionError(f"{tool} {args} failed ({proc.returncode}): {err}")

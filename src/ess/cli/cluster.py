@@ -178,7 +178,7 @@ def register(subparsers: Any) -> None:
         example="ess cluster set local",
         handler=_set,
     )
-    p.add_argument("platform", choices=["local", "cloud", "custom"])
+    p.add_argument("platform", choices=["local", "cloud", "custom"], help="where the workers run")
 
     p = add_command(
         sub,
@@ -209,7 +209,7 @@ def register(subparsers: Any) -> None:
         example="ess cluster add r-6b1f57d5",
         handler=_add,
     )
-    p.add_argument("reservation", nargs="+")
+    p.add_argument("reservation", nargs="+", help="reservation id(s) (custom: host addresses)")
     p = add_command(
         sub,
         "remove",
@@ -217,7 +217,7 @@ def register(subparsers: Any) -> None:
         example="ess cluster remove r-6b1f57d5",
         handler=_remove,
     )
-    p.add_argument("reservation", nargs="+")
+    p.add_argument("reservation", nargs="+", help="reservation id(s) (custom: host addresses)")
 
     p = add_command(
         sub,
@@ -270,5 +270,5 @@ def register(subparsers: Any) -> None:
         handler=_iplist,
     )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--private", action="store_true")
-    group.add_argument("--public", action="store_true")
+    group.add_argument("--private", action="store_true", help="private addresses (default)")
+    group.add_argument("--public", action="store_true", help="public addresses")

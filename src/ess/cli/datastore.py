@@ -9,6 +9,8 @@ from typing import Any
 from ess.cli.common import add_command, note, out
 from ess.workspace import Workspace
 
+LABEL_HELP = "datastore label (default: the selected one)"
+
 
 def register(subparsers: Any) -> None:
     _register_select(subparsers)
@@ -27,7 +29,7 @@ def register(subparsers: Any) -> None:
         example="ess purge local",
         handler=cmd_purge,
     )
-    p.add_argument("label")
+    p.add_argument("label", help="the datastore label (see ess repository)")
     _register_ls(subparsers)
     _register_probe(subparsers)
     _register_category(subparsers)
@@ -38,9 +40,9 @@ def register(subparsers: Any) -> None:
         example="ess cat --decompress /data/browse_20140901.gz",
         handler=cmd_cat,
     )
-    p.add_argument("--label")
+    p.add_argument("--label", help=LABEL_HELP)
     p.add_argument("--decompress", action="store_true", help="decompress by content")
-    p.add_argument("filename")
+    p.add_argument("filename", help="file path in the datastore")
     p = add_command(
         subparsers,
         "lsa",
@@ -49,8 +51,8 @@ def register(subparsers: Any) -> None:
         handler=cmd_lsa,
     )
     p.add_argument("--pattern", help="glob(s) selecting members")
-    p.add_argument("--label")
-    p.add_argument("filename")
+    p.add_argument("--label", help=LABEL_HELP)
+    p.add_argument("filename", help="archive file (zip, tar, tar.gz, tar.bz2) in the datastore")
 
 
 # ---------------------------------------------------------------------- select & co.
@@ -62,13 +64,13 @@ def _register_select(subparsers: Any) -> None:
         example="ess select local\ness select s3://my-bucket --credentials=~/my_credentials.csv",
         handler=cmd_select,
     )
-    p.add_argument("--region")
+    p.add_argument("--region", help="AWS region of the bucket (default: the bucket's own)")
     creds = p.add_mutually_exclusive_group()
     creds.add_argument("--credentials", help="AWS console credentials CSV")
-    creds.add_argument("--aws_access_key")
+    creds.add_argument("--aws_access_key", help="AWS access key id")
     creds.add_argument("--account_name", help="Azure account (not supported yet)")
     secret = p.add_mutually_exclusive_group()
-    secret.add_argument("--aws_secret_access_key")
+    secret.add_argument("--aws_secret_access_key", help="AWS secret access key")
     secret.add_argument("--account_key", help="Azure key (not supported yet)")
     p.add_argument("--label", help="name to remember the datastore by")
     p.add_argument("--overwrite", action="store_true", help="replace stored credentials")
@@ -124,14 +126,15 @@ def _register_summary(subparsers: Any) -> None:
         example="ess summary\ness summary browse\ness summary browse columnspec",
         handler=cmd_summary,
     )
-    p.add_argument("--label", nargs="?")
+    p.add_argument("--label", nargs="?", help=LABEL_HELP)
     p.add_argument("--scan", action="store_true", help="rescan the datastore first")
     p.add_argument("--short", action="store_true", help="with --scan: only totals")
-    p.add_argument("category", nargs="?")
+    p.add_argument("category", nargs="?", help="summarize only this category")
     p.add_argument(
         "attribute",
         nargs="?",
         choices=["pkey", "columnspec", "schema", "delimiter", "compression", "preprocess"],
+        help="print only this attribute of the category",
     )
 
 
@@ -170,17 +173,17 @@ def _register_ls(subparsers: Any) -> None:
         example='ess ls -r "$PWD/diy_woodworking/*browse*"\ness ls --cat browse',
         handler=cmd_ls,
     )
-    p.add_argument("--exclude", nargs="?")
+    p.add_argument("--exclude", nargs="?", help="glob(s) of files to leave out")
     p.add_argument("--cat", help="list the files of this category")
-    p.add_argument("--label")
-    p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument("--label", help=LABEL_HELP)
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into directories")
     p.add_argument("--dateregex", help="auto | none | a rule with [:%%Y:]-style tokens")
-    p.add_argument("--limit", nargs="?", type=int)
+    p.add_argument("--limit", nargs="?", type=int, help="list at most LIMIT files")
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--nameonly", action="store_true")
+    shape.add_argument("--nameonly", action="store_true", help="names only")
     shape.add_argument("--nosize", action="store_true", help="names and dates")
     shape.add_argument("--nodate", action="store_true", help="names and sizes")
-    p.add_argument("pattern", nargs="?")
+    p.add_argument("pattern", nargs="?", help="glob(s) or a directory (default: the root)")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -218,11 +221,11 @@ def _register_probe(subparsers: Any) -> None:
         example="ess probe browse\ness probe purchase --file /data/purchase_20140901.gz",
         handler=cmd_probe,
     )
-    p.add_argument("--file")
-    p.add_argument("--label", nargs="?")
+    p.add_argument("--file", help="probe this file (default: the category's largest)")
+    p.add_argument("--label", nargs="?", help=LABEL_HELP)
     p.add_argument("--pcmd", nargs="?", help="command printing one Type:Name per line")
     p.add_argument("--size", nargs="?", type=int, help="bytes sampled (default 1 MiB)")
-    p.add_argument("category")
+    p.add_argument("category", help="the category to probe")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -263,25 +266,27 @@ def _register_category(subparsers: Any) -> None:
         "ess category add zips '*.zip' --dateregex='[:%y:][:%m:][:%d:].zip'",
         handler=cmd_add,
     )
-    add.add_argument("--exclude", nargs="?")
-    add.add_argument("--dateregex")
+    add.add_argument("--exclude", nargs="?", help="glob(s) of files to leave out")
+    add.add_argument(
+        "--dateregex", help="date rule: auto (default), none, or tokens like [:%%Y:][:%%m:][:%%d:]"
+    )
     add.add_argument("--dateformat", help="deprecated glob-like date format (*Y-M-D*)")
-    add.add_argument("--archive")
-    add.add_argument("--compression")
-    add.add_argument("--delimiter")
-    add.add_argument("--columnspec")
-    add.add_argument("--preprocess")
+    add.add_argument("--archive", help="glob(s) of the archive members to read")
+    add.add_argument("--compression", help="force a decompressor (default: by content)")
+    add.add_argument("--delimiter", help="column delimiter (default: probed)")
+    add.add_argument("--columnspec", help='column spec, e.g. "S:date I:user F:price"')
+    add.add_argument("--preprocess", help="command the raw data goes through before probing")
     kinds = add.add_mutually_exclusive_group()
     kinds.add_argument("--alls", action="store_true", help="every column a string")
     kinds.add_argument("--allx", action="store_true", help="every column ignored")
-    add.add_argument("--overwrite", action="store_true")
-    add.add_argument("--label")
-    add.add_argument("--comment")
-    add.add_argument("--noprobe", action="store_true")
-    add.add_argument("--usecache", action="store_true")
-    add.add_argument("--pkey")
-    add.add_argument("name")
-    add.add_argument("pattern")
+    add.add_argument("--overwrite", action="store_true", help="replace an existing category")
+    add.add_argument("--label", help=LABEL_HELP)
+    add.add_argument("--comment", help="free text shown by ess summary")
+    add.add_argument("--noprobe", action="store_true", help="do not sample a file")
+    add.add_argument("--usecache", action="store_true", help="reuse the file list; no rescans")
+    add.add_argument("--pkey", help="primary key column(s), kept for ess summary")
+    add.add_argument("name", help="category name: letters, digits, '_', '-', '.'")
+    add.add_argument("pattern", help="glob(s) of the files, or a directory")
 
     change = add_command(
         sub,
@@ -292,17 +297,23 @@ def _register_category(subparsers: Any) -> None:
         handler=cmd_change,
     )
     change.add_argument(
-        "attribute", choices=["columnspec", "dateformat", "dateregex", "usecache", "comment"]
+        "attribute",
+        choices=["columnspec", "dateformat", "dateregex", "usecache", "comment"],
+        help="what to change",
     )
-    change.add_argument("category")
-    change.add_argument("value", nargs="?")
-    change.add_argument("--label")
+    change.add_argument("category", help="the category to change")
+    change.add_argument("value", nargs="?", help="the new value")
+    change.add_argument("--label", help=LABEL_HELP)
     kinds = change.add_mutually_exclusive_group()
-    kinds.add_argument("--alls", action="store_true")
-    kinds.add_argument("--allx", action="store_true")
+    kinds.add_argument("--alls", action="store_true", help="columnspec: every column a string")
+    kinds.add_argument("--allx", action="store_true", help="columnspec: every column ignored")
     cache = change.add_mutually_exclusive_group()
-    cache.add_argument("--usecache", dest="cache", action="store_const", const=True)
-    cache.add_argument("--nocache", dest="cache", action="store_const", const=False)
+    cache.add_argument(
+        "--usecache", dest="cache", action="store_const", const=True, help="usecache: on"
+    )
+    cache.add_argument(
+        "--nocache", dest="cache", action="store_const", const=False, help="usecache: off"
+    )
 
     delete = add_command(
         sub,
@@ -311,8 +322,8 @@ def _register_category(subparsers: Any) -> None:
         example="ess category delete browse",
         handler=cmd_delete,
     )
-    delete.add_argument("--label")
-    delete.add_argument("category")
+    delete.add_argument("--label", help=LABEL_HELP)
+    delete.add_argument("category", help="the category to remove")
     copy = add_command(
         sub,
         "copy",
@@ -320,9 +331,9 @@ def _register_category(subparsers: Any) -> None:
         example="ess category copy browse browse2",
         handler=cmd_copy,
     )
-    copy.add_argument("--label")
-    copy.add_argument("src")
-    copy.add_argument("dest")
+    copy.add_argument("--label", help=LABEL_HELP)
+    copy.add_argument("src", help="the category to copy")
+    copy.add_argument("dest", help="the new category's name")
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -96,8 +96,10 @@ def register(subparsers: Any) -> None:
         example="ess instance ec2 create --number=2 --type=t3.medium",
         handler=_create,
     )
-    p.add_argument("--number", type=int, metavar="NumberOfWorkers")
-    p.add_argument("--type")
+    p.add_argument(
+        "--number", type=int, metavar="NumberOfWorkers", help="number of workers to start"
+    )
+    p.add_argument("--type", help="EC2 instance type (default: from instance.conf)")
     p = add_command(
         ec2_sub,
         "terminate",
@@ -105,4 +107,4 @@ def register(subparsers: Any) -> None:
         example="ess instance ec2 terminate all",
         handler=_terminate,
     )
-    p.add_argument("what", metavar="all")
+    p.add_argument("what", metavar="all", help="the word all: every worker of this cluster")

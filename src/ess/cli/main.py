@@ -49,9 +49,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The deepest subcommand parser the command line selected (``ess category add``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if isinstance(name, str) and name in action.choices:
+                return _chosen_parser(action.choices[name], args)
+    return parser
+
+
+def _reject_unknown(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """Report unrecognized arguments with the usage of the subcommand they were given to (not
+    the top-level usage argparse prints) and the closest option for a misspelt one."""
+    import difflib
+
+    sub = _chosen_parser(parser, args)
+    known = [opt for action in sub._actions for opt in action.option_strings]
+    # A misspelt option's value shifts the positionals, so the stray words after it are
+    # noise: name only the unknown options when there are any.
+    options = [e for e in extras if e.startswith("-") and e != "-" and " " not in e]
+    if not options:
+        sub.error("unrecognized arguments: " + " ".join(extras))
+    problems = []
+    for option in options:
+        close = difflib.get_close_matches(option.split("=", 1)[0], known, n=1, cutoff=0.6)
+        problems.append(f"{option} (did you mean {close[0]}?)" if close else option)
+    sub.error("unrecognized option " + ", ".join(problems))
+
+
 def run_cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _reject_unknown(parser, args, extras)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

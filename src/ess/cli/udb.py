@@ -75,7 +75,10 @@ def _udbd(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = add_command(subparsers, "server", help="UDB definitions and service housekeeping",
                     example="ess server reset", handler=_server)  # fmt: skip
-    p.add_argument("action", choices=["reset", "restart", "commit", "summary"])
+    p.add_argument("action", choices=["reset", "restart", "commit", "summary"],
+                   help="reset: stop the service, delete definitions and data; restart: flush "
+                   "the data, keep definitions; commit: send definitions to the workers; "
+                   "summary: show definitions")  # fmt: skip
     p.add_argument("--name", nargs="?", help="summary: only this database")
 
     p = add_command(subparsers, "create", help="define UDB databases, tables, vectors, variables",
@@ -85,7 +88,7 @@ def register(subparsers: Any) -> None:
     sub.required = True
     d = add_command(sub, "database", help="add a database and make it active",
                     example="ess create database wood --ports=1", handler=_create)  # fmt: skip
-    d.add_argument("dbname")
+    d.add_argument("dbname", help="database name")
     d.add_argument("--ports", nargs="+", help="number of ports, a port, or a range")
     for kind, ex in (
         ("table", "ess create table allsales s,pkey:userid i,tkey:ptime f:price"),
@@ -93,11 +96,12 @@ def register(subparsers: Any) -> None:
     ):
         t = add_command(sub, kind, help=f"add a {kind} to the active database", example=ex,
                         handler=_create)  # fmt: skip
-        t.add_argument("name")
-        t.add_argument("specs", nargs=argparse.REMAINDER)
+        t.add_argument("name", help=f"{kind} name")
+        t.add_argument("specs", nargs=argparse.REMAINDER,
+                       help="column specs: type[,attributes]:name ...")  # fmt: skip
     v = add_command(sub, "variable", help="define the Var vector of the active database",
                     example='ess create variable "i:totalusers"', handler=_create)  # fmt: skip
-    v.add_argument("specs", nargs=argparse.REMAINDER)
+    v.add_argument("specs", nargs=argparse.REMAINDER, help="variable specs: type:name ...")
 
     p = add_command(subparsers, "drop", help="remove UDB definitions",
                     example="ess drop table allsales")  # fmt: skip
@@ -105,19 +109,20 @@ def register(subparsers: Any) -> None:
     sub.required = True
     d = add_command(sub, "database", help="remove a database definition",
                     example="ess drop database wood", handler=_drop)  # fmt: skip
-    d.add_argument("dbname")
+    d.add_argument("dbname", help="database name")
     for kind in ("table", "vector"):
         t = add_command(sub, kind, help=f"remove a {kind} from the active database",
                         example=f"ess drop {kind} allsales", handler=_drop)  # fmt: skip
-        t.add_argument("name")
+        t.add_argument("name", help=f"{kind} name")
     add_command(sub, "variable", help="remove the Var vector of the active database",
                 example="ess drop variable", handler=_drop)  # fmt: skip
 
     p = add_command(subparsers, "use", help="set the active UDB database",
                     example="ess use wood", handler=_use)  # fmt: skip
-    p.add_argument("dbname")
+    p.add_argument("dbname", help="database name")
 
     p = add_command(subparsers, "udbd", help="start/stop/check the UDB service on the cluster",
                     example="ess udbd restart", handler=_udbd)  # fmt: skip
-    p.add_argument("action", choices=["start", "stop", "restart", "status", "ckmem", "cklog"])
+    p.add_argument("action", choices=["start", "stop", "restart", "status", "ckmem", "cklog"],
+                   help="what to do with the service")  # fmt: skip
     p.add_argument("--ports", nargs="*", help="ignored (one service serves all ports)")
