@@ -65,6 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_FILE_PATH", "command", "", "the streamed file's full path in its datastore"),
     _S("ESS_NODE_ID", "command", "", "the node's number (%node_id)"),
     _S("ESS_THREAD_ID", "command", "", "the task slot's number on its node (%thread_id)"),
+    _S("ESS_EXEC_NODE", "command", "", "`ess exec` only: the node's place, 1 = first (aq_udb)"),
     _S("ESS_SCHEDULER_ADDRESS", "worker", "", "the cluster's scheduler, for the UDB tools"),
     _S("ESS_TLS_DIR", "worker", "", "the worker's TLS directory (its own certificate)"),
     _S("ESS_CLUSTER_WORKERS", "worker", "", "the worker names the master expects"),

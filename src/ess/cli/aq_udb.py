@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "-help", "--help"):
         sys.stdout.write(USAGE)
         sys.exit(0 if args else 2)
+    from ess.udb.remote import exec_follower
+
+    if exec_follower():  # `ess exec` runs aq_udb on its first node only (docs/udb.md)
+        sys.exit(0)
     try:
         from ess.udb.query import parse_argv, run_parts
         from ess.workspace import Workspace

@@ -1,54 +1,59 @@
-"""`ess stream`, `ess exec`, `ess file`: parse, call ess.run, print results in order."""
+"""`ess stream`, `ess exec`, `ess file`: parse, call ess.run.api, print results in order."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ess.cli.common import add_command, note, out
 from ess.workspace import Workspace
 
 
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+def _api() -> ModuleType:
+    """ess.run.api, with the UDB's pipeline environment registered (commands on remote
+    workers reach the UDB through it; the run layer itself does not know the UDB)."""
+    import ess.udb.remote  # noqa: F401 - registers itself with ess.run.env
+    from ess.run import api
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
-        task = bar.add_task("stream", total=total)
-        yield lambda n: bar.advance(task, n)
+    return api
+
+
+class _Bar:
+    """A rich progress bar on stderr, started when the stream knows how many files it runs."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def start(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("stream", total=total)
+
+    def advance(self, done: int) -> None:
+        self._bar.advance(self._task, done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from ess.engine.pool import LocalPool
-    from ess.cluster.session import open_pool
-    from ess.run.stream import (
-        StreamRequest,
-        debug_line,
-        failure,
-        make_batches,
-        plan,
-        resolve,
-        run_ordered,
-    )
-    from ess.udb.remote import with_udb
-
-    ws = Workspace.from_env()
-    req = StreamRequest(
+    api = _api()
+    req = api.StreamRequest(
         category=args.category,
         lower=args.lower,
         upper=args.upper,
@@ -64,109 +69,56 @@ def _stream(args: argparse.Namespace) -> int:
         quitonerror=args.quitonerror,
         s3out=args.s3out,
     )
-    if args.threads is not None and args.threads < 1:
-        from ess.errors import UsageError
-
-        raise UsageError("--threads must be at least 1")
     stdout = sys.stdout.buffer
     stderr = sys.stderr.buffer
-    failed = []
-    resolved = resolve(ws, req)
-    if not resolved.files:
-        return 0
-    with open_pool(ws, master=args.master, threads=args.threads) as pool:
-        pipelines, sizes = plan(
-            resolved,
-            req,
-            num_nodes=pool.num_nodes,
-            num_threads=pool.threads_per_node,
-            shared_filesystem=pool.shared_filesystem,
-            local=isinstance(pool, LocalPool),
-        )
-        pipelines = with_udb(ws, pool, pipelines)
-        batches = make_batches(pipelines, sizes, slots=pool.total_slots)
-        with _progress(args.progress, len(pipelines)) as on_done:
-            for r in run_ordered(pool, batches, quitonerror=args.quitonerror, on_done=on_done):
-                if args.debug:
-                    paths = [s.path for s in pipelines[r.index].sources]
-                    stdout.write(debug_line(paths, r.command).encode() + b"\n")
-                stdout.write(r.stdout)
-                stdout.flush()
-                if r.ok:
-                    stderr.write(r.stderr)
-                    stderr.flush()
-                else:
-                    failed.append(r)
-    if failed:
-        raise failure(failed, total=len(pipelines))
+    bar = _Bar() if args.progress else None
+    try:
+        for r in api.stream(Workspace.from_env(), req, progress=bar):
+            if r.echo is not None:
+                stdout.write(r.echo.encode() + b"\n")
+            stdout.write(r.stdout)
+            stdout.flush()
+            if r.ok:  # a failed file's stderr goes into the error at the end
+                stderr.write(r.stderr)
+                stderr.flush()
+    finally:
+        if bar is not None:
+            bar.close()
     return 0
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from ess.errors import CommandFailed
-
-    ws = Workspace.from_env()
-    output = None
-    if args.s3out:
-        from ess.datastore.api import resolve_location
-
-        output = resolve_location(ws, args.s3out)
+    api = _api()
+    req = api.ExecRequest(
+        command=args.shell_command, master=args.master, debug=args.debug, s3out=args.s3out
+    )
+    results = api.execute(Workspace.from_env(), req)
     if args.debug:
         out(args.shell_command)
         sys.stdout.flush()
-    failed = []
-    for r in _exec_results(ws, args.shell_command, master=args.master, output=output):
+    for r in results:
         sys.stdout.buffer.write(r.stdout)
         sys.stdout.flush()
         sys.stderr.buffer.write(r.stderr)
         sys.stderr.flush()
-        if not r.ok:
-            failed.append(r)
-    if failed:
-        lines = [f"command failed on {len(failed)} node(s)"]
-        lines += [f"  {r.label}: {r.error or f'exit status {r.returncode}'}" for r in failed]
-        raise CommandFailed("\n".join(lines))
     return 0
 
 
-def _exec_results(ws: Workspace, command: str, *, master: bool, output: Any) -> Iterator[Any]:
-    from ess.cluster.session import open_pool
-    from ess.run.exec import exec_pipelines, run_exec
-    from ess.udb.remote import with_udb
-
-    with open_pool(ws, master=master) as pool:
-        yield from run_exec(pool, with_udb(ws, pool, exec_pipelines(pool, command, output=output)))
-
-
-def _file_pool() -> Any:
-    from ess.cluster.session import open_pool
-
-    return open_pool(Workspace.from_env())
-
-
 def _file_push(args: argparse.Namespace) -> int:
-    from ess.run.files import push
-
-    with _file_pool() as pool:
-        for line in push(pool, [Path(f) for f in args.files], dest=args.dest):
-            note(f"pushed {line}")
+    lines = _api().push(Workspace.from_env(), [Path(f) for f in args.files], dest=args.dest)
+    for line in lines:
+        note(f"pushed {line}")
     return 0
 
 
 def _file_get(args: argparse.Namespace) -> int:
-    from ess.run.files import get
-
-    with _file_pool() as pool:
-        for line in get(pool, list(args.name)):
-            note(f"got {line}")
+    for line in _api().get(Workspace.from_env(), list(args.name)):
+        note(f"got {line}")
     return 0
 
 
 def _file_mkdir(args: argparse.Namespace) -> int:
-    from ess.run.files import mkdir
-
-    with _file_pool() as pool:
-        mkdir(pool, args.name)
+    _api().mkdir(Workspace.from_env(), args.name)
     return 0
 
 

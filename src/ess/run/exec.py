@@ -1,4 +1,11 @@
-"""``ess exec``: one command on every node (or on the master), outputs in node order."""
+"""``ess exec``: one command on every node (or on the master), outputs in node order.
+
+A node is a machine. The workers of a local cluster are processes of this one machine and
+share its filesystem, so exec runs there once (as Essentia's local install did), while stream
+still spreads files over all of them. Each exec command learns its position among the nodes in
+``ESS_EXEC_NODE`` (1 = the first node): tools that must act once per exec, not once per node
+(aq_udb, see docs/udb.md "ess exec and the UDB"), look at it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,14 @@ from dataclasses import dataclass
 
 from ess.engine.pool import Completions, LocalPool, TaskPool
 from ess.errors import ClusterError
-from ess.run.pipeline import NODE_ID, THREAD_ID, Pipeline, PipelineResult, run_pipeline
+from ess.run.pipeline import (
+    ENV_EXEC_NODE,
+    NODE_ID,
+    THREAD_ID,
+    Pipeline,
+    PipelineResult,
+    run_pipeline,
+)
 from ess.run.stream import shell_env
 from ess.run.substitute import substitute
 
@@ -30,8 +44,8 @@ def build_exec_pipelines(
     in_caller_dir: bool,
     output: tuple[object, str] | None = None,
 ) -> list[Pipeline]:
-    """One pipeline per node. ``in_caller_dir``: run in this directory with this PATH (nodes
-    that share this machine's filesystem but are other processes)."""
+    """One pipeline per node, in node order. ``in_caller_dir``: run in this directory with
+    this PATH (nodes that share this machine's filesystem but are other processes)."""
     values = {
         "num_nodes": str(len(node_names)),
         "num_threads": str(threads_per_node),
@@ -47,7 +61,7 @@ def build_exec_pipelines(
             index=i,
             label=name,
             command=substitute(command, values),
-            env=env,
+            env=(*env, (ENV_EXEC_NODE, str(i + 1))),
             cwd=cwd,
             output=out,
             run_id=run_id,
@@ -56,13 +70,19 @@ def build_exec_pipelines(
     ]
 
 
+def exec_nodes(pool: TaskPool) -> tuple[str, ...]:
+    """The nodes exec runs on: one per machine. Workers that share this machine's filesystem
+    (a local cluster) are one machine: the first of them stands for it."""
+    return pool.node_names[:1] if pool.shared_filesystem else pool.node_names
+
+
 def exec_pipelines(
     pool: TaskPool, command: str, *, output: tuple[object, str] | None = None
 ) -> list[Pipeline]:
     in_caller_dir = pool.shared_filesystem and not isinstance(pool, LocalPool)
     return build_exec_pipelines(
         command,
-        node_names=pool.node_names,
+        node_names=exec_nodes(pool),
         threads_per_node=pool.threads_per_node,
         in_caller_dir=in_caller_dir,
         output=output,
@@ -70,14 +90,14 @@ def exec_pipelines(
 
 
 def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResult]:
-    """Run pipeline i on node i; yield the results in node order.
+    """Run pipeline i on exec node i; yield the results in node order.
 
     A node that cannot run its command at all (e.g. it died) fails the whole exec at once,
     without waiting for the other nodes.
     """
     futures = [
         pool.submit(run_pipeline, p, node=name)
-        for p, name in zip(pipelines, pool.node_names, strict=True)
+        for p, name in zip(pipelines, exec_nodes(pool), strict=True)
     ]
     index = {id(f): i for i, f in enumerate(futures)}
     completions = Completions()

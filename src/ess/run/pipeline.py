@@ -15,7 +15,7 @@ import io
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -25,6 +25,10 @@ F_SETPIPE_SZ = 1031
 #: contain NUL, so no substituted value can forge them.
 NODE_ID = "\0node_id\0"
 THREAD_ID = "\0thread_id\0"
+#: Set for the commands of ``ess exec``: this node's 1-based position among the nodes the exec
+#: runs on (its first node is "1" whatever the workers are named). Cleared for every other
+#: pipeline, so a command started by an exec's command does not inherit it.
+ENV_EXEC_NODE = "ESS_EXEC_NODE"
 _SNIFF = 512
 
 
@@ -42,6 +46,17 @@ class Source:
 
 
 @dataclass(frozen=True)
+class WorkerHook:
+    """Environment only the worker can compute (see :mod:`ess.run.env`): ``fn(payload)`` runs
+    on the worker just before the command starts; what it returns joins the command's
+    environment. ``fn`` is a module-level function (it travels pickled, by name)."""
+
+    fn: Callable[[Any], Mapping[str, str]]
+    payload: Any
+    failure: str  # what an OSError of ``fn`` means, e.g. "cannot write the UDB definitions here"
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """One shell pipeline: ``sources`` (concatenated) piped into ``command``."""
 
@@ -53,9 +68,9 @@ class Pipeline:
     cwd: str | None = None
     output: tuple[Any, str] | None = None  # (StoreSpec, path): write stdout there (--s3out)
     run_id: str = ""  # pipelines of one command run share thread ids 1..N
-    #: How the command reaches the UDB from a worker that does not share the master's disk
-    #: (an ess.udb.remote.UdbBundle); None on the master and on local clusters.
-    udb: Any = None
+    #: Added by the registered environment providers (ess.run.env), e.g. how the command
+    #: reaches the UDB from a worker that does not share the master's disk.
+    hooks: tuple[WorkerHook, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,15 +200,14 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
     with _thread_slot(p.run_id) as thread_id:
         command = p.command.replace(NODE_ID, str(node_num)).replace(THREAD_ID, str(thread_id))
         env = dict(os.environ)
+        env.pop(ENV_EXEC_NODE, None)
         env.update(p.env)
         env.update(ESS_NODE_ID=str(node_num), ESS_THREAD_ID=str(thread_id))
-        if p.udb is not None:
-            from ess.udb.remote import command_env
-
+        for hook in p.hooks:
             try:
-                env.update(command_env(p.udb))
+                env.update(hook.fn(hook.payload))
             except OSError as exc:
-                why = f"cannot write the UDB definitions here: {exc}"
+                why = f"{hook.failure}: {exc}"
                 return PipelineResult(p.index, p.label, command, 1, b"", b"", node, error=why)
         script = "set -o pipefail; " + command
         errors: list[str] = []

@@ -8,7 +8,9 @@ worker`` from the same bootstrap script):
 
 * the master ships a :class:`UdbBundle` with each pipeline: the text of the spec files (not
   secret), the active database and the expected worker names (the partition map must be the
-  master's);
+  master's). It travels as a worker hook of the run layer's environment providers
+  (:mod:`ess.run.env`; this module registers itself there when imported, the run layer never
+  imports the UDB);
 * on the worker, :func:`command_env` writes the specs into a content-addressed directory in the
   worker's scratch space and points ``ESS_WORK_DIR`` at it, and names the scheduler address and the
   worker's TLS directory (``ESS_SCHEDULER_ADDRESS``, ``ESS_TLS_DIR``). Nothing secret travels:
@@ -16,6 +18,9 @@ worker`` from the same bootstrap script):
   usage; see :class:`ess.engine.security.TlsFiles`), whose key is already on that host, 0600;
 * :func:`connection_from_env` turns those variables back into a :class:`Connection` for
   :class:`ess.udb.client.UdbSession`.
+
+:func:`exec_follower` is the rule for ``aq_udb`` inside ``ess exec`` (docs/udb.md, "ess exec
+and the UDB"): the first node runs it, the others do nothing, so a query prints each row once.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ess.engine.connection import Connection
-from ess.engine.pool import TaskPool
 from ess.engine.security import TlsFiles
-from ess.run.pipeline import Pipeline
+from ess.run.env import PipelineEnv, RunContext, register_env_provider
+from ess.run.pipeline import ENV_EXEC_NODE, WorkerHook
 from ess.workspace import Workspace
 
 ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
@@ -66,19 +71,31 @@ class UdbBundle:
         return h.hexdigest()[:24]
 
 
-def with_udb(ws: Workspace, pool: TaskPool, pipelines: list[Pipeline]) -> list[Pipeline]:
-    """``pipelines`` carrying the UDB bundle when ``pool``'s workers are on other machines."""
-    if pool.shared_filesystem:
-        return pipelines  # local workers see ESS_WORK_DIR itself (passed by stream/exec)
-    from ess.cluster.provider import provider_for
-
+def pipeline_env(ctx: RunContext) -> PipelineEnv | None:
+    """The UDB bundle for commands on workers of other machines (registered below)."""
+    if ctx.pool.shared_filesystem:
+        return None  # local workers see ESS_WORK_DIR itself (passed by stream/exec)
     # the expected workers, as a session on the master sees them: the partition map must match
-    conn = provider_for(ws).connection(revive=False)
+    conn = ctx.connection
     if conn is not None:
-        b = bundle(ws, cluster_id=conn.cluster_id, worker_names=conn.worker_names)
+        b = bundle(ctx.ws, cluster_id=conn.cluster_id, worker_names=conn.worker_names)
     else:
-        b = bundle(ws, cluster_id="", worker_names=pool.node_names)
-    return [replace(p, udb=b) for p in pipelines]
+        b = bundle(ctx.ws, cluster_id="", worker_names=ctx.pool.node_names)
+    return PipelineEnv(
+        hook=WorkerHook(fn=command_env, payload=b, failure="cannot write the UDB definitions here")
+    )
+
+
+register_env_provider("udb", pipeline_env)
+
+
+def exec_follower(environ: Mapping[str, str] | None = None) -> bool:
+    """True for a command run by ``ess exec`` on any node but its first: aq_udb there does
+    nothing. The UDB is one database for the whole cluster, so a query (or -ord, -clr) run on
+    every node would print every row once per node (or act N times); run on the first node
+    only, it prints each row once with -sort/-top applied globally."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_EXEC_NODE, "") not in ("", "1")
 
 
 def bundle(ws: Workspace, *, cluster_id: str, worker_names: tuple[str, ...]) -> UdbBundle:
@@ -115,7 +132,7 @@ def _materialize(b: UdbBundle, root: Path) -> Path:
     return final
 
 
-def command_env(b: UdbBundle) -> dict[str, str]:
+def command_env(b: UdbBundle) -> Mapping[str, str]:
     """Environment for a command run by this Dask worker (call it inside a worker task)."""
     from distributed import get_worker
 
