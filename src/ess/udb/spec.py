@@ -3,11 +3,17 @@
 A database is one spec file ``$ESS_WORK_DIR/<db>.spec``. Names of databases, tables, vectors and
 columns are case-insensitive (udb.spec rule): lookups use the lower-cased name, titles print the
 name as defined. The active database of ``ess create table`` is kept in ``udb.active``.
+
+Every change (create/drop of a database, table, vector or variable, ``ess use``, ``ess server
+reset``) is one read-modify-write under a single lock of the work directory (:func:`editing`):
+eight ``ess create table`` run at once must all land, and port allocation reads every spec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -244,11 +250,19 @@ def load(ws: Workspace, db: str, spec_file: str | None = None) -> DbSpec:
     )
 
 
+@contextlib.contextmanager
+def editing(ws: Workspace) -> Iterator[None]:
+    """Hold the lock that serialises every change of the definitions in this work directory
+    (not reentrant: a flock taken twice by one process on two descriptors would wait forever)."""
+    with locked(ws.work_dir / "udb.specs"):
+        yield
+
+
 def save(ws: Workspace, spec: DbSpec) -> None:
+    """Write `spec` (the caller holds :func:`editing` around its read-modify-write)."""
     path = _find_file(ws, spec.name) or spec_path(ws, spec.name)
     ws.work_dir.mkdir(parents=True, exist_ok=True)
-    with locked(path):
-        write_bytes_atomic(path, spec.text().encode())
+    write_bytes_atomic(path, spec.text().encode())
 
 
 def active(ws: Workspace) -> str:
@@ -262,6 +276,11 @@ def active(ws: Workspace) -> str:
 
 
 def use(ws: Workspace, db: str) -> None:
+    with editing(ws):
+        _use(ws, db)
+
+
+def _use(ws: Workspace, db: str) -> None:
     found = _find_file(ws, db)
     if found is None:
         raise UdbError(f"database {db!r} is not defined")
@@ -314,14 +333,24 @@ def allocate_ports(ws: Workspace, requests: list[str], *, db: str) -> tuple[int,
 def create_database(ws: Workspace, name: str, ports: list[str]) -> None:
     if not NAME_RE.match(name):
         raise UdbError(f"bad database name {name!r} (letters, digits, _; at most 31)")
+    with editing(ws):
+        _create_database(ws, name, ports)
+
+
+def _create_database(ws: Workspace, name: str, ports: list[str]) -> None:
     allocated = allocate_ports(ws, ports, db=name)
     existing = _find_file(ws, name)
     spec = load(ws, name) if existing else DbSpec(name=name)
     save(ws, replace(spec, servers=tuple(f"127.0.0.1:{p}" for p in allocated)))
-    use(ws, name)
+    _use(ws, name)
 
 
 def create_target(ws: Workspace, kind: str, name: str, words: list[str]) -> None:
+    with editing(ws):
+        _create_target(ws, kind, name, words)
+
+
+def _create_target(ws: Workspace, kind: str, name: str, words: list[str]) -> None:
     db = load(ws, active(ws))
     items = " ".join(words).split()
     if not items:
@@ -357,13 +386,17 @@ def create_target(ws: Workspace, kind: str, name: str, words: list[str]) -> None
 
 def drop(ws: Workspace, kind: str, name: str | None) -> bool:
     """Remove a database (its file) or a table/vector/variable; False when it did not exist."""
+    with editing(ws):
+        return _drop(ws, kind, name)
+
+
+def _drop(ws: Workspace, kind: str, name: str | None) -> bool:
     if kind == "database":
         assert name is not None
         found = _find_file(ws, name)
         if found is None:
             return False
-        with locked(found):
-            found.unlink()
+        found.unlink()
         return True
     db = load(ws, active(ws))
     key = "var" if kind == "variable" else (name or "").lower()
@@ -375,9 +408,10 @@ def drop(ws: Workspace, kind: str, name: str | None) -> bool:
 
 
 def reset(ws: Workspace) -> None:
-    for db in list_databases(ws):
-        drop(ws, "database", db)
-    _active_file(ws).unlink(missing_ok=True)
+    with editing(ws):
+        for db in list_databases(ws):
+            _drop(ws, "database", db)
+        _active_file(ws).unlink(missing_ok=True)
 
 
 def all_ports(ws: Workspace) -> list[int]:
