@@ -71,9 +71,18 @@ def _print_status(status: ClusterStatus) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    from ess.cluster.provider import set_platform
+    from ess.cluster.provider import AttachOptions, set_platform
 
-    set_platform(Workspace.from_env(), args.platform)
+    def path(text: str | None) -> Path | None:
+        return Path(text) if text else None
+
+    options = AttachOptions(
+        scheduler=args.scheduler,
+        tls_ca=path(args.tls_ca),
+        tls_cert=path(args.tls_cert),
+        tls_key=path(args.tls_key),
+    )
+    set_platform(Workspace.from_env(), args.platform, options)
     return 0
 
 
@@ -174,11 +183,19 @@ def register(subparsers: Any) -> None:
     p = add_command(
         sub,
         "set",
-        help="choose the platform: local, cloud or custom",
-        example="ess cluster set local",
+        help="choose the platform: local, cloud, custom or dask",
+        example="ess cluster set local\n"
+        "ess cluster set dask --scheduler tls://10.0.0.5:8786 --tls-ca ca.pem "
+        "--tls-cert client.pem --tls-key client.key",
         handler=_set,
     )
-    p.add_argument("platform", choices=["local", "cloud", "custom"], help="where the workers run")
+    p.add_argument(
+        "platform", choices=["local", "cloud", "custom", "dask"], help="where the workers run"
+    )
+    p.add_argument("--scheduler", metavar="tls://HOST:PORT", help="dask: the scheduler's address")
+    p.add_argument("--tls-ca", metavar="CA", help="dask: the cluster's CA certificate")
+    p.add_argument("--tls-cert", metavar="CERT", help="dask: this machine's client certificate")
+    p.add_argument("--tls-key", metavar="KEY", help="dask: its private key (mode 0600)")
 
     p = add_command(
         sub,

@@ -28,34 +28,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
-import sys
-import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ess.cluster import custom_remote as remote
 from ess.cluster.custom_config import Reservation, known_hosts_file, load, update_hosts
+from ess.cluster.daemons import DaemonCluster, free_port, host_port, master_row
 from ess.cluster.provider import (
     CloudAuth,
     ClusterProvider,
     ClusterStatus,
-    Connection,
     CreateOptions,
     NodeStatus,
     register_provider,
 )
 from ess.cluster.ssh import Host, HostError, SshSession, SshSettings
 from ess.engine import daemon
-from ess.engine.security import TlsFiles, create_tls
+from ess.engine.connection import Connection
+from ess.engine.security import TlsFiles
 from ess.errors import ClusterError, ConfigError
-from ess.workspace import locked, read_json, write_json_atomic
+from ess.workspace import read_json, write_json_atomic
 
-SCHEDULER_START_TIMEOUT = 60.0
 PROBE_TIMEOUT = 30.0
 BOOT_TIMEOUT = 600.0
 JOIN_TIMEOUT = 90.0
@@ -118,8 +114,12 @@ class CustomProvider(ClusterProvider):
 
     # -- files ---------------------------------------------------------------------------------
     @property
+    def core(self) -> DaemonCluster:
+        return DaemonCluster.at(self.ws.work_dir / "custom")
+
+    @property
     def directory(self) -> Path:
-        return (self.ws.work_dir / "custom").resolve()
+        return self.core.directory
 
     @property
     def state_file(self) -> Path:
@@ -127,11 +127,7 @@ class CustomProvider(ClusterProvider):
 
     @property
     def tls(self) -> TlsFiles:
-        return TlsFiles(self.directory / "tls")
-
-    @property
-    def address_file(self) -> Path:
-        return self.directory / "scheduler.address"
+        return self.core.tls
 
     def load_state(self) -> CustomState | None:
         data = read_json(self.state_file)
@@ -139,11 +135,6 @@ class CustomProvider(ClusterProvider):
 
     def _save(self, state: CustomState) -> None:
         write_json_atomic(self.state_file, state.to_json())
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with locked(self.directory / "cluster"):
-            yield
 
     def _settings(self, res: Reservation) -> SshSettings:
         return SshSettings(
@@ -159,63 +150,16 @@ class CustomProvider(ClusterProvider):
 
     # -- the scheduler -------------------------------------------------------------------------
     def _scheduler_spec(self, state: CustomState) -> daemon.DaemonSpec:
-        from ess.engine.gateway import gateway_file
-
-        marker = f"{self.directory}/scheduler"
-        argv = [
-            sys.executable,
-            "-m",
-            "ess.engine.serve",
-            "scheduler",
-            "--host",
-            state.scheduler_host,
-            "--port",
-            str(state.scheduler_port),
-            "--address-file",
-            str(self.address_file),
-            "--gateway-file",
-            str(gateway_file(self.tls)),
-            "--tls-dir",
-            str(self.tls.directory),
-            "--cluster-dir",
-            marker,
-        ]
-        return daemon.DaemonSpec(
-            name="scheduler",
-            argv=tuple(argv),
-            pid_file=self.directory / "scheduler.pid",
-            log_file=self.directory / "scheduler.log",
-            marker=marker,
-        )
+        return self.core.scheduler_spec(state.scheduler_host, state.scheduler_port)
 
     def _ensure_scheduler(self, state: CustomState) -> None:
-        from ess.engine.gateway import gateway_file
-
-        spec = self._scheduler_spec(state)
-        if daemon.running_pid(spec) is not None and self.address_file.exists():
-            return
-        daemon.stop(spec)
-        for stale in (self.address_file, gateway_file(self.tls)):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-        pid = daemon.start(spec)
-        deadline = time.monotonic() + SCHEDULER_START_TIMEOUT
-        while not self.address_file.exists():
-            if not daemon.alive(pid):
-                raise ClusterError(
-                    f"the scheduler exited at start; see {spec.log_file}:\n{_tail(spec.log_file)}"
-                )
-            if time.monotonic() > deadline:
-                daemon.kill_and_wait(pid, spec.marker, timeout=2)
-                raise ClusterError(f"the scheduler did not start; see {spec.log_file}")
-            time.sleep(0.02)
+        self.core.ensure_scheduler(self._scheduler_spec(state))
 
     def _scheduler_running(self, state: CustomState) -> bool:
         return daemon.running_pid(self._scheduler_spec(state)) is not None
 
     def _new_state(self, res: Reservation, master: str) -> CustomState:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        create_tls(self.tls.directory, cluster_id=remote.slug(res.id), hosts=(master,))
+        self.core.create_tls(cluster_id=remote.slug(res.id), hosts=(master,))
         return CustomState(id=res.id, scheduler_host=master, scheduler_port=_free_port(master))
 
     # -- bootstrap -----------------------------------------------------------------------------
@@ -258,7 +202,7 @@ class CustomProvider(ClusterProvider):
                 wheel = await asyncio.to_thread(
                     _cached_wheel, self.directory / "wheels" / build, build_wheel
                 )
-            scheduler = f"tls://{_host_port(state.scheduler_host, state.scheduler_port)}"
+            scheduler = f"tls://{host_port(state.scheduler_host, state.scheduler_port)}"
 
             async def install(host: Host, deadline: float) -> None:
                 info = ready[host]
@@ -359,10 +303,7 @@ class CustomProvider(ClusterProvider):
         )
 
     def _connection(self, res: Reservation, state: CustomState) -> Connection:
-        try:
-            address = self.address_file.read_text().strip()
-        except FileNotFoundError as exc:
-            raise ClusterError(f"{self.address_file}: scheduler address missing") from exc
+        address = self.core.address()  # a missing address says more than no worker
         names = self._running_names(res, state)
         if not names:
             raise ClusterError(
@@ -416,7 +357,7 @@ class CustomProvider(ClusterProvider):
         res = load(self.ws)
         if not res.hosts:
             raise ConfigError(f"{self.ws.work_dir / 'reservation.json'}: ip_list is empty")
-        with self._lock():
+        with self.core.lock():
             state = self.load_state()
             if state is not None:
                 state = self._forget_removed(res, state)
@@ -428,7 +369,7 @@ class CustomProvider(ClusterProvider):
 
     def stop(self, auth: CloudAuth) -> None:
         res = load(self.ws)
-        with self._lock():
+        with self.core.lock():
             state = self.load_state()
             if state is None:
                 return
@@ -450,7 +391,7 @@ class CustomProvider(ClusterProvider):
         except ConfigError:
             res = None
         failed: list[str] = []
-        with self._lock():
+        with self.core.lock():
             state = self.load_state()
             if res is not None and (state is not None or self.directory.exists()):
                 failed = self._on_hosts(res, list(res.hosts), remote.remove_node)
@@ -493,7 +434,7 @@ class CustomProvider(ClusterProvider):
         if state is not None and state.stopped:
             return None
         if revive and self._needs_sync(res, state):
-            with self._lock():
+            with self.core.lock():
                 state = self.load_state()
                 if state is not None:
                     state = self._forget_removed(res, state)
@@ -560,7 +501,7 @@ class CustomProvider(ClusterProvider):
         res = load(self.ws)
         leaving = self._leaving(res, reservations)
         problems: list[str] = []
-        with self._lock():
+        with self.core.lock():
             if self.load_state() is not None:
                 problems = self._on_hosts(res, leaving, remote.remove_node)
             update_hosts(
@@ -576,7 +517,6 @@ class CustomProvider(ClusterProvider):
     # -- status --------------------------------------------------------------------------------
     def status(self) -> ClusterStatus:
         from ess.cluster.bootstrap import build_id
-        from ess.cluster.metrics import sample
 
         res = load(self.ws)
         state = self.load_state()
@@ -599,17 +539,12 @@ class CustomProvider(ClusterProvider):
 
         infos = asyncio.run(sweep()) if res.hosts else {}
         sched_pid = daemon.running_pid(self._scheduler_spec(state)) if state else None
-        m = sample({"scheduler": sched_pid}, work_dir=self.ws.work_dir)["scheduler"]
         master_ip = state.scheduler_host if state else (res.master or "-")
         rows = [
-            NodeStatus(
-                id="master",
-                state="running" if sched_pid else "stopped",
-                public_ip=master_ip,
-                private_ip=master_ip,
-                cpu=m.cpu,
-                mem=m.mem,
-                disk=m.disk,
+            master_row(
+                scheduler_pid=sched_pid,
+                address=master_ip,
+                work_dir=self.ws.work_dir,
                 version=master_build,
             )
         ]
@@ -698,24 +633,10 @@ def _file_url(path: str) -> str:
 
 
 def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, 0))
-        except OSError as exc:
-            raise ClusterError(
-                f"the master cannot listen on {host} (set 'master' in reservation.json to the "
-                f"master's address as the hosts reach it): {exc.strerror}"
-            ) from exc
-        return int(s.getsockname()[1])
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _tail(path: Path, lines: int = 15) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
+        return free_port(host)
+    except OSError as exc:
+        raise ClusterError(
+            f"the master cannot listen on {host} (set 'master' in reservation.json to the "
+            f"master's address as the hosts reach it): {exc.strerror}"
+        ) from exc

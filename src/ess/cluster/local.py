@@ -12,30 +12,26 @@ scheduler or worker never needs manual pid-file cleanup.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import socket
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ess.cluster.daemons import DaemonCluster, free_port
 from ess.cluster.provider import (
     CloudAuth,
     ClusterProvider,
     ClusterStatus,
-    Connection,
     CreateOptions,
     NodeStatus,
     register_provider,
 )
 from ess.engine import daemon
-from ess.engine.security import TlsFiles, create_tls
+from ess.engine.connection import Connection
+from ess.engine.security import TlsFiles
 from ess.errors import ClusterError
-from ess.workspace import locked, read_json, write_json_atomic
+from ess.workspace import read_json, write_json_atomic
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -49,12 +45,6 @@ class LocalState:
     stopped: bool = False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
 def worker_name(index: int) -> str:
     return f"worker-{index}"
 
@@ -65,20 +55,20 @@ class LocalProvider(ClusterProvider):
 
     # -- files ---------------------------------------------------------------------------------
     @property
+    def core(self) -> DaemonCluster:
+        return DaemonCluster.at(self.ws.work_dir / "cluster", lock_name="daemons")
+
+    @property
     def directory(self) -> Path:
-        return (self.ws.work_dir / "cluster").resolve()
+        return self.core.directory
 
     @property
     def state_file(self) -> Path:
         return self.directory / "cluster.json"
 
     @property
-    def address_file(self) -> Path:
-        return self.directory / "scheduler.address"
-
-    @property
     def tls(self) -> TlsFiles:
-        return TlsFiles(self.directory / "tls")
+        return self.core.tls
 
     def load_state(self) -> LocalState | None:
         data = read_json(self.state_file)
@@ -97,123 +87,22 @@ class LocalProvider(ClusterProvider):
     def _save(self, state: LocalState) -> None:
         write_json_atomic(self.state_file, asdict(state))
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with locked(self.directory / "daemons"):
-            yield
-
-    # -- daemons -------------------------------------------------------------------------------
-    def _spec(self, name: str, argv: list[str]) -> daemon.DaemonSpec:
-        marker = f"{self.directory}/{name}"
-        full = [
-            sys.executable,
-            "-m",
-            "ess.engine.serve",
-            *argv,
-            "--tls-dir",
-            str(self.tls.directory),
-            "--cluster-dir",
-            marker,
-        ]
-        return daemon.DaemonSpec(
-            name=name,
-            argv=tuple(full),
-            pid_file=self.directory / f"{name}.pid",
-            log_file=self.directory / f"{name}.log",
-            marker=marker,
-        )
-
-    @property
-    def gateway_file(self) -> Path:
-        from ess.engine.gateway import gateway_file
-
-        return gateway_file(self.tls)
-
-    def scheduler_spec(self, state: LocalState) -> daemon.DaemonSpec:
-        return self._spec(
-            "scheduler",
-            [
-                "scheduler",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(state.port),
-                "--address-file",
-                str(self.address_file),
-                "--gateway-file",
-                str(self.gateway_file),
-            ],
-        )
-
-    def worker_spec(self, state: LocalState, index: int) -> daemon.DaemonSpec:
-        name = worker_name(index)
-        return self._spec(
-            name,
-            [
-                "worker",
-                "--host",
-                LOOPBACK,
-                "--scheduler",
-                f"tls://{LOOPBACK}:{state.port}",
-                "--name",
-                name,
-                "--local-dir",
-                str(self.directory / "scratch" / name),
-            ],
-        )
-
+    # -- daemons: the nodes of a local cluster are processes of this machine -------------------
     def specs(self, state: LocalState) -> list[daemon.DaemonSpec]:
-        return [self.scheduler_spec(state)] + [
-            self.worker_spec(state, i) for i in range(1, state.workers + 1)
+        core = self.core
+        scheduler = f"tls://{LOOPBACK}:{state.port}"
+        return [core.scheduler_spec(LOOPBACK, state.port)] + [
+            core.worker_spec(worker_name(i), host=LOOPBACK, scheduler=scheduler)
+            for i in range(1, state.workers + 1)
         ]
-
-    def _start_scheduler(self, spec: daemon.DaemonSpec) -> None:
-        for stale in (self.address_file, self.gateway_file):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-        pid = daemon.start(spec)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.address_file.exists():
-            if not daemon.alive(pid):
-                raise ClusterError(
-                    f"the scheduler exited at start; see {spec.log_file}:\n" + _tail(spec.log_file)
-                )
-            if time.monotonic() > deadline:
-                # we started it, so it is ours even if its cmdline is not readable yet
-                daemon.kill_and_wait(pid, spec.marker, timeout=2)
-                raise ClusterError(
-                    f"the scheduler did not start in {START_TIMEOUT:.0f} s; see {spec.log_file}"
-                )
-            time.sleep(0.02)
 
     def _revive(self, state: LocalState) -> list[str]:
-        """Start every daemon of ``state`` that is not running; return the names started."""
-        started = []
         sched, *workers = self.specs(state)
-        if daemon.running_pid(sched) is None:
-            # Workers of a dead scheduler exit by themselves; restart them cleanly too.
-            for spec in workers:
-                daemon.stop(spec)
-            self._start_scheduler(sched)
-            started.append(sched.name)
-        for spec in workers:
-            if daemon.running_pid(spec) is None:
-                daemon.start(spec)
-                started.append(spec.name)
-        return started
+        return self.core.revive(sched, workers)
 
     def _connection(self, state: LocalState) -> Connection:
-        try:
-            address = self.address_file.read_text().strip()
-        except FileNotFoundError as exc:
-            raise ClusterError(f"{self.address_file}: scheduler address missing") from exc
-        return Connection(
-            cluster_id=state.id,
-            address=address,
-            tls=self.tls,
-            worker_names=tuple(worker_name(i) for i in range(1, state.workers + 1)),
-            shared_filesystem=True,
-        )
+        names = tuple(worker_name(i) for i in range(1, state.workers + 1))
+        return self.core.connection(state.id, worker_names=names, shared_filesystem=True)
 
     def _wait_for_workers(self, conn: Connection) -> None:
         from ess.engine.client import connect
@@ -226,7 +115,7 @@ class LocalProvider(ClusterProvider):
         number = options.number if options.number is not None else (os.cpu_count() or 1)
         if number < 1:
             raise ClusterError("--number must be at least 1")
-        with self._lock():
+        with self.core.lock():
             state = self.load_state()
             if state is not None and not options.add:
                 raise ClusterError(
@@ -236,8 +125,8 @@ class LocalProvider(ClusterProvider):
                 )
             if state is None:
                 cluster_id = f"local-{secrets.token_hex(4)}"
-                create_tls(self.tls.directory, cluster_id=cluster_id, hosts=(LOOPBACK,))
-                state = LocalState(id=cluster_id, workers=number, port=_free_port())
+                self.core.create_tls(cluster_id=cluster_id, hosts=(LOOPBACK,))
+                state = LocalState(id=cluster_id, workers=number, port=free_port(LOOPBACK))
             else:
                 state = replace(state, workers=state.workers + number, stopped=False)
             self._save(state)
@@ -251,7 +140,7 @@ class LocalProvider(ClusterProvider):
 
     def start(self, auth: CloudAuth) -> ClusterStatus:
         state = self._require_state()
-        with self._lock():
+        with self.core.lock():
             state = replace(state, stopped=False)
             self._save(state)
             self._revive(state)
@@ -265,7 +154,7 @@ class LocalProvider(ClusterProvider):
 
     def stop(self, auth: CloudAuth) -> None:
         state = self._require_state()
-        with self._lock():
+        with self.core.lock():
             self._stop_all(state)
             self._save(replace(state, stopped=True))
 
@@ -273,7 +162,7 @@ class LocalProvider(ClusterProvider):
         state = self.load_state()
         if state is None:
             return
-        with self._lock():
+        with self.core.lock():
             self._stop_all(state)
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -291,7 +180,7 @@ class LocalProvider(ClusterProvider):
         if revive:
             specs = self.specs(state)
             if any(daemon.running_pid(s) is None for s in specs):
-                with self._lock():
+                with self.core.lock():
                     self._revive(state)
         return self._connection(state)
 
@@ -353,10 +242,3 @@ class LocalProvider(ClusterProvider):
         """Pids of the running daemons (tests and ``status`` use them)."""
         state = self._require_state()
         return {s.name: daemon.running_pid(s) for s in self.specs(state)}
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""

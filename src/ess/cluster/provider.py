@@ -61,6 +61,20 @@ class CreateOptions:
     error_return_code: bool = False
 
 
+@dataclass(frozen=True)
+class AttachOptions:
+    """Where a cluster someone else runs is (``ess cluster set dask --scheduler ...``)."""
+
+    scheduler: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def given(self) -> bool:
+        values = (self.scheduler, self.tls_ca, self.tls_cert, self.tls_key)
+        return any(v is not None for v in values)
+
+
 class ClusterProvider(ABC):
     """One kind of cluster. Methods raise ``EssError`` subclasses, never print."""
 
@@ -101,6 +115,14 @@ class ClusterProvider(ABC):
         With ``revive`` a daemon that died is restarted first (supervision).
         """
 
+    def configure(self, options: AttachOptions) -> None:
+        """``ess cluster set PLATFORM [options]``: record the platform's settings."""
+        if options.given():
+            raise ConfigError(
+                f"--scheduler and --tls-* attach a cluster someone else runs: "
+                f"'ess cluster set dask ...', not {self.platform}"
+            )
+
     def add(self, reservations: list[str]) -> ClusterStatus:
         raise NotSupportedError(f"ess cluster add ({self.platform} clusters)")
 
@@ -129,6 +151,7 @@ _BUILTIN_MODULES = {
     "local": "ess.cluster.local",
     "cloud": "ess.cluster.ec2",
     "custom": "ess.cluster.custom",
+    "dask": "ess.cluster.attached",
 }
 
 
@@ -154,9 +177,12 @@ def current_platform(ws: Workspace) -> str:
     return name or DEFAULT_PLATFORM
 
 
-def set_platform(ws: Workspace, name: str) -> None:
+def set_platform(ws: Workspace, name: str, options: AttachOptions | None = None) -> None:
+    """Choose the platform; its settings (``options``) are checked and kept first, so a
+    refused setting leaves the platform as it was."""
     if name not in platforms():
         raise ConfigError(f"unknown platform {name!r} (choose from {', '.join(platforms())})")
+    provider_for(ws, name).configure(options or AttachOptions())
     path = platform_file(ws)
     with locked(path):
         write_bytes_atomic(path, f"{name}\n".encode())

@@ -31,19 +31,31 @@ class TlsFiles:
     #: as a client with that worker's own certificate ("worker"): it is signed by the same
     #: cluster CA and carries the clientAuth usage, so no client key ever leaves the master.
     client_identity: str = "client"
+    #: Files of a cluster someone else runs (the dask platform): its CA certificate and this
+    #: machine's client certificate and key, wherever the user keeps them.
+    external: tuple[Path, Path, Path] | None = None
+
+    @classmethod
+    def of_files(cls, *, ca: Path, cert: Path, key: Path) -> TlsFiles:
+        """The client side only, from three files given by the user."""
+        return cls(key.parent, external=(ca, cert, key))
 
     @property
     def ca_cert(self) -> Path:
-        return self.directory / "ca.crt"
+        return self.external[0] if self.external else self.directory / "ca.crt"
 
     @property
     def ca_key(self) -> Path:
         return self.directory / "ca.key"
 
     def cert(self, role: str) -> Path:
+        if self.external and role == self.client_identity:
+            return self.external[1]
         return self.directory / f"{role}.crt"
 
     def key(self, role: str) -> Path:
+        if self.external and role == self.client_identity:
+            return self.external[2]
         return self.directory / f"{role}.key"
 
     def exists(self) -> bool:

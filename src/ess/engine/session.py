@@ -1,6 +1,6 @@
 """Choose where a command's tasks run: a running cluster, or this machine's cores.
 
-Which cluster is running is the providers' business (:func:`ess.cluster.session.open_pool`
+Which cluster is running is the providers' business (``provider_for(ws).connection()``
 asks the platform for its :class:`Connection`); from there on everything is the engine's.
 """
 
@@ -31,7 +31,8 @@ def cluster_pool(conn: Connection, *, threads: int | None = None) -> TaskPool:
     from ess.engine.gateway import GatewayPool, gateway_file
 
     path = gateway_file(conn.tls)
-    if path.exists() and not os.environ.get("ESS_NO_GATEWAY"):
+    # a cluster someone else runs (external TLS files) has no gateway of ours
+    if conn.tls.external is None and path.exists() and not os.environ.get("ESS_NO_GATEWAY"):
         try:
             return GatewayPool(
                 path,
