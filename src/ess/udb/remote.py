@@ -45,6 +45,9 @@ ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
 ENV_TLS_DIR = "ESS_TLS_DIR"
 ENV_WORKERS = "ESS_CLUSTER_WORKERS"
 ENV_CLUSTER = "ESS_CLUSTER_ID"
+#: The worker's own CA, certificate and key files (os.pathsep-separated): a worker of a cluster
+#: someone else runs (the dask platform) keeps them under names of its own.
+ENV_TLS_FILES = "ESS_TLS_FILES"
 #: Where a worker keeps the shipped spec files, inside its Dask scratch directory (removed with
 #: the worker): one directory per distinct set of definitions.
 SPEC_DIR = "ess-udb-specs"
@@ -144,6 +147,10 @@ def command_env(b: UdbBundle) -> Mapping[str, str]:
         ENV_WORKERS: ",".join(b.worker_names),
         ENV_CLUSTER: b.cluster_id,
     }
+    files = [getattr(worker.security, f"tls_{n}", None) for n in ("ca_file", "worker_cert")]
+    files.append(getattr(worker.security, "tls_worker_key", None) or cert)  # key in the cert
+    if all(files):
+        env[ENV_TLS_FILES] = os.pathsep.join(str(f) for f in files)
     scratch = Path(worker.local_directory)
     env["PATH"] = os.pathsep.join([str(_tools_dir(scratch)), os.environ.get("PATH", "")])
     env["ESS_WORK_DIR"] = str(_materialize(b, scratch / SPEC_DIR))
@@ -172,10 +179,12 @@ def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection 
     if not address or not tls_dir:
         return None
     names = tuple(n for n in env.get(ENV_WORKERS, "").split(",") if n)
+    files = [Path(f) for f in env.get(ENV_TLS_FILES, "").split(os.pathsep) if f]
+    external = (files[0], files[1], files[2]) if len(files) == 3 else None
     return Connection(
         cluster_id=env.get(ENV_CLUSTER, "") or address,
         address=address,
-        tls=TlsFiles(Path(tls_dir), client_identity="worker"),
+        tls=TlsFiles(Path(tls_dir), client_identity="worker", external=external),
         worker_names=names,
         shared_filesystem=False,
     )
