@@ -87,3 +87,73 @@ def wood(ess_env: EssEnv) -> EssEnv:
     ess_env.ess("select", "local", check=True)
     ess_env.ess("category", "add", "browse", f"{DATA}/*browse_*", check=True)
     return ess_env
+
+
+def test_a_file_named_gz_that_is_not_gzip_gets_one_clear_line(ess_env: EssEnv) -> None:
+    ess_env.ess("select", "local", check=True)
+    data = ess_env.root / "data"
+    data.mkdir()
+    # bytes that look like nothing: no gzip header, a bare CR and a NUL among them
+    (data / "sales_20140901.gz").write_bytes(bytes(range(256)) * 8)
+    r = ess_env.ess("category", "add", "sales", f"{data}/*.gz")
+    assert r.returncode == 4
+    assert r.stderr == (
+        f"ess category: error: {data}/sales_20140901.gz: cannot probe: named .gz but not gzip "
+        "data (no gzip header) and not text either; check the file, or give --noprobe with "
+        "--columnspec\n"
+    )
+    assert ess_env.ess("summary").stdout.count("sales") == 0  # nothing stored
+    # text in a file named .gz is fine (decompression goes by content), old Mac CRs too
+    (data / "sales_20140901.gz").write_bytes(b"day,n\r2014-09-01,5\r")
+    ess_env.ess("category", "add", "sales", f"{data}/*.gz", check=True)
+    r = ess_env.ess("summary", "sales", "columnspec", check=True)
+    assert r.stdout == "S:day I:n\n"
+
+
+def test_a_bad_column_spec_is_refused_when_given(wood: EssEnv) -> None:
+    before = wood.ess("summary", "browse", "columnspec", check=True).stdout
+    r = wood.ess("category", "change", "columnspec", "browse", "S:eventDate Q:userID I:articleID")
+    assert r.returncode == 4
+    assert r.stderr == (
+        "ess category: error: unknown column type 'Q' in columnspec item 2 'Q:userID'\n"
+    )
+    assert wood.ess("summary", "browse", "columnspec").stdout == before
+    r = wood.ess("category", "add", "b2", f"{DATA}/*browse_*", "--columnspec", "S:a I:2b")
+    assert r.returncode == 4 and "bad column name '2b' in columnspec item 2" in r.stderr
+    # lower-case letters, X, attributes and extra blanks are all aq_pp's column specs
+    spec = " s,trm:eventDate  i:userID X "
+    wood.ess("category", "change", "columnspec", "browse", spec, check=True)
+    assert wood.ess("summary", "browse", "columnspec").stdout == "s,trm:eventDate i:userID X\n"
+
+
+def test_a_date_rule_that_finds_no_date_warns(wood: EssEnv) -> None:
+    r = wood.ess(
+        "category", "add", "b2", f"{DATA}/*browse_*", "--dateregex", "[:%Y:]-[:%m:]-[:%d:]"
+    )
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr == (
+        "ess category add: category 'b2': dateregex '[:%Y:]-[:%m:]-[:%d:]' finds no date in "
+        f"30 of 30 file names (e.g. {DATA}/browse_20140901.gz); they get the date 1970-01-01\n"
+    )
+    r = wood.ess("category", "change", "dateformat", "b2", "*Y-M-D*")
+    assert r.returncode == 0 and "dateformat '*Y-M-D*' finds no date in 30 of 30" in r.stderr
+    r = wood.ess("category", "change", "dateregex", "b2", "_[:%Y:][:%m:][:%d:]", check=True)
+    assert r.stderr == ""
+
+
+def test_empty_and_reversed_ranges_say_so(wood: EssEnv) -> None:
+    r = wood.ess("stream", "browse", "2015-01-01", "2015-12-31", "wc -l")
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr == (
+        "ess stream: warning: no file of category 'browse' is dated within 2015-01-01 .. "
+        "2015-12-31 (its 30 files are dated 2014-09-01 .. 2014-09-30)\n"
+    )
+    r = wood.ess("stream", "browse", "2014-09-01", "*", "--exclude", f"{DATA}/*", "--limit", "3")
+    assert r.returncode == 0 and r.stdout == ""
+    assert "--exclude/--limit left none of the 30 files of category 'browse'" in r.stderr
+    r = wood.ess("stream", "browse", "2014-09-07", "2014-09-01", "wc -l")
+    assert r.returncode == 4 and r.stdout == ""
+    assert r.stderr == (
+        "ess stream: error: date range '2014-09-07' .. '2014-09-01' is reversed (the lower "
+        "bound is after the upper one), so no file can match; swap the bounds\n"
+    )

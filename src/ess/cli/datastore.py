@@ -336,6 +336,26 @@ def _register_category(subparsers: Any) -> None:
     copy.add_argument("dest", help="the new category's name")
 
 
+def checked_columnspec(text: str | None) -> str | None:
+    """The column spec with its blanks normalised, after aq's own parser accepted every item:
+    a spec that ``aq_pp -d %cols`` would reject fails now, not at stream time. (Checked here
+    because the datastore library does not depend on aq.)"""
+    if not text or not text.strip():
+        return None
+    from ess.aq.colspec import parse_colspec
+    from ess.errors import AqError, CategoryError, NotSupportedError
+
+    items = text.split()
+    for number, item in enumerate(items, 1):
+        if item.lower().startswith("sep:"):  # aq_pp -d separators pass through %cols
+            continue
+        try:
+            parse_colspec(item, what=f"columnspec item {number}")
+        except (AqError, NotSupportedError) as exc:
+            raise CategoryError(str(exc)) from None
+    return " ".join(items)
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     from ess.datastore.api import add_category
     from ess.datastore.category import Category
@@ -349,7 +369,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         archive=args.archive,
         compression=args.compression,
         delimiter=args.delimiter,
-        columnspec=" ".join(args.columnspec.split()) if args.columnspec else None,
+        columnspec=checked_columnspec(args.columnspec),
         preprocess=args.preprocess,
         comment=args.comment,
         usecache=args.usecache,
@@ -372,16 +392,21 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_change(args: argparse.Namespace) -> int:
     from ess.datastore.api import change_category
 
-    change_category(
+    value = args.value
+    if args.attribute == "columnspec" and not (args.alls or args.allx):
+        value = checked_columnspec(value)
+    warnings = change_category(
         Workspace.from_env(),
         args.attribute,
         args.category,
-        args.value,
+        value,
         label=args.label,
         alls=args.alls,
         allx=args.allx,
         usecache=args.cache,
     )
+    for warning in warnings:
+        note(f"ess category change: {warning}")
     return 0
 
 

@@ -10,6 +10,7 @@ Polars, boto3) are imported inside the handlers, so ``ess --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -82,6 +83,17 @@ def _reject_unknown(
     sub.error("unrecognized option " + ", ".join(problems))
 
 
+def _show_warnings(command: str) -> None:
+    """The library reports warnings through logging (it never prints): show them on stderr
+    as one line each, named after the command like its errors."""
+    sink = logging.StreamHandler(sys.stderr)
+    sink.setFormatter(logging.Formatter(f"ess {command}: warning: %(message)s"))
+    library = logging.getLogger("ess")
+    library.handlers[:] = [sink]
+    library.setLevel(logging.WARNING)
+    library.propagate = False
+
+
 def run_cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -91,6 +103,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    _show_warnings(args.command)
     try:
         return handler(args) or 0
     except EssError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -12,6 +13,7 @@ from ess.datastore.category import (
     CategoryFile,
     ProbeResult,
     scan,
+    undated_warning,
     validate_name,
 )
 from ess.datastore.dates import compile_rule, parse_range
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 CHANGEABLE = ("columnspec", "dateformat", "dateregex", "usecache", "comment")
+# Warnings for the user; the command line prints them on stderr (the library never prints).
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,25 @@ class CategoryInfo:
     compression: str
     preprocess: str
     archive: str
+    # what the empty-selection warning needs to say why nothing was selected
+    total: int = 0
+    in_range: int = 0
+    first: str = ""
+    last: str = ""
+
+    def nothing_selected(self, lower: str, upper: str) -> str:
+        """Why a stream over this category selected no file (printed as a warning)."""
+        if not self.total:
+            return f"category {self.name!r} has no files"
+        if not self.in_range:
+            return (
+                f"no file of category {self.name!r} is dated within {lower} .. {upper} "
+                f"(its {self.total} files are dated {self.first} .. {self.last})"
+            )
+        return (
+            f"--exclude/--limit left none of the {self.in_range} files of category "
+            f"{self.name!r} dated within {lower} .. {upper}"
+        )
 
 
 def open_catalog(ws: Workspace, label: str | None = None) -> Catalog:
@@ -106,7 +129,8 @@ def add_category(
             category, columnspec=_retype(category.effective_columnspec, "S" if alls else "X")
         )
     catalog.save(category, files)
-    return []
+    warning = undated_warning(category, files)
+    return [warning] if warning else []
 
 
 def change_category(
@@ -119,7 +143,8 @@ def change_category(
     alls: bool = False,
     allx: bool = False,
     usecache: bool | None = None,
-) -> None:
+) -> list[str]:
+    """Change one attribute; returns warnings for stderr."""
     catalog = open_catalog(ws, label)
     current = catalog.get(name)
     if attribute == "columnspec":
@@ -154,6 +179,8 @@ def change_category(
         else (catalog.cached_files(current.name))
     )
     catalog.save(new, files)
+    warning = undated_warning(new, files) if attribute in ("dateregex", "dateformat") else None
+    return [warning] if warning else []
 
 
 def _parse_bool(value: str | None) -> bool:
@@ -179,7 +206,9 @@ def resolve_stream_files(
     catalog = open_catalog(ws, label)
     cat = catalog.get(category)
     date_range = parse_range(lower, upper, numeric=cat.date_rule.kind == "number")
-    files = catalog.select(cat.name, date_range, exclude=exclude, limit=limit)
+    listed = catalog.files(cat.name)
+    files = catalog.select(cat.name, date_range, exclude=exclude, limit=limit, files=listed)
+    in_range = sum(date_range.contains(f.stamp) for f in listed)
     info = CategoryInfo(
         name=cat.name,
         columnspec=cat.effective_columnspec,
@@ -187,7 +216,13 @@ def resolve_stream_files(
         compression=cat.compression or "auto",
         preprocess=cat.preprocess or "",
         archive=cat.archive or "",
+        total=len(listed),
+        in_range=in_range,
+        first=listed[0].date if listed else "",
+        last=listed[-1].date if listed else "",
     )
+    if not files:
+        log.warning(info.nothing_selected(lower, upper))
     return info, catalog.registry.spec(catalog.datastore), files
 
 

@@ -96,6 +96,25 @@ class CategoryFile:
         return display_date(self.stamp)
 
 
+def undated_warning(category: Category, files: list[CategoryFile]) -> str | None:
+    """A warning when a --dateregex / --dateformat the user gave finds no date in some file
+    names: those files silently get the 1970-01-01 ``none`` date (or number 0)."""
+    rule = category.date_rule
+    if not rule.explicit or not files:
+        return None
+    missed = [f.path for f in files if not rule.extracts(f.path)]
+    if not missed:
+        return None
+    option = "dateregex" if category.dateregex else "dateformat"
+    fallback = "number 0" if rule.kind == "number" else "date 1970-01-01"
+    return (
+        f"category {category.name!r}: {option} {category.dateregex or category.dateformat!r} "
+        f"finds no date in "
+        f"{len(missed)} of {len(files)} file names (e.g. {missed[0]}); they get the "
+        f"{fallback}"
+    )
+
+
 def validate_name(name: str) -> None:
     if not _NAME.match(name):
         raise CategoryError(
@@ -189,8 +208,12 @@ class Catalog:
         *,
         exclude: str | None = None,
         limit: int | None = None,
+        files: list[CategoryFile] | None = None,
     ) -> list[CategoryFile]:
-        files = [f for f in self.files(name) if date_range.contains(f.stamp)]
+        """The files dated within ``date_range``, minus ``exclude``, at most ``limit``; from
+        ``files`` when the caller already has the category's list (one scan, not two)."""
+        listed = self.files(name) if files is None else files
+        files = [f for f in listed if date_range.contains(f.stamp)]
         if exclude:
             matcher = compile_matcher(
                 ["*"], [self.store.qualify(p) for p in split_patterns(exclude, option="--exclude")]

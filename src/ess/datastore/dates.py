@@ -61,6 +61,22 @@ class DateRule:
     text: str
     regex: re.Pattern[str] | None = None
 
+    @property
+    def explicit(self) -> bool:
+        """A rule the user wrote (--dateregex / --dateformat), not auto or none."""
+        return self.kind in ("regex", "number")
+
+    def extracts(self, path: str) -> bool:
+        """Whether the rule finds a date (or number) in ``path`` instead of falling back."""
+        if self.kind == "none":
+            return False
+        if self.kind == "auto":
+            base = path.rsplit("/", 1)[-1]
+            return (_auto_stamp(base) or _auto_stamp(path)) is not None
+        assert self.regex is not None
+        found = self.regex.search(path.rsplit("/", 1)[-1]) or self.regex.search(path)
+        return found is not None and (self.kind == "number" or _cached_stamp(found) is not None)
+
     def stamp(self, path: str) -> Stamp:
         if self.kind == "none":
             return NONE_STAMP
@@ -287,10 +303,20 @@ def parse_bound(text: str, *, numeric: bool, which: str) -> Stamp | None:
 
 
 def parse_range(lower: str, upper: str, *, numeric: bool = False) -> DateRange:
-    return DateRange(
-        parse_bound(lower, numeric=numeric, which="lower"),
-        parse_bound(upper, numeric=numeric, which="upper"),
-    )
+    """The inclusive range [lower, upper]. A reversed range is an error, not an empty
+    selection: no file can ever match it, so it is a typo (swapped bounds) to point out."""
+    low = parse_bound(lower, numeric=numeric, which="lower")
+    high = parse_bound(upper, numeric=numeric, which="upper")
+    if low is not None and high is not None and _after(low, high):
+        raise CategoryError(
+            f"date range {lower!r} .. {upper!r} is reversed (the lower bound is after the "
+            "upper one), so no file can match; swap the bounds"
+        )
+    return DateRange(low, high)
+
+
+def _after(low: Stamp, high: Stamp) -> bool:
+    return int(low) > int(high) if isinstance(low, int) else str(low) > str(high)
 
 
 def display_date(stamp: Stamp) -> str:

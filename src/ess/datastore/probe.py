@@ -62,10 +62,11 @@ def run_filter(command: str, data: bytes, *, what: str) -> bytes:
 
 def _lines(sample: bytes, complete: bool) -> list[str]:
     text = sample.decode("utf-8", errors="replace")
-    lines = text.split("\n")
+    # a bare CR ends a line too (old Mac files); left inside a line it breaks the csv module
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if not complete and len(lines) > 1:
         lines = lines[:-1]  # the sample cut the last line short
-    return [line.rstrip("\r") for line in lines if line.strip("\r")]
+    return [line for line in lines if line]
 
 
 def _split(lines: list[str], delimiter: str) -> list[list[str]]:
@@ -144,6 +145,36 @@ def analyse(
     return delim, " ".join(specs), header, lines[:SAMPLE_LINES]
 
 
+_BINARY_SNIFF = 8192
+_COMPRESSED_SUFFIXES = {".gz": "gzip", ".tgz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+
+def looks_binary(sample: bytes) -> bool:
+    """Data a delimited-text probe cannot describe: NUL bytes, or many bytes that are neither
+    UTF-8 text nor ordinary control characters (tab, CR, LF, form feed)."""
+    head = sample[:_BINARY_SNIFF]
+    if not head:
+        return False
+    if b"\x00" in head:
+        return True
+    text = head.decode("utf-8", errors="replace")
+    odd = sum(1 for ch in text if ch == "\ufffd" or (ch < " " and ch not in "\t\r\n\f"))
+    return odd > len(text) // 10
+
+
+def _not_text(path: str, kind: str) -> DatastoreError:
+    suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    named = _COMPRESSED_SUFFIXES.get(suffix)
+    why = (
+        f"named {suffix} but not {named} data (no {named} header) and not text either"
+        if named and kind == "none"
+        else f"binary data ({kind}), not delimited text"
+    )
+    return DatastoreError(
+        f"{path}: cannot probe: {why}; check the file, or give --noprobe with --columnspec"
+    )
+
+
 def probe_file(
     store: Store,
     path: str,
@@ -159,7 +190,12 @@ def probe_file(
     complete = len(sample) < size
     if preprocess:
         sample = run_filter(preprocess, sample, what="--preprocess")
-    delim, columnspec, header, lines = analyse(sample, complete=complete, delimiter=delimiter)
+    if looks_binary(sample):
+        raise _not_text(path, kind)
+    try:
+        delim, columnspec, header, lines = analyse(sample, complete=complete, delimiter=delimiter)
+    except csv.Error as exc:  # pragma: no cover - _lines leaves no line ends for csv to trip on
+        raise DatastoreError(f"{path}: cannot probe: {exc}") from exc
     if pcmd:
         printed = run_filter(pcmd, sample, what="--pcmd").decode(errors="replace")
         columnspec = " ".join(printed.split())

@@ -165,3 +165,31 @@ def test_numeric_ranges() -> None:
 def test_bad_bounds(bound: str) -> None:
     with pytest.raises(CategoryError, match="bound"):
         parse_range(bound, "*")
+
+
+def test_a_reversed_range_is_an_error_and_an_equal_one_is_not() -> None:
+    with pytest.raises(CategoryError, match="reversed"):
+        parse_range("2014-09-07", "2014-09-01")
+    with pytest.raises(CategoryError, match="reversed"):
+        parse_range("200", "100", numeric=True)
+    assert parse_range("2014-09-07", "2014-09-07").contains("2014-09-07 00:00:00")
+    assert parse_range("2014-09-07", "2014-09-07 13").contains("2014-09-07 13:00:00")
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "found"),
+    [
+        ("_[:%Y:][:%m:][:%d:]", "/d/account12345678_20140609.csv", True),
+        ("[:%Y:]-[:%m:]-[:%d:]", "/d/browse_20140901.gz", False),
+        ("[:%Y:][:%m:][:%d:]", "/d/x_20141399.gz", False),  # matches, but not a date
+        ("account[:%f:{8,}]", "/d/account12345678_x.csv", True),
+        ("account[:%f:{8,}]", "/d/other.csv", False),
+        ("auto", "/d/browse_20140901.gz", True),
+        ("auto", "/d/gift_nodate.csv", False),
+        ("none", "/d/browse_20140901.gz", False),
+    ],
+)
+def test_extracts_tells_a_found_date_from_the_fallback(rule: str, path: str, found: bool) -> None:
+    compiled = compile_dateregex(rule)
+    assert compiled.extracts(path) is found
+    assert compiled.explicit is (rule not in ("auto", "none"))

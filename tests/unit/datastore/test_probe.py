@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from ess.datastore.probe import analyse, column_type, detect_delimiter
+import os
+
+from ess.datastore.probe import analyse, column_type, detect_delimiter, looks_binary
 
 
 def test_column_types() -> None:
@@ -43,3 +45,16 @@ def test_truncated_last_line_is_ignored() -> None:
 def test_bad_header_names_are_sanitised() -> None:
     _, spec, _, _ = analyse(b"first name,2nd\nab,1\ncd,2\n", complete=True)
     assert spec == "S:first_name I:c2nd"
+
+
+def test_bare_carriage_returns_end_lines() -> None:
+    delim, spec, header, lines = analyse(b"a,b\r1,2\r3,4\r", complete=True)
+    assert (delim, spec, header, lines) == (",", "I:a I:b", True, ["a,b", "1,2", "3,4"])
+
+
+def test_binary_data_is_told_from_text() -> None:
+    assert looks_binary(os.urandom(4096))
+    assert looks_binary(b"a,b\n1,\x002\n")
+    assert not looks_binary("name,città\nJosé,Zürich\n".encode())
+    assert not looks_binary(b"a\tb\r\n1\t2\r\n\x0c")
+    assert not looks_binary(b"")
