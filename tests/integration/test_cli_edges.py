@@ -157,3 +157,20 @@ def test_empty_and_reversed_ranges_say_so(wood: EssEnv) -> None:
         "ess stream: error: date range '2014-09-07' .. '2014-09-01' is reversed (the lower "
         "bound is after the upper one), so no file can match; swap the bounds\n"
     )
+
+
+def test_a_truncated_gzip_prints_no_result_and_is_named_once(ess_env: EssEnv) -> None:
+    ess_env.ess("select", "local", check=True)
+    data = ess_env.root / "tr"
+    data.mkdir()
+    for day in ("01", "02"):
+        name = f"browse_201409{day}.gz"
+        (data / name).write_bytes((WOODWORKING / name).read_bytes())
+    cut = data / "browse_20140903.gz"
+    cut.write_bytes((WOODWORKING / "browse_20140903.gz").read_bytes()[:20000])
+    ess_env.ess("category", "add", "tr", f"{data}/*", check=True)
+    r = ess_env.ess("stream", "tr", "*", "*", "wc -l")
+    assert r.returncode == 6
+    assert r.stdout == "9896\n10120\n"  # no `0` line for the file that could not be read
+    assert r.stderr.count(str(cut)) == 1
+    assert f"  {cut}: corrupt gzip data (" in r.stderr

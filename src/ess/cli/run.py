@@ -76,7 +76,8 @@ def _stream(args: argparse.Namespace) -> int:
         for r in api.stream(Workspace.from_env(), req, progress=bar):
             if r.echo is not None:
                 stdout.write(r.echo.encode() + b"\n")
-            stdout.write(r.stdout)
+            if r.error is None:  # a file that could not be read gets no result line
+                stdout.write(r.stdout)
             stdout.flush()
             if r.ok:  # a failed file's stderr goes into the error at the end
                 stderr.write(r.stderr)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ess.errors import EssError
+
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 #: Placeholders the client leaves for the values only the worker knows. File names cannot
@@ -184,7 +186,8 @@ def _feed(fd: int, sources: tuple[Source, ...], errors: list[str]) -> None:
     except BrokenPipeError:
         pass  # the command stopped reading (e.g. head): not an error of the input
     except Exception as exc:  # reported in the result, with the file name
-        errors.append(f"{type(exc).__name__}: {exc}")
+        # ess's own errors (corrupt gzip, ...) already say what failed in which file
+        errors.append(str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}")
     finally:
         os.close(fd)
 

@@ -265,6 +265,7 @@ def failure(results: Sequence[PipelineResult], *, total: int) -> CommandFailed:
     lines = [f"{len(results)} of {total} files failed"]
     for r in results[:10]:
         why = r.error or f"exit status {r.returncode}"
+        why = why.removeprefix(f"{r.label}: ")  # the file is named once, at the start
         lines.append(f"  {r.label}: {why} (on {r.node})")
         tail = r.stderr.decode(errors="replace").strip().splitlines()[-5:]
         lines.extend(f"    {line}" for line in tail)
