@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ess.cluster.provider import ClusterStatus, provider_for
 from ess.errors import ClusterError, UdbError
-from ess.udb import server
+from ess.udb import server, snapshot
 from ess.udb.client import UdbSession, placement
 from ess.workspace import Workspace
 
@@ -78,7 +78,7 @@ def drain(ws: Workspace, renames: dict[str, str | None]) -> int:
         renamed = sorted(((new, cur) for new, cur in now.items() if new != cur and cur in addrs),
                          key=lambda pair: _order(pair[0]))  # fmt: skip
         for new, cur in renamed:
-            s.gather([s._run(addrs[cur], server.w_rename_store, new)])
+            s.gather([s._run(addrs[cur], snapshot.w_rename_store, new)])
         _log(ws, f"drained {', '.join(sorted(leaving)) or 'no worker'} before removal: "
                  f"{moved} partition(s) moved")  # fmt: skip
     return moved
@@ -91,7 +91,7 @@ def _refuse_if_stranded(ws: Workspace, s: UdbSession, renames: dict[str, str | N
 
     root = snapshot_root(ws, s.conn.cluster_id, shared_filesystem=s.conn.shared_filesystem)
     moving = {cur for cur, new in renames.items() if new != cur}
-    held = {name: dbs for name, dbs in s.each_worker(server.w_snapshot_dbs, root).items()
+    held = {name: dbs for name, dbs in s.each_worker(snapshot.w_snapshot_dbs, root).items()
             if name in moving and dbs}  # fmt: skip
     if held:
         dbs = sorted({db for names in held.values() for db in names})

@@ -1,20 +1,14 @@
 """The worker side of the UDB: a Dask worker plugin holding partitions, and the tasks that run
 inside workers (import, export, count, clear, order, inventory, move).
 
-Each worker keeps ``{db: {partition: Part}}`` in memory as Polars frames and a snapshot of every
-partition on its local disk (Arrow IPC), written before an import task returns: a worker that
-crashes and comes back reloads its partitions in ``setup`` before it takes any task. Append-only
-tables write one segment file per import; vectors, the key set after ``-ord``/``-clr`` and
-rewritten tables write a full "base" segment that supersedes the older ones.
+The store each worker holds, and its snapshots on disk, are in :mod:`ess.udb.snapshot`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
+import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,18 +18,32 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 from ess.udb import merge
 from ess.udb.merge import K, R
+from ess.udb.snapshot import (
+    COMPACT_AFTER,
+    DEFAULT_MARGIN_KB,
+    PLUGIN_NAME,
+    DbState,
+    Part,
+    Store,
+    damaged_files,
+    describe,
+    place,
+    rebuild_keys,
+    store_dir_name,
+    worker_store,
+)
 from ess.udb.spec import DbSpec, Target, parse_spec
 
-PLUGIN_NAME = "ess-udb"
-#: appended snapshot segments of one table/key set before they are compacted into one
-COMPACT_AFTER = 64
-#: Essentia's UDBD_MEM_MARGIN default (KB): an import that would leave less free is refused.
-DEFAULT_MARGIN_KB = 500_000
-_SEG_RE = re.compile(r"^(?P<name>[kvt]_[A-Za-z0-9_]*|var)\.(?P<seq>\d+)(?P<base>\.base)?\.arrow$")
+# imported from here by other modules and tests
+__all__ = ["COMPACT_AFTER", "DEFAULT_MARGIN_KB", "PLUGIN_NAME", "Store"]
+_store = worker_store
+
+#: in a partition handed over by w_take: its key set was damaged and is to be rebuilt
+KEYS_LOST = "k_lost"
+logger = logging.getLogger("ess.udb")
 
 
 @lru_cache(maxsize=64)
@@ -43,143 +51,10 @@ def spec_of(text: str, name: str) -> DbSpec:
     return parse_spec(text, name=name, source=f"{name}.spec")
 
 
-@dataclass
-class Part:
-    keys: pl.DataFrame
-    tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # by lower-case name
-    vectors: dict[str, pl.DataFrame] = field(default_factory=dict)
-    seq: int = 0
-    appended: dict[str, int] = field(default_factory=dict)  # segments since the last base
-
-
-@dataclass
-class DbState:
-    parts: dict[int, Part] = field(default_factory=dict)
-    var: pl.DataFrame | None = None
-    lock: threading.RLock = field(default_factory=threading.RLock)
-
-
-class Store:
-    """All databases held by one worker, with their snapshot directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dbs: dict[str, DbState] = {}
-        self.lock = threading.Lock()
-        self.ready = False
-        self.name = ""
-        self.margin = DEFAULT_MARGIN_KB * 1024
-
-    def check_memory(self, incoming: int) -> None:
-        """Refuse an import that would leave less than the margin free (UDBD_MEM_MARGIN)."""
-        import psutil
-
-        from ess.errors import UdbError
-
-        available = int(psutil.virtual_memory().available)
-        need = 3 * incoming  # the batch, its merged copy, the frames built while merging
-        if available - need < self.margin:
-            raise UdbError(
-                f"worker {self.name}: out of memory for this import ({available >> 20} MB "
-                f"available, about {need >> 20} MB needed, margin {self.margin >> 20} MB): "
-                "import refused, the data already stored is kept"
-            )
-
-    # ------------------------------------------------------------------ snapshots
-    def db(self, name: str) -> DbState:
-        with self.lock:
-            return self.dbs.setdefault(name.lower(), DbState())
-
-    def _dir(self, db: str, pid: int) -> Path:
-        return self.root / db.lower() / f"p{pid}"
-
-    def write(self, db: str, pid: int, part: Part, name: str, frame: pl.DataFrame, *,
-              base: bool) -> None:  # fmt: skip
-        """Persist one segment; a base segment replaces the older segments of `name`."""
-        directory = self._dir(db, pid)
-        directory.mkdir(parents=True, exist_ok=True)
-        part.seq += 1
-        final = directory / f"{name}.{part.seq:012d}{'.base' if base else ''}.arrow"
-        tmp = final.with_suffix(".tmp")
-        table = frame.to_arrow()
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, final)
-        if base:
-            for old in directory.glob(f"{name}.*.arrow"):
-                m = _SEG_RE.match(old.name)
-                if m and m["name"] == name and int(m["seq"]) < part.seq:
-                    old.unlink(missing_ok=True)
-
-    def append(self, db: str, pid: int, part: Part, name: str, rows: pl.DataFrame,
-               whole: pl.DataFrame) -> None:  # fmt: skip
-        """Persist appended rows; every COMPACT_AFTER appends, one base segment instead (so
-        many small imports do not leave a directory of thousands of files to reload)."""
-        count = part.appended.get(name, 0) + 1
-        if count >= COMPACT_AFTER:
-            self.write(db, pid, part, name, whole.rechunk(), base=True)
-            part.appended[name] = 0
-        else:
-            self.write(db, pid, part, name, rows, base=False)
-            part.appended[name] = count
-
-    def drop_dir(self, db: str, pid: int | None = None) -> None:
-        path = self.root / db.lower() if pid is None else self._dir(db, pid)
-        shutil.rmtree(path, ignore_errors=True)
-
-    def load(self) -> None:
-        """Reload every snapshot under the root (worker start)."""
-        if not self.root.is_dir():
-            self.ready = True
-            return
-        for db_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            state = self.db(db_dir.name)
-            for pdir in sorted(db_dir.glob("p*")):
-                pid = int(pdir.name[1:])
-                state.parts[pid] = self._load_part(pdir, state)
-        self.ready = True
-
-    def _load_part(self, pdir: Path, state: DbState) -> Part:
-        segs: dict[str, list[tuple[int, bool, Path]]] = {}
-        for f in pdir.glob("*.arrow"):
-            m = _SEG_RE.match(f.name)
-            if m:
-                segs.setdefault(m["name"], []).append((int(m["seq"]), bool(m["base"]), f))
-        part = Part(keys=pl.DataFrame())
-        for name, items in segs.items():
-            items.sort()
-            start = max((i for i, it in enumerate(items) if it[1]), default=0)
-            frames = [_read(p) for _, _, p in items[start:]]
-            frame = pl.concat(frames, how="vertical", rechunk=True)
-            part.seq = max(part.seq, items[-1][0])
-            _place(state, part, name, frame)
-        return part
-
-
-def _read(path: Path) -> pl.DataFrame:
-    with pa.memory_map(str(path)) as src:
-        table = ipc.open_file(src).read_all()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError:  # pragma: no cover - distributed is a dependency
     WorkerPlugin = object  # type: ignore[misc,assignment]
-
-
-def _place(state: DbState, part: Part, name: str, frame: pl.DataFrame) -> None:
-    """Put a stored frame where its segment name says: keys, the var row, a table, a vector."""
-    if name == "k_":
-        part.keys = frame
-    elif name == "var":
-        state.var = frame
-    elif name.startswith("t_"):
-        part.tables[name[2:]] = frame
-    else:
-        part.vectors[name[2:]] = frame
 
 
 class UdbPlugin(WorkerPlugin):
@@ -200,7 +75,13 @@ class UdbPlugin(WorkerPlugin):
         self.store = Store(root / store_dir_name(wname))
         self.store.name = wname
         self.store.margin = self.mem_margin_kb * 1024
-        self.store.load()
+        try:
+            self.store.load()
+        except Exception as exc:  # every task then names this instead of "not running"
+            self.store.error = f"{type(exc).__name__}: {exc}"
+            raise
+        for damage in self.store.damaged:  # the worker's log keeps a trace too
+            logger.error("UDB snapshot damaged, moved aside: %s", damage.line())
         preload()
 
 
@@ -215,31 +96,26 @@ def preload() -> None:
     native_library()
 
 
-def store_dir_name(worker_name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", worker_name)
-
-
-def _store() -> Store:
-    from distributed import get_worker
-
-    from ess.errors import UdbError
-
-    worker = get_worker()
-    plugin = worker.plugins.get(PLUGIN_NAME)
-    store = getattr(plugin, "store", None)
-    if store is None or not store.ready:
-        raise UdbError(f"the UDB is not running on worker {worker.name}: run 'ess udbd start'")
-    return store
-
-
-def _part(state: DbState, spec: DbSpec, pid: int) -> Part:
+def _part(store: Store, db: str, state: DbState, spec: DbSpec, pid: int) -> Part:
     part = state.parts.get(pid)
     if part is None:
         part = Part(keys=merge.empty_frame(spec.pkey, (), rows=False))
         state.parts[pid] = part
+    elif part.keys_lost:
+        _repair_keys(store, db, spec, pid, part)
     elif part.keys.width == 0:  # made for the Var row only (no definition at hand then)
         part.keys = merge.empty_frame(spec.pkey, (), rows=False)
     return part
+
+
+def _repair_keys(store: Store, db: str, spec: DbSpec, pid: int, part: Part) -> None:
+    """A key-set segment was damaged at load: rebuild the key set from the rows that remain
+    (needs the pkey, known only once a task brings the definition) and persist it."""
+    pkey = [c.name for c in spec.pkey]
+    part.keys = rebuild_keys(part, pkey) if part.keys.width or part.tables or part.vectors \
+        else merge.empty_frame(spec.pkey, (), rows=False)  # fmt: skip
+    store.write(db, pid, part, "k_", part.keys, base=True)
+    part.keys_lost = False
 
 
 def _frame(part: Part, spec: DbSpec, target: Target) -> pl.DataFrame:
@@ -306,9 +182,10 @@ def import_into(
                     ["__v"],
                     target.columns,
                 )
-                store.write(db, pid, _part(state, spec, pid), "var", state.var, base=True)
+                part = _part(store, db, state, spec, pid)
+                store.write(db, pid, part, "var", state.var, base=True)
                 continue
-            part = _part(state, spec, pid)
+            part = _part(store, db, state, spec, pid)
             target = None if target_name == "." else spec.require(target_name)
             one_per_key = (
                 premerged
@@ -423,6 +300,8 @@ def partition_rows(
     part = state.parts.get(pid)
     if part is None:
         return None
+    if part.keys_lost:
+        _repair_keys(store, q.db, spec, pid, part)
     if q.target == ".":
         if part.keys.width == 0:
             return None
@@ -507,7 +386,7 @@ def w_update(q: Query, frames: dict[int, pa.Table]) -> None:
     state = store.db(q.db)
     with state.lock:
         for pid, table in frames.items():
-            part = _part(state, spec, pid)
+            part = _part(store, q.db, state, spec, pid)
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
             _writer(store, q, pid, part)(target.key, frame)
@@ -543,17 +422,12 @@ def w_clear(spec_text: str, db: str, target: str | None) -> None:
         if target == "var":
             state.var = None
             for pid in list(state.parts):
-                for f in store._dir(db, pid).glob("var.*.arrow"):
-                    f.unlink(missing_ok=True)
+                store.drop_segments(db, pid, "var")
             return
         tgt = spec.require(target)
         for pid, part in state.parts.items():
             (part.tables if tgt.kind == "table" else part.vectors).pop(tgt.key, None)
-            prefix = ("t_" if tgt.kind == "table" else "v_") + tgt.key
-            for f in store._dir(db, pid).glob(f"{prefix}.*.arrow"):
-                m = _SEG_RE.match(f.name)
-                if m and m["name"] == prefix:
-                    f.unlink(missing_ok=True)
+            store.drop_segments(db, pid, ("t_" if tgt.kind == "table" else "v_") + tgt.key)
 
 
 def w_order(spec_text: str, db: str, target: str, cols: list[str], desc: bool, ncas: bool) -> None:
@@ -606,6 +480,8 @@ def w_take(db: str, pid: int) -> dict[str, pa.Table]:
         out.update({f"v_{k}": v.to_arrow() for k, v in part.vectors.items()})
         if pid == 0 and state.var is not None:
             out["var"] = state.var.to_arrow()
+        if part.keys_lost:  # the receiver rebuilds the key set once it has the definition
+            out[KEYS_LOST] = pa.table({})
         return out
 
 
@@ -613,12 +489,14 @@ def w_put(db: str, pid: int, data: dict[str, pa.Table]) -> None:
     store = _store()
     state = store.db(db)
     with state.lock:
-        part = Part(keys=pl.DataFrame())
+        part = Part(keys=pl.DataFrame(), keys_lost=KEYS_LOST in data)
         store.drop_dir(db, pid)
         for name, table in data.items():
+            if name == KEYS_LOST:
+                continue
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
-            _place(state, part, name, frame)
+            place(state, part, name, frame)
             store.write(db, pid, part, name, frame, base=True)
         state.parts[pid] = part
 
@@ -629,6 +507,24 @@ def w_forget(db: str, pid: int) -> None:
     with state.lock:
         state.parts.pop(pid, None)
         store.drop_dir(db, pid)
+
+
+def w_health() -> dict[str, Any]:
+    """Whether this worker's UDB store loaded (never raises: `ess udbd status`/`stop` ask it
+    before anything else), and the damaged snapshots it moved aside, described."""
+    from distributed import get_worker
+
+    plugin = get_worker().plugins.get(PLUGIN_NAME)
+    store = getattr(plugin, "store", None)
+    if store is None:
+        return {"ready": False, "error": "", "damaged": []}
+    known = {d.path: d for d in store.damaged}
+    for path in damaged_files(store.root):
+        found = describe(path)
+        if found is not None and found.path not in known:
+            known[found.path] = found
+    return {"ready": store.ready, "error": store.error,
+            "damaged": [known[p].line() for p in sorted(known)]}  # fmt: skip
 
 
 def w_wipe() -> None:
@@ -657,38 +553,3 @@ def w_memory() -> dict[str, int]:
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"rows": rows, "bytes": size, "max_rss": rss}
-
-
-def w_rename_store(new_name: str) -> str:
-    """Move this worker's snapshots to where it will look for them once restarted as
-    `new_name` (custom clusters renumber their workers after a removal). Existing data under
-    the new name is never overwritten."""
-    from ess.errors import UdbError
-
-    store = _store()
-    with store.lock:
-        target = store.root.parent / store_dir_name(new_name)
-        if target == store.root:
-            return str(target)
-        if target.exists():
-            if any(p.is_file() for p in target.rglob("*")):
-                raise UdbError(
-                    f"worker {store.name}: cannot move its snapshots to {target}: that directory "
-                    "already holds UDB data (left there by another worker?); nothing was changed"
-                )
-            shutil.rmtree(target)
-        if store.root.exists():
-            os.rename(store.root, target)
-        store.root = target
-    return str(target)
-
-
-def w_snapshot_dbs(root: str) -> list[str]:
-    """Databases this worker has snapshot files of under `root`; runs without the plugin (the
-    UDB not started since the scheduler last started), so a removal can see stranded data."""
-    from distributed import get_worker
-
-    base = Path(root).expanduser() / store_dir_name(str(get_worker().name))
-    if not base.is_dir():
-        return []
-    return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.rglob("*.arrow")))
