@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,25 @@ SLOTS = 5040  # divisible by 1..10 and many more
 #: Threads per worker process: pipelines mostly wait on their subprocess, so this only caps
 #: ``--threads``.
 WORKER_THREADS = 16
+
+
+_task = threading.local()
+
+
+def node_number() -> int | None:
+    """The 1-based place, in its pool's node order, of the worker running this task, when the
+    pool told it (workers named by whoever runs the cluster, not ``worker-N``), else None."""
+    return getattr(_task, "number", None)
+
+
+def _numbered(numbers: dict[str, int], fn: Callable[..., Any], *args: Any) -> Any:
+    from distributed import get_worker
+
+    _task.number = numbers.get(str(get_worker().name))
+    try:
+        return fn(*args)
+    finally:
+        _task.number = None
 
 
 @dataclass(frozen=True)
@@ -146,8 +166,13 @@ class DaskPool(TaskPool):
         # worker's own thread count is the only cap (a resource no worker has would never run).
         has_slots = all("slots" in (info.get("resources") or {}) for info in workers.values())
         self._resources = {"slots": SLOTS // self.threads_per_node} if has_slots else None
+        # ``worker-N`` names carry their number (%node_id); other names learn it with each task
+        numbered = all(n.rpartition("-")[2].isdigit() for n in self.node_names)
+        self._numbers = None if numbered else {n: i for i, n in enumerate(self.node_names, 1)}
 
     def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Any:
+        if self._numbers is not None:
+            fn, args = _numbered, (self._numbers, fn, *args)
         if node is None:
             return self.client.submit(fn, *args, pure=False, resources=self._resources)
         return self.client.submit(

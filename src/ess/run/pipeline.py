@@ -122,12 +122,14 @@ def current_node() -> tuple[str, int]:
     if "distributed" in sys.modules:
         from distributed import get_worker
 
+        from ess.engine.pool import node_number
+
         try:
             name = str(get_worker().name)
         except ValueError:
             return "master", 1
         num = name.rpartition("-")[2]
-        return name, int(num) if num.isdigit() else 1
+        return name, int(num) if num.isdigit() else (node_number() or 1)
     return "master", 1
 
 
