@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_FILE_STEM", "command", "", "the streamed file's name without extension (%file)"),
     _S("ESS_FILE_DIR", "command", "", "the streamed file's directory (%path)"),
     _S("ESS_FILE_PATH", "command", "", "the streamed file's full path in its datastore"),
+    _S("ESS_STDIN_NAME", "command", "", "what a command's stdin carries (aq_pp's error messages)"),
     _S("ESS_NODE_ID", "command", "", "the node's number (%node_id)"),
     _S("ESS_THREAD_ID", "command", "", "the task slot's number on its node (%thread_id)"),
     _S("ESS_EXEC_NODE", "command", "", "`ess exec` only: the node's place, 1 = first (aq_udb)"),

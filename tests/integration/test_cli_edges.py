@@ -174,3 +174,25 @@ def test_a_truncated_gzip_prints_no_result_and_is_named_once(ess_env: EssEnv) ->
     assert r.stdout == "9896\n10120\n"  # no `0` line for the file that could not be read
     assert r.stderr.count(str(cut)) == 1
     assert f"  {cut}: corrupt gzip data (" in r.stderr
+
+
+def test_aq_pp_in_a_stream_names_the_file_and_the_first_bad_value(ess_env: EssEnv) -> None:
+    ess_env.ess("select", "local", check=True)
+    data = ess_env.root / "d"
+    data.mkdir()
+    good = b"day,n\n2014-09-01,1\n2014-09-01,2\n"
+    bad = b"day,n\n2014-09-02,1\n2014-09-02,TBD\n2014-09-02,3\n2014-09-02,x\n"
+    (data / "n_20140901.csv").write_bytes(good)
+    (data / "n_20140902.csv").write_bytes(bad)
+    ess_env.ess("category", "add", "n", f"{data}/*.csv", "--columnspec", "S:day I:n", check=True)
+    r = ess_env.ess("stream", "n", "*", "*", "aq_pp -f,+1,eok - -d %cols -o,notitle - | wc -l")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "2\n2\n"
+    assert r.stderr == (
+        f"aq_pp: {data}/n_20140902.csv: 2 record(s) skipped (input errors), the first at "
+        "line 3, field 2 (n, type I): cannot convert 'TBD' to integer\n"
+    )
+    # outside a stream stdin is still stdin
+    r = ess_env.run("-f,+1,eok", "-", "-d", "s:day", "i:n", tool="aq_pp", input=bad.decode())
+    assert r.returncode == 0
+    assert r.stderr.startswith("aq_pp: stdin: 2 record(s) skipped (input errors), the first at")

@@ -18,6 +18,7 @@ from ess.aq import mapped
 from ess.aq.native import Bytes, count_byte
 from ess.aq.rules import InputAttrs
 from ess.errors import AqDataError
+from ess.settings import env
 
 
 def _chunk_size() -> int:
@@ -53,6 +54,10 @@ class Chunk:
         return count + 1
 
 
+#: Set by ``ess stream`` to the file a command's stdin carries.
+STDIN_NAME_ENV = "ESS_STDIN_NAME"
+
+
 def open_input(path: str) -> BinaryIO:
     if path == "-":
         return sys.stdin.buffer
@@ -62,10 +67,15 @@ def open_input(path: str) -> BinaryIO:
         raise AqDataError(f"cannot open input file {path!r}: {exc.strerror}") from None
 
 
+def source_name(path: str) -> str:
+    """How messages name an input: ``-`` is stdin, or the file ``ess stream`` feeds it."""
+    return (env(STDIN_NAME_ENV) or "stdin") if path == "-" else path
+
+
 def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[Chunk]:
     chunk_size = chunk_size or _chunk_size()
     stream = open_input(path)
-    source = "stdin" if path == "-" else path
+    source = source_name(path)
     try:
         # HTML rows end at `</tr>`, JSON/XML documents anywhere: such input is read, not mapped
         by_lines = attrs.fmt not in ("tab", "jsn", "xml")

@@ -85,21 +85,24 @@ class Job:
             names = [it.name.lower() if not it.skip else "" for it in items
                      if isinstance(it, ColSpec)]  # fmt: skip
             for path in spec.files:
-                dropped = 0
+                dropped, first = 0, ""
                 chunks = batches.read_chunks(path, spec.attrs)
                 parse = functools.partial(typed_chunk, spec.attrs, items, names, check_only)
-                for typed, bad_rows in ordered_map(parse, chunks, PARSERS):
+                for typed, bad_rows, bad_first in ordered_map(parse, chunks, PARSERS):
                     dropped += bad_rows
+                    first = first or bad_first
                     limit = spec.attrs.eok_limit
                     if limit is not None and dropped > limit:
-                        src = "stdin" if path == "-" else path
+                        src = batches.source_name(path)
                         raise AqDataError(f"{src}: more than {limit} input errors (eok={limit})")
                     yield self.finish_frame(typed, union, st)
                 if dropped:
                     st.errors += dropped
                     if not spec.attrs.qui:
-                        src = "stdin" if path == "-" else path
-                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors)\n")
+                        src = batches.source_name(path)
+                        at = first.removeprefix(f"{src}, ")
+                        err.write(f"aq_pp: {src}: {dropped} record(s) skipped (input errors), "
+                                  f"the first at {at}\n")  # fmt: skip
 
     def finish_frame(self, typed: pl.DataFrame, union: list[Col], st: RunState) -> pl.DataFrame:
         exprs = [
@@ -123,26 +126,26 @@ PARSERS = 2  # chunks parsed at once: Polars parses one in-memory chunk on one c
 def typed_chunk(
     attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], check_only: frozenset[str],
     chunk: batches.Chunk,
-) -> tuple[pl.DataFrame, int]:  # fmt: skip
-    """The typed rows of one chunk and how many bad rows `eok` dropped (no shared state).
+) -> tuple[pl.DataFrame, int, str]:  # fmt: skip
+    """The typed rows of one chunk, how many bad rows `eok` dropped and the first one's
+    description (no shared state).
 
     Three parsers, cheapest first: the C parser for clean chunks, Polars' typed CSV reader,
     then strings + field rules (conversion errors, `eok`)."""
     fast = reader.native_typed(chunk, attrs, items, names, check_only)
     if fast is not None:
-        return fast, 0
+        return fast, 0, ""
     fast = reader.fast_typed(chunk, attrs, items, names)
     if fast is not None:
-        return fast, 0
+        return fast, 0, ""
     raw = reader.parse_chunk(chunk, attrs, items)
     typed, bad = reader.typed_frame(raw, items, names)
     if not bad.any():
-        return typed, 0
+        return typed, 0, ""
+    msg = reader.describe_error(raw, typed, items, names, bad.arg_true()[0], chunk)
     if not attrs.eok:
-        row = bad.arg_true()[0]
-        msg = reader.describe_error(raw, typed, items, names, row, chunk)
         raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
-    return typed.filter(~bad), int(bad.sum())
+    return typed.filter(~bad), int(bad.sum()), msg
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], width: int) -> Iterator[R]:

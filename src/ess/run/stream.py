@@ -124,11 +124,13 @@ def build_pipelines(
     for index, group in enumerate(groups):
         first = group[0]
         values = {**base, **file_values(first.path, root)}
+        label = first.path if len(group) == 1 else f"{first.path} (+{len(group) - 1} files)"
         file_env = (
             ("ESS_FILE", values["FILE"]),
             ("ESS_FILE_STEM", values["file"]),
             ("ESS_FILE_DIR", values["path"]),
             ("ESS_FILE_PATH", first.path),
+            ("ESS_STDIN_NAME", label),  # how aq_pp names its stdin in input error messages
         )
         out = None
         if output is not None:
@@ -136,7 +138,7 @@ def build_pipelines(
         pipelines.append(
             Pipeline(
                 index=index,
-                label=first.path if len(group) == 1 else f"{first.path} (+{len(group) - 1} files)",
+                label=label,
                 command=substitute(template, values),
                 sources=tuple(Source(store, f.path, compression, archive) for f in group),
                 env=env + file_env,
