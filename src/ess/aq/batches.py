@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from ess.aq import mapped
 from ess.aq.native import Bytes, count_byte
+from ess.aq.records import record_end
 from ess.aq.rules import InputAttrs
 from ess.errors import AqDataError
 from ess.settings import env
@@ -182,24 +183,6 @@ def header_end(fd: int, count: int, quoted: bool) -> tuple[int, int]:
         if skipped == count or len(buf) < size:
             return (offset, lines) if skipped == count else (len(buf), lines)
         size *= 4
-
-
-def record_end(data: bytes, *, quoted: bool, quotes_before: int = 0) -> int:
-    """Index of the last record terminator; with CSV quoting, one that is not inside quotes.
-
-    A chunk always starts at a record boundary, so a newline is outside quotes exactly when
-    the number of `"` before it (`quotes_before` of them precede `data` in the chunk) is even
-    (doubled quotes count twice and keep the parity).
-    """
-    cut = data.rfind(b"\n")
-    if not quoted or cut < 0:
-        return cut
-    quotes = quotes_before + count_byte(data, b'"', 0, cut)
-    while cut >= 0 and quotes % 2:
-        prev = data.rfind(b"\n", 0, cut)
-        quotes -= data.count(b'"', prev + 1, cut)
-        cut = prev
-    return cut
 
 
 def _record_end(block: bytes, attrs: InputAttrs, quoted: bool, quotes_before: int) -> int:

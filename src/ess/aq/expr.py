@@ -9,170 +9,22 @@ position of the offending token.
 
 from __future__ import annotations
 
-import functools
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import polars as pl
 
+from ess.aq.syntax import Source, Token, Tree, decode_strings, node_column, parse
+from ess.aq.values import (
+    NUMERIC,
+    Scope,
+    Typed,
+    as_number,
+    lit_float,
+    lit_int,
+    lit_str,
+    truthy,
+)  # fmt: skip
 from ess.errors import AqSyntaxError
-
-# lark imports the `regex` package whenever it is installed, only for grammars built with
-# regex=True (ours is not), and that costs ~15 ms of every aq_pp start: hide it meanwhile.
-_REGEX = sys.modules.get("regex")
-sys.modules["regex"] = None  # type: ignore[assignment]  # `import regex` raises ImportError
-try:
-    from lark import Lark, Token, Tree
-    from lark.exceptions import (
-        UnexpectedCharacters,
-        UnexpectedEOF,
-        UnexpectedInput,
-        UnexpectedToken,
-    )
-finally:
-    if _REGEX is None:
-        del sys.modules["regex"]
-    else:
-        sys.modules["regex"] = _REGEX
-
-GRAMMAR = Path(__file__).with_name("grammar.lark")
-NUMERIC = frozenset({"I", "F", "B"})
-
-
-@functools.cache
-def parser() -> Lark:
-    # cache=True keeps the compiled LALR tables in the temp dir: aq_pp starts once per file
-    return Lark(
-        GRAMMAR.read_text(),
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        cache=True,
-    )
-
-
-@dataclass(frozen=True)
-class Typed:
-    """A compiled expression and its kind (S, I, F, IP or B)."""
-
-    expr: pl.Expr
-    kind: str
-    const: object = None  # the Python value of a constant (strings, numbers), else None
-
-
-class Scope(Protocol):
-    """What an expression can see: columns/variables and the special `$` variables."""
-
-    def column(self, name: str) -> Typed | None: ...
-
-    def special(self, name: str) -> Typed | None: ...
-
-    def assign(self, name: str, value: Typed) -> None: ...
-
-
-@dataclass
-class Source:
-    """The expression text and which option it came from, for error messages."""
-
-    text: str
-    where: str
-
-    def error(self, message: str, column: int | None) -> AqSyntaxError:
-        if column is None:
-            return AqSyntaxError(f"{self.where}: {message} in {self.text!r}")
-        caret = " " * (column - 1) + "^"
-        return AqSyntaxError(
-            f"{self.where}: {message} at position {column} of the expression\n"
-            f"  {self.text}\n  {caret}"
-        )
-
-
-def parse(text: str, where: str) -> Tree:
-    src = Source(text, where)
-    try:
-        return parser().parse(text)
-    except UnexpectedCharacters as exc:
-        raise src.error(f"unexpected character {exc.char!r}", exc.column) from None
-    except UnexpectedEOF:
-        raise src.error("unexpected end of expression", len(text) + 1) from None
-    except UnexpectedToken as exc:
-        tok = exc.token
-        if tok.type == "$END":
-            raise src.error("unexpected end of expression", len(text) + 1) from None
-        raise src.error(f"unexpected {tok.value!r}", tok.column) from None
-    except UnexpectedInput as exc:  # pragma: no cover - other lark errors
-        raise src.error("syntax error", getattr(exc, "column", None)) from None
-
-
-def decode_strings(token: str) -> str:
-    """Adjacent string constants concatenate; escapes only inside double quotes (spec 7.1)."""
-    out: list[str] = []
-    i, n = 0, len(token)
-    while i < n:
-        ch = token[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if ch == "'":
-            end = token.index("'", i + 1)
-            out.append(token[i + 1 : end])
-            i = end + 1
-            continue
-        i += 1  # opening "
-        while token[i] != '"':
-            if token[i] == "\\":
-                nxt = token[i + 1]
-                simple = {"\\": "\\", '"': '"', "b": "\b", "f": "\f", "n": "\n", "r": "\r",
-                          "t": "\t", "v": "\v", "0": "\0", "\n": ""}  # fmt: skip
-                if nxt in simple:
-                    out.append(simple[nxt])
-                    i += 2
-                elif nxt in "xX" and _is_hex(token[i + 2 : i + 4]):
-                    out.append(chr(int(token[i + 2 : i + 4], 16)))
-                    i += 4
-                else:  # unknown escapes are kept verbatim
-                    out.append("\\" + nxt)
-                    i += 2
-            else:
-                out.append(token[i])
-                i += 1
-        i += 1
-    return "".join(out)
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
-
-
-def lit_int(value: int) -> Typed:
-    return Typed(pl.lit(value, dtype=pl.Int64), "I", value)
-
-
-def lit_float(value: float) -> Typed:
-    return Typed(pl.lit(value, dtype=pl.Float64), "F", value)
-
-
-def lit_str(value: str) -> Typed:
-    return Typed(pl.lit(value, dtype=pl.String), "S", value)
-
-
-def truthy(value: Typed) -> pl.Expr:
-    """Boolean conversion of a lone operand: non-blank string, non-zero number or IP."""
-    if value.kind == "B":
-        return value.expr
-    if value.kind == "S":
-        return value.expr != ""
-    if value.kind == "IP":
-        return (value.expr != "") & (value.expr != "0.0.0.0")
-    return value.expr != 0
-
-
-def as_number(value: Typed) -> Typed:
-    if value.kind == "B":
-        return Typed(value.expr.cast(pl.Int64), "I")
-    return value
 
 
 def float_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
@@ -198,7 +50,7 @@ def c_mod(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 
 @dataclass
-class Compiler:
+class ExprCompiler:
     """Compile one parsed expression against a scope."""
 
     scope: Scope
@@ -206,7 +58,7 @@ class Compiler:
     side_effects: list[tuple[str, Typed]] = field(default_factory=list)
 
     def error(self, message: str, node: Tree | Token | None) -> AqSyntaxError:
-        return self.src.error(message, _column(node))
+        return self.src.error(message, node_column(node))
 
     def compile(self, node: Tree | Token) -> Typed:
         if isinstance(node, Token):  # pragma: no cover - every token is wrapped by a rule
@@ -355,17 +207,14 @@ class Compiler:
         return call(self, str(name_tok), args, node)
 
 
-def _column(node: Tree | Token | None) -> int | None:
-    if node is None:
-        return None
-    if isinstance(node, Token):
-        return node.column
-    meta = node.meta
-    return None if meta.empty else meta.column
-
-
 def compile_expr(text: str, scope: Scope, where: str) -> tuple[Typed, list[tuple[str, Typed]]]:
     """Parse and compile; returns the value and any column writes made by functions (RxMap...)."""
     tree = parse(text, where)
-    comp = Compiler(scope, Source(text, where))
+    comp = ExprCompiler(scope, Source(text, where))
     return comp.compile(tree), comp.side_effects
+
+
+__all__ = [
+    "ExprCompiler", "Scope", "Source", "Typed", "as_number", "compile_expr", "decode_strings",
+    "lit_float", "lit_int", "lit_str", "parse", "truthy",
+]  # fmt: skip

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from ess.aq import batches, reader
-from ess.aq.colspec import ColSpec, kind
+from ess.aq.builder import Builder
+from ess.aq.colspec import ColSpec, kind, polars_dtype
 from ess.aq.regex import has_wildcard, wildcard_to_rust
 from ess.aq.rules import Lookup
+from ess.aq.values import default_value
 from ess.errors import AqDataError, AqSyntaxError, NotSupportedError
-
-if TYPE_CHECKING:
-    from ess.aq.pp import Compiler
 
 
 def load(rule: Lookup, specs: list[ColSpec]) -> pl.DataFrame:
@@ -37,7 +36,7 @@ def load(rule: Lookup, specs: list[ColSpec]) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def compile_lookup(comp: Compiler, rule: Lookup) -> pl.Expr | None:
+def compile_lookup(comp: Builder, rule: Lookup) -> pl.Expr | None:
     if rule.kind == "cmb":
         return _cmb(comp, rule)
     col = comp.lookup(rule.col or "", f"-{rule.kind}")
@@ -85,7 +84,7 @@ def compile_lookup(comp: Compiler, rule: Lookup) -> pl.Expr | None:
     return pl.col(hitcol).is_not_null() if rule.attrs.req else None
 
 
-def _cmb(comp: Compiler, rule: Lookup) -> pl.Expr | None:
+def _cmb(comp: Builder, rule: Lookup) -> pl.Expr | None:
     specs = rule.specs
     explicit = any(s.has("key") or s.has("cmb") for s in specs)
     keys: list[ColSpec] = []
@@ -143,7 +142,7 @@ def _cmb(comp: Compiler, rule: Lookup) -> pl.Expr | None:
         existing = comp.cols.get(spec.name.lower())
         if existing is None:
             col = comp.define(spec)
-            fallback = _default(col.typ)
+            fallback = default_value(col.typ)
         else:
             col = existing
             fallback = pl.col(col.name)
@@ -160,12 +159,4 @@ def _set_step(value: pl.Expr, name: str) -> Callable[[pl.DataFrame, object], pl.
 
 
 def c_dtype(col: object) -> pl.DataType:
-    from ess.aq.colspec import polars_dtype
-
     return polars_dtype(col.typ)  # type: ignore[attr-defined]
-
-
-def _default(typ: str) -> pl.Expr:
-    from ess.aq.pp import default_value
-
-    return default_value(typ)

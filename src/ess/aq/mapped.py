@@ -20,6 +20,7 @@ import stat
 from collections.abc import Iterator
 
 from ess.aq import native
+from ess.aq.records import record_end
 
 POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page in one call
 
@@ -69,8 +70,6 @@ def _region(fd: int, pos: int, end: int, quoted: bool, *, last: bool) -> tuple[m
     view = memoryview(mapped)[lo:cut]
     newlines, quotes = native.count_pair(view, b"\n", b'"')
     if quoted and quotes % 2:  # the last newline is inside quotes: walk back (rare, copies)
-        from ess.aq.batches import record_end
-
         view = view[: record_end(bytes(view), quoted=True) + 1]
         newlines = native.count_byte(view, b"\n")
     return view, newlines

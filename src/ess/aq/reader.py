@@ -16,8 +16,10 @@ import polars as pl
 from ess.aq import escaped, htmltab, native
 from ess.aq.batches import Chunk
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
+from ess.aq.dates import date_to_epoch
 from ess.aq.native import count_byte
 from ess.aq.rules import InputAttrs, Sep
+from ess.aq.values import wrap_int
 from ess.errors import AqDataError, AqSyntaxError
 
 
@@ -367,8 +369,6 @@ def convert(raw: pl.Expr, spec: ColSpec) -> pl.Expr:
         return value
     blank = (value == "") | (value == "-")
     if spec.has("tim") and spec.typ != "F":  # logcnv's Apache time: 10/Oct/2000:13:55:36 -0700
-        from ess.aq.functions import date_to_epoch
-
         number = date_to_epoch(value, "d.b.Y.H.M.S.z", gm=True)
         return pl.when(blank).then(pl.lit(0)).otherwise(wrap_int(number, spec.typ))
     if spec.typ == "F":
@@ -379,18 +379,6 @@ def convert(raw: pl.Expr, spec: ColSpec) -> pl.Expr:
     else:
         number = value.str.to_integer(strict=False)
     return pl.when(blank).then(pl.lit(0)).otherwise(wrap_int(number, spec.typ))
-
-
-def wrap_int(value: pl.Expr, typ: str) -> pl.Expr:
-    """C-cast wrap-around into the declared integer type (values held as Int64, L as UInt64)."""
-    if typ == "I":
-        return value.cast(pl.Int64) & 0xFFFFFFFF
-    if typ == "IS":
-        v = value.cast(pl.Int64) & 0xFFFFFFFF
-        return pl.when(v >= 2**31).then(v - 2**32).otherwise(v)
-    if typ == "L":
-        return value.cast(pl.UInt64, wrap_numerical=True)
-    return value.cast(pl.Int64)
 
 
 def typed_frame(

@@ -1,4 +1,6 @@
-"""Running a compiled aq_pp program: batches in, steps, outputs; the reader runs ahead."""
+"""Running a compiled aq_pp Plan: batches in, steps, outputs; the reader runs ahead.
+
+The runner reads only the Plan (ess.aq.plan); it knows nothing of the compiler."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import polars as pl
 
 from ess.aq import batches, reader
 from ess.aq.colspec import ColSpec, polars_dtype
-from ess.aq.pp import ROWNUM, Col, Compiler, RunState, default_value
+from ess.aq.plan import ROWNUM, Col, Plan, RunState
 from ess.aq.rules import InputAttrs, Program, Sep
+from ess.aq.values import default_value
 from ess.aq.writer import Sink, title_line, write_rows
 from ess.errors import AqDataError
 
@@ -28,14 +31,17 @@ R = TypeVar("R")
 class Job:
     """A compiled aq_pp command ready to run."""
 
-    prog: Program
-    comp: Compiler
+    plan: Plan
+
+    @property
+    def prog(self) -> Program:
+        return self.plan.prog
 
     def run(self, *, stderr: TextIO | None = None) -> int:
         err = stderr or sys.stderr
         st = RunState(random_state=self.prog.seed)
-        st.carries.update(self.comp.vars_init)
-        for rule, cols in self.comp.outputs:
+        st.carries.update(self.plan.vars_init)
+        for rule, cols in self.plan.outputs:
             sink = st.sinks.setdefault(rule.path, Sink(rule.path, rule.attrs.app))
             if not rule.attrs.notitle:
                 sink.write(title_line(cols, rule.attrs))
@@ -46,7 +52,7 @@ class Job:
             if os.environ.get("ESS_AQ_PREFETCH", "1") != "0":  # knob for measuring the thread
                 frames = prefetch(frames)
             for frame in frames:
-                for step in self.comp.steps:
+                for step in self.plan.steps:
                     frame = step(frame, st)
             self.write_ovars(st)
         finally:
@@ -57,8 +63,7 @@ class Job:
         return 0
 
     def write_ovars(self, st: RunState) -> None:
-        for rule in self.prog.ovars:
-            cols = self.comp.out_columns(rule.columns, "-ovar", variables=True)
+        for rule, cols in self.plan.ovars:
             row = pl.DataFrame(
                 {c.name: pl.Series([st.carries[c.name]], dtype=polars_dtype(c.typ)) for c in cols}
             )
@@ -68,13 +73,13 @@ class Job:
             write_rows(row, cols, rule.attrs, sink)
 
     def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
-        used = self.comp.used
+        used = self.plan.used
         # string fields nobody reads are not even parsed; numeric ones are still converted,
         # because a value that does not convert drops the row (or stops the run) whether used
         # or not, but they need not be kept (the C parser only validates them)
-        union = [c for c in self.comp.input_cols if c.name in used]
+        union = [c for c in self.plan.input_cols if c.name in used]
         check_only = frozenset(
-            c.name for c in self.comp.input_cols if c.name not in used and c.typ not in ("S", "IP")
+            c.name for c in self.plan.input_cols if c.name not in used and c.typ not in ("S", "IP")
         )
         for spec in [self.prog.main, *self.prog.cats]:
             items = [
@@ -112,10 +117,10 @@ class Job:
         start = self.prog.rownum_start + st.records
         st.records += typed.height
         frame = typed.select(exprs) if exprs else reader.row_carrier(typed.height)
-        if self.comp.uses_rownum:
+        if self.plan.uses_rownum:
             rownum = pl.int_range(start, start + typed.height, dtype=pl.Int64)
             frame = frame.with_columns(rownum.alias(ROWNUM))
-        if self.comp.uses_random:
+        if self.plan.uses_random:
             frame = frame.with_columns(st_random(st, frame.height))
         return frame
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -50,7 +50,7 @@ def field_expr(col: OutCol, attrs: OutputAttrs) -> pl.Expr:
     return value.cast(pl.String)
 
 
-def title_line(cols: list[OutCol], attrs: OutputAttrs) -> bytes:
+def title_line(cols: Sequence[OutCol], attrs: OutputAttrs) -> bytes:
     return (attrs.sep.join(f'"{c.label}"' for c in cols) + "\n").encode()
 
 
@@ -122,19 +122,19 @@ def _render_pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def write_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, sink: Sink) -> None:
+def write_rows(df: pl.DataFrame, cols: Sequence[OutCol], attrs: OutputAttrs, sink: Sink) -> None:
     if df.height == 0:
         return
     sink.submit(lambda: render_rows(df, cols, attrs))
 
 
-def render_rows(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> bytes | memoryview:
+def render_rows(df: pl.DataFrame, cols: Sequence[OutCol], attrs: OutputAttrs) -> bytes | memoryview:
     """The batch as Essentia CSV bytes (no title line)."""
     native = _render_native(df, cols, attrs)
     return native if native is not None else _render_polars(df, cols, attrs)
 
 
-def _render_polars(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> bytes:
+def _render_polars(df: pl.DataFrame, cols: Sequence[OutCol], attrs: OutputAttrs) -> bytes:
     # each field is rendered first; write_csv then joins them (cheaper than concat_str)
     out = df.select([field_expr(c, attrs).alias(f"c{i}") for i, c in enumerate(cols)])
     buf = io.BytesIO()
@@ -153,14 +153,16 @@ def _native_kind(typ: str, attrs: OutputAttrs) -> tuple[pl.DataType, int]:
     return pl.String(), native.K_STR_QUOTED if quoted else native.K_STR_RAW
 
 
-def _render_native(df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs) -> memoryview | None:
+def _render_native(
+    df: pl.DataFrame, cols: Sequence[OutCol], attrs: OutputAttrs
+) -> memoryview | None:
     """The same bytes from the C helper, or None when it is unavailable or the layout unusual."""
     done = render_rows_with_ends(df, cols, attrs, want_ends=False)
     return None if done is None else done[0]
 
 
 def render_rows_with_ends(
-    df: pl.DataFrame, cols: list[OutCol], attrs: OutputAttrs, *, want_ends: bool = True
+    df: pl.DataFrame, cols: Sequence[OutCol], attrs: OutputAttrs, *, want_ends: bool = True
 ) -> tuple[memoryview, pl.Series | None] | None:
     """The rows as CSV bytes and, with `want_ends`, the offset just past each row's newline
     (a string field may hold a newline); None without the C helper or for unusual layouts."""

@@ -36,16 +36,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         gc.disable()
         try:
-            from ess.aq.pp import compile_program
+            from ess.aq.pp import compile_program, uses_imports
             from ess.aq.rules import parse_argv
 
-            job = compile_program(parse_argv(args))
+            prog = parse_argv(args)
+            if uses_imports(prog):  # -imp: the UDB registers its import sink (ess.aq.sinks)
+                import ess.udb.imp  # noqa: F401
+
+            job = compile_program(prog)
             gc.freeze()
         finally:  # also after a compile error (main may run inside a longer-lived process)
             gc.enable()
         if not job.prog.test:
             job.run()
-        close_udb_sessions()  # inside the try: a failure to close is an error with its code
+        close_import_sinks()  # inside the try: a failure to close is an error with its code
         code = 0
     except EssError as exc:
         sys.stdout.flush()
@@ -73,8 +77,8 @@ def finish(code: int, *, fast: bool) -> NoReturn:
     sys.exit(code)
 
 
-def close_udb_sessions() -> None:
-    """Close the UDB connections `-imp` opened (their hand-over directories go with them)."""
-    imp = sys.modules.get("ess.udb.imp")
-    if imp is not None:
-        imp.close_sessions()
+def close_import_sinks() -> None:
+    """Close the connections `-imp` opened (e.g. the UDB's hand-over directories)."""
+    sinks = sys.modules.get("ess.aq.sinks")
+    if sinks is not None:
+        sinks.close_sinks()

@@ -1,9 +1,11 @@
 """`aq_pp -imp`: the import step that aq_pp's rule chain calls for each batch of rows.
 
 aq_pp compiles `-imp[,AtrLst] Db[:Tab]` (and the legacy `-udb [-spec F|-db Db] -imp` form) into
-a step made here. The step sends the batch's rows (the columns visible at that point of the
-chain, under their current names) to the UDB and returns the batch unchanged, so several
-`-imp` targets and outputs can follow each other. One cluster connection per process.
+a step made here: importing this module registers it as aq's "udb" import sink (ess.aq.sinks),
+which aq_pp's entry point does when a command has `-imp`. The step sends the batch's rows (the
+columns visible at that point of the chain, under their current names) to the UDB and returns
+the batch unchanged, so several `-imp` targets and outputs can follow each other. One cluster
+connection per process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from ess.aq import sinks
 from ess.errors import NotSupportedError, UdbError
 from ess.workspace import Workspace
 
@@ -87,3 +90,6 @@ def imp_step(
         return df
 
     return step
+
+
+sinks.register_sink(sinks.UDB, imp_step, close=close_sessions)

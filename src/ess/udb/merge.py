@@ -242,3 +242,10 @@ def key_order(frame: pl.DataFrame) -> pl.DataFrame:
     packed = (pl.col(K) - low) * (1 << bits) + pl.int_range(0, pl.len(), dtype=pl.Int64)
     order = frame.select((packed.sort() % (1 << bits)).alias("i")).get_column("i")
     return frame[order]
+
+
+def sort_result(frame: pl.DataFrame, cols: list[str], dec: bool) -> pl.DataFrame:
+    """Stable ascending sort of a frame in export order; `dec` is that result reversed (so
+    ties come out in reverse export order, spec 11.4)."""
+    out = frame.sort(cols, maintain_order=True)
+    return out.reverse() if dec else out

@@ -18,6 +18,7 @@ from ess.aq.rules import OutputAttrs, parse_output_attrs
 from ess.errors import AqSyntaxError, NotSupportedError, UdbError
 from ess.udb import hashing, merge, server
 from ess.udb.client import UdbSession, parse_target
+from ess.udb.merge import sort_result
 from ess.udb.rules import PPGroup, Rule, RulePlan, literal_value
 from ess.udb.server import Query
 from ess.udb.spec import Column, DbSpec, load
@@ -333,13 +334,6 @@ def _order_spec(req: Request, spec: DbSpec, tab: str) -> tuple[list[str], bool]:
     if "ncas" in req.sort_attrs:
         raise NotSupportedError("aq_udb -sort,ncas")
     return [_column_name(spec, tab, c) for c in req.sort], "dec" in req.sort_attrs
-
-
-def sort_result(frame: pl.DataFrame, cols: list[str], dec: bool) -> pl.DataFrame:
-    """Stable ascending sort of a frame in export order; `dec` is that result reversed (so
-    ties come out in reverse export order, spec 11.4)."""
-    out = frame.sort(cols, maintain_order=True)
-    return out.reverse() if dec else out
 
 
 def _column_name(spec: DbSpec, tab: str, name: str) -> str:

@@ -327,7 +327,7 @@ def top_candidates(
 ) -> pl.DataFrame:
     """This worker's candidates for the global top N of a frame in export order. They stay in
     ascending order, so tied rows keep export order for the client's final stable sort."""
-    from ess.udb.query import sort_result
+    from ess.udb.merge import sort_result
 
     out = sort_result(frame, cols, False)
     if top is None:

@@ -63,6 +63,8 @@ def test_imp_without_database_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # -imp is handed to the UDB import step (ess.udb.imp, the UDB issue); legacy syntax parses
+    import ess.udb.imp  # noqa: F401  registers the UDB import sink, as aq_pp's entry point does
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ESS_WORK_DIR", str(tmp_path / ".conf"))
     src = tmp_path / "in.csv"

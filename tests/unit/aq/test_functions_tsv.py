@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ess.aq.builder import Builder
 from ess.aq.expr import compile_expr
-from ess.aq.pp import Compiler, compile_program
+from ess.aq.pp import compile_program
 from ess.aq.rules import parse_argv
 from ess.errors import NotSupportedError
 
@@ -89,8 +90,8 @@ def _target(expr: str, cols: dict[str, str]) -> str:
     """Result column type from the expression's own kind (S, I, F or B)."""
     names = list(cols) or ["dummy"]
     spec = [f"{_value_type(cols.get(n, '0'))}:{n}" for n in names]
-    comp = Compiler(parse_argv(["-f", "-", "-d", *spec]))
-    comp.compile()
+    comp = Builder(parse_argv(["-f", "-", "-d", *spec]))
+    comp.declare_inputs()
     value, _ = compile_expr(expr, comp, "test")
     return {"S": "s", "I": "ls", "F": "f", "B": "i", "IP": "ip"}[value.kind]
 

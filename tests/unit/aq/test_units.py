@@ -349,11 +349,11 @@ def test_dead_columns_are_not_computed() -> None:
             "-eval", "i:live", "a + 1", "-eval", "s", "s + live"]  # fmt: skip
     pruned = compile_program(parse_argv([*base, "-ovar", "-"]))
     kept = compile_program(parse_argv([*base, "-o", "-"]))  # `-o` prints every column
-    assert len(kept.comp.steps) == len(pruned.comp.steps) + 2  # the dead -eval and the -o
+    assert len(kept.plan.steps) == len(pruned.plan.steps) + 2  # the dead -eval and the -o
     head = base[:7]  # input spec and the -var
     call = compile_program(parse_argv([*head, "-eval", "i:t", 'ToI("x")', "-ovar", "-"]))
     plain = compile_program(parse_argv([*head, "-eval", "i:t", "a", "-ovar", "-"]))
-    assert len(call.comp.steps) == len(plain.comp.steps) + 1  # a call may fail: never pruned
+    assert len(call.plan.steps) == len(plain.plan.steps) + 1  # a call may fail: never pruned
 
 
 def test_inputs_read_only_by_dead_columns_are_not_read() -> None:
@@ -362,7 +362,7 @@ def test_inputs_read_only_by_dead_columns_are_not_read() -> None:
     argv = ["-f", "x", "-d", "i:a", "i:b", "i:c", "-var", "i:s", "0",
             "-eval", "i:d1", "b / 2", "-eval", "i:l1", "c + 1", "-eval", "i:l2", "l1 * 2",
             "-eval", "i:t", "l2 + a", "-eval", "s", "s + t", "-ovar", "-"]  # fmt: skip
-    comp = compile_program(parse_argv(argv)).comp
+    comp = compile_program(parse_argv(argv)).plan
     assert "b" not in comp.used and "d1" not in comp.used
     assert {"a", "c", "l1", "l2", "t"} <= comp.used
     data = b"1,2,3\n4,5,6\n"

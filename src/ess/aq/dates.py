@@ -1,0 +1,94 @@
+"""Date strings to epoch seconds and the formats that describe them (DateToTime, `tim`).
+
+A low module: the reader (the `tim` column attribute) and the time functions both use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import polars as pl
+
+from ess.errors import NotSupportedError
+
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES)}
+_CODES = {"Y": r"(\d{1,4})", "y": r"(\d{1,2})", "m": r"(\d{1,2})", "b": r"([A-Za-z]{3})",
+          "d": r"(\d{1,2})", "H": r"(\d{1,2})", "I": r"(\d{1,2})", "M": r"(\d{1,2})",
+          "S": r"(\d{1,2})", "p": r"([AaPp][Mm])", "z": r"([+-]\d{4})"}  # fmt: skip
+
+
+def local_tz() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    return tz or "UTC"
+
+
+def date_regex(fmt: str) -> tuple[str, list[str]]:
+    """Legacy letter formats (`Y.m.d.H.M.S`) and `%` formats → regex and the field order."""
+    percent = "%" in fmt
+    out, fields, i = ["^"], [], 0
+    while i < len(fmt):
+        ch = fmt[i]
+        if percent and ch == "%" and i + 1 < len(fmt):
+            ch = fmt[i + 1]
+            i += 2
+        elif percent or ch not in _CODES:
+            out.append("." if ch == "." else re.escape(ch))
+            i += 1
+            continue
+        else:
+            i += 1
+        if ch == "S" and i < len(fmt) and fmt[i].isdigit():  # S0..S9: fractional seconds
+            digits = int(fmt[i])
+            i += 1
+            out.append(r"(\d{1,2})(?:\.(\d*))?")
+            fields += ["S", f"F{digits}"]
+            continue
+        if ch not in _CODES:
+            raise NotSupportedError(f"DateToTime format code {ch!r}")
+        out.append(_CODES[ch])
+        fields.append(ch)
+    return "".join(out), fields
+
+
+def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
+    """Seconds since the epoch of date strings in `fmt` (null when one does not parse); local
+    time (TZ) unless `gm` or the format has a zone offset."""
+    regex, fields = date_regex(fmt)
+    groups = value.str.extract_groups(regex)
+
+    def part(code: str, default: int) -> pl.Expr:
+        if code not in fields:
+            return pl.lit(default, dtype=pl.Int64)
+        raw = groups.struct[fields.index(code)]
+        if code == "b":
+            return raw.str.to_lowercase().replace_strict(_MONTHS, default=None,
+                                                          return_dtype=pl.Int64)  # fmt: skip
+        return raw.str.to_integer(strict=False)
+
+    year = part("Y", 1970) if "Y" in fields else part("y", 70)
+    if "y" in fields:
+        year = pl.when(year < 69).then(year + 2000).otherwise(year + 1900)
+    month = part("b", 1) if "b" in fields else part("m", 1)
+    hour = part("H", 0) if "H" in fields else part("I", 0)
+    if "p" in fields:
+        pm = groups.struct[fields.index("p")].str.to_lowercase() == "pm"
+        hour = (hour % 12) + pm.cast(pl.Int64) * 12
+    tz = "UTC" if gm or "z" in fields else local_tz()
+    stamp = pl.datetime(year, month, part("d", 1), hour, part("M", 0), part("S", 0),
+                        time_zone=tz)  # fmt: skip
+    seconds = stamp.dt.epoch("s")
+    if "z" in fields:
+        z = groups.struct[fields.index("z")]
+        sign = pl.when(z.str.starts_with("-")).then(-1).otherwise(1)
+        hh = z.str.slice(1, 2).str.to_integer(strict=False)
+        mm = z.str.slice(3, 2).str.to_integer(strict=False)
+        seconds = seconds - sign * (hh * 3600 + mm * 60)
+    frac = [f for f in fields if f.startswith("F")]
+    if frac:
+        digits = int(frac[0][1:])
+        raw = groups.struct[fields.index(frac[0])].fill_null("")
+        scaled = (raw + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
+        seconds = seconds * (10**digits) + (scaled if digits else 0)
+    return seconds.cast(pl.Int64)

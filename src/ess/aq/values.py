@@ -1,0 +1,111 @@
+"""Typed values of the aq language and the conversions every layer shares.
+
+The lowest module of the expression side: the expression compiler, the builtin functions,
+the readers and aq_pp's rule compiler all import it, and it imports none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+from ess.aq.colspec import polars_dtype
+from ess.errors import AqSyntaxError
+
+NUMERIC = frozenset({"I", "F", "B"})
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A compiled expression and its kind (S, I, F, IP or B)."""
+
+    expr: pl.Expr
+    kind: str
+    const: object = None  # the Python value of a constant (strings, numbers), else None
+
+
+class Scope(Protocol):
+    """What an expression can see: columns/variables and the special `$` variables."""
+
+    def column(self, name: str) -> Typed | None: ...
+
+    def special(self, name: str) -> Typed | None: ...
+
+    def assign(self, name: str, value: Typed) -> None: ...
+
+
+def lit_int(value: int) -> Typed:
+    return Typed(pl.lit(value, dtype=pl.Int64), "I", value)
+
+
+def lit_float(value: float) -> Typed:
+    return Typed(pl.lit(value, dtype=pl.Float64), "F", value)
+
+
+def lit_str(value: str) -> Typed:
+    return Typed(pl.lit(value, dtype=pl.String), "S", value)
+
+
+def truthy(value: Typed) -> pl.Expr:
+    """Boolean conversion of a lone operand: non-blank string, non-zero number or IP."""
+    if value.kind == "B":
+        return value.expr
+    if value.kind == "S":
+        return value.expr != ""
+    if value.kind == "IP":
+        return (value.expr != "") & (value.expr != "0.0.0.0")
+    return value.expr != 0
+
+
+def as_number(value: Typed) -> Typed:
+    if value.kind == "B":
+        return Typed(value.expr.cast(pl.Int64), "I")
+    return value
+
+
+def default_value(typ: str) -> pl.Expr:
+    """What a column of type `typ` holds where nothing was assigned (0, 0.0 or "")."""
+    if typ == "F":
+        return pl.lit(0.0, dtype=pl.Float64)
+    if typ in ("S", "IP"):
+        return pl.lit("", dtype=pl.String)
+    return pl.lit(0, dtype=polars_dtype(typ))
+
+
+def wrap_int(value: pl.Expr, typ: str) -> pl.Expr:
+    """C-cast wrap-around into the declared integer type (values held as Int64, L as UInt64)."""
+    if typ == "I":
+        return value.cast(pl.Int64) & 0xFFFFFFFF
+    if typ == "IS":
+        v = value.cast(pl.Int64) & 0xFFFFFFFF
+        return pl.when(v >= 2**31).then(v - 2**32).otherwise(v)
+    if typ == "L":
+        return value.cast(pl.UInt64, wrap_numerical=True)
+    return value.cast(pl.Int64)
+
+
+def assign_value(value: Typed, typ: str, where: str) -> pl.Expr:
+    """Convert a value for storage in a column of type `typ` (spec 1.3)."""
+    k = value.kind
+    if typ == "S":
+        if k != "S":
+            raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in a string column "
+                                "(use ToS())")  # fmt: skip
+        return value.expr
+    if typ == "IP":
+        if k not in ("IP", "S"):
+            raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in an IP column")
+        return value.expr
+    if k in ("S", "IP"):
+        raise AqSyntaxError(f"{where}: type mismatch: cannot store {k} in a {typ} column "
+                            "(use ToI()/ToF())")  # fmt: skip
+    expr = value.expr
+    if k == "B":
+        expr = expr.cast(pl.Int64)
+    if typ == "F":
+        return expr.cast(pl.Float64)
+    if k == "F":  # C cast: truncation toward zero
+        expr = expr.cast(pl.Int64, strict=False)
+    return wrap_int(expr, typ).cast(polars_dtype(typ))
