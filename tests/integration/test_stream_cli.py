@@ -191,3 +191,29 @@ def test_platform_choice_and_bad_create(ess_env: EssEnv) -> None:
     ess_env.ess("cluster", "set", "local", check=True)
     r = ess_env.ess("cluster", "create", "--number", "0")
     assert r.returncode == 5
+
+
+def test_the_library_entry_points(wood: EssEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ess.run.api without the command line: results in file order, failures yielded with the
+    others and raised (naming them) after the last one; exec once on this machine."""
+    from ess.errors import CommandFailed, DatastoreError
+    from ess.run import api
+    from ess.workspace import Workspace
+
+    ws = Workspace.from_env(wood.env)
+    monkeypatch.chdir(wood.root)
+    cmd = "if grep -q 2014-09-03; then echo bad >&2; exit 9; fi; wc -l"
+    req = api.StreamRequest(category="purchase", lower="2014-09-02", upper="2014-09-04",
+                            command=cmd, debug=True)  # fmt: skip
+    seen: list[api.FileResult] = []
+    with pytest.raises(CommandFailed, match=r"1 of 3 files failed\n.*purchase_20140903.gz"):
+        seen.extend(api.stream(ws, req))
+    assert [(r.ok, r.paths) for r in seen] == [
+        (ok, (f"{DATA}/purchase_201409{d:02d}.gz",)) for ok, d in ((True, 2), (False, 3), (True, 4))
+    ]
+    assert seen[1].stderr == b"bad\n" and seen[0].stdout.strip().isdigit()
+    assert seen[0].echo == f"set -o pipefail; localget -f  '{DATA}/purchase_20140902.gz' | {cmd}"
+    with pytest.raises(DatastoreError):  # checked when called, before any work
+        api.stream(ws, api.StreamRequest(category="nope", lower="*", upper="*"))
+    nodes = list(api.execute(ws, api.ExecRequest(command='echo "%num_nodes $ESS_EXEC_NODE"')))
+    assert [(r.label, r.stdout) for r in nodes] == [("master", b"1 1\n")]
