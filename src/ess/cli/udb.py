@@ -18,7 +18,7 @@ def _server(args: argparse.Namespace) -> int:
 
     ws = _ws()
     if args.action == "reset":
-        udbd.stop(ws)  # silently, as Essentia did
+        udbd.stop_quietly(ws)  # silently, as Essentia did
         spec.reset(ws)
     elif args.action == "restart":
         udbd.server_restart(ws)
@@ -65,9 +65,13 @@ def _udbd(args: argparse.Namespace) -> int:
     from ess.udb import udbd
 
     ws = _ws()
-    actions = {"start": udbd.start, "stop": udbd.stop, "restart": udbd.restart,
-               "status": udbd.status, "ckmem": udbd.ckmem, "cklog": udbd.cklog}  # fmt: skip
-    for line in actions[args.action](ws):
+    changes = {"start": udbd.start, "stop": udbd.stop, "restart": udbd.restart}
+    reports = {"status": udbd.status, "ckmem": udbd.ckmem, "cklog": udbd.cklog}
+    if args.action in changes:  # damage found at load, data out of reach: said on stderr
+        lines = changes[args.action](ws, warn=note)
+    else:
+        lines = reports[args.action](ws)
+    for line in lines:
         out(line)
     return 0
 

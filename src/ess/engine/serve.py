@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--death-timeout", type=float, default=60)
     args = parser.parse_args(argv)
     _configure()
+    from ess.engine.watchdog import watch_pid_file  # exit once our pid file is gone
+
+    watch_pid_file(Path(args.cluster_dir + ".pid"))
     runner = _scheduler if args.role == "scheduler" else _worker
     try:
         asyncio.run(runner(args))

@@ -252,12 +252,14 @@ def read_segment(path: Path) -> tuple[pl.DataFrame | None, str]:
     """The segment's rows, or None and why it cannot be used (never raises for bad bytes)."""
     m = SEG_RE.match(path.name)
     try:
-        with pa.memory_map(str(path)) as src:
+        # read, not memory-mapped: frames of a mapped file would fault (SIGBUS, the worker
+        # dies) if the file were truncated while loaded
+        with pa.OSFile(str(path), "rb") as src:
             data = src.read_buffer()
             if m and m["crc"] is not None:
                 crc = crc32(data) & 0xFFFFFFFF
                 if f"{crc:08x}" != m["crc"]:
-                    return None, f"checksum mismatch: {data.size} bytes, CRC-32 {crc:08x}"
+                    return None, f"checksum mismatch (truncated or altered): {data.size} bytes"
             table = ipc.open_file(data).read_all()
     except (OSError, pa.ArrowException, ValueError) as exc:
         return None, f"unreadable: {exc}"

@@ -5,19 +5,27 @@ cluster, registered on the scheduler (so workers that join or come back later ge
 "Started" means the plugin is registered. The per-port lines Essentia printed are kept for
 scripts that read them: one "server" per port of the defined databases, all served by the same
 cluster; the PID shown is the scheduler's.
+
+On the local platform ``start``/``restart`` create (or start) the cluster when none runs; that
+is remembered in ``$ESS_WORK_DIR/udb/cluster.implicit``, and ``ess udbd stop`` stops that
+cluster again, so a script that only uses the UDB leaves no daemon behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ess.errors import UdbError
-from ess.udb import server, spec
-from ess.workspace import Workspace
+from ess.udb import server, snapshot, spec
+from ess.workspace import Workspace, read_json, write_json_atomic
+
+Warn = Callable[[str], None]
 
 
 def _host() -> str:
@@ -43,6 +51,10 @@ def _pid(dask_scheduler: Any = None) -> int:
     return os.getpid()
 
 
+def _implicit_file(ws: Workspace) -> Path:
+    return ws.work_dir / "udb" / "cluster.implicit"
+
+
 def _session(ws: Workspace, *, start_cluster: bool) -> Any:
     """A UdbSession, or None when no cluster runs (and `start_cluster` is False)."""
     from ess.cluster.provider import CreateOptions, provider_for
@@ -55,12 +67,34 @@ def _session(ws: Workspace, *, start_cluster: bool) -> Any:
             return None
         if provider.platform != "local":
             raise UdbError("no cluster is running: create or start it first ('ess cluster ...')")
-        state = getattr(provider, "load_state", lambda: None)()
-        if state is not None:
+        before = getattr(provider, "load_state", lambda: None)()
+        if before is not None:
             provider.start(CreateOptions().auth)
         else:
             provider.create(CreateOptions())
+        made = provider.load_state()  # type: ignore[attr-defined]
+        write_json_atomic(_implicit_file(ws), {"cluster": made.id, "created": before is None})
     return UdbSession(ws)
+
+
+def _stop_implicit_cluster(ws: Workspace) -> list[str]:
+    """Stop (or terminate, if it created it) the local cluster `ess udbd start` brought up."""
+    from ess.cluster.provider import CloudAuth, provider_for
+
+    marker = read_json(_implicit_file(ws))
+    _implicit_file(ws).unlink(missing_ok=True)
+    provider = provider_for(ws)
+    state = getattr(provider, "load_state", lambda: None)()
+    if not isinstance(marker, dict) or provider.platform != "local" or state is None:
+        return []
+    if marker.get("cluster") != state.id:  # another cluster since: not ours to stop
+        return []
+    if marker.get("created"):
+        provider.terminate(forget=True, auth=CloudAuth())
+        return [f"local cluster {state.id} (created by 'ess udbd start') terminated"]
+    if not state.stopped:
+        provider.stop(CloudAuth())
+    return [f"local cluster {state.id} (started by 'ess udbd start') stopped"]
 
 
 def _margin() -> int:
@@ -81,7 +115,7 @@ def snapshot_root(ws: Workspace, cluster_id: str, *, shared_filesystem: bool = T
     return str((ws.cache_dir / "udb" / cluster_id).resolve())
 
 
-def start(ws: Workspace) -> list[str]:
+def start(ws: Workspace, *, warn: Warn | None = None) -> list[str]:
     from ess.udb.server import UdbPlugin
 
     ports = spec.all_ports(ws)
@@ -89,7 +123,9 @@ def start(ws: Workspace) -> list[str]:
     with _session(ws, start_cluster=True) as s:
         pid = s.client.run_on_scheduler(_pid)
         if s.client.run_on_scheduler(_is_registered):
+            _require_healthy(s, "start", all_workers=False)
             s.rebalance()
+            _warn_damage(ws, s, warn)
             return [f"{h}: udbd-{p} ({pid}) is already running." for p in ports]
         s.client.register_plugin(
             UdbPlugin(
@@ -97,32 +133,96 @@ def start(ws: Workspace) -> list[str]:
                 mem_margin_kb=_margin(),
             )
         )
+        _require_healthy(s, "start", all_workers=False)
         moved = s.rebalance()
         _log(ws, f"started on {len(s.workers)} worker(s); {moved} partition(s) redistributed")
+        _warn_damage(ws, s, warn)
     return [f"{h}: Starting udbd-{p}." for p in ports] + [
         f"{h}: udbd-{p} ({pid}) started." for p in ports
     ]
 
 
-def stop(ws: Workspace) -> list[str]:
-    """Wipe the data (memory and snapshots) and unregister the plugin."""
+def _health(s: Any) -> dict[str, dict[str, Any]]:
+    return dict(s.each_worker(server.w_health))
+
+
+def _require_healthy(s: Any, action: str, *, all_workers: bool = True) -> None:
+    """Every worker runs and its store loaded, or no data is touched: a stop that wiped some
+    workers and failed on another would leave half the data (and say nothing)."""
+    addrs = s.addresses()
+    missing = [name for name in s.workers if name not in addrs] if all_workers else []
+    broken = {name: h["error"] for name, h in _health(s).items() if h["error"]}
+    if missing or broken:
+        what = [f"{name} is not running" for name in missing]
+        what += [f"{name} could not load its snapshots ({err})" for name, err in broken.items()]
+        raise UdbError(
+            f"ess udbd {action}: {'; '.join(what)}; no UDB data was changed. Bring the worker back "
+            "('ess cluster start'); for snapshots that do not load, see the worker's log "
+            "(ess cluster status names it) and move the directory it names aside"
+        )
+
+
+def _damage_lines(s: Any) -> list[str]:
+    return [f"{name}: damaged snapshot moved aside, its rows are not loaded: {line}"
+            for name, h in sorted(_health(s).items()) for line in h["damaged"]]  # fmt: skip
+
+
+def _warn_damage(ws: Workspace, s: Any, warn: Warn | None) -> None:
+    lines = _damage_lines(s)
+    for line in lines:
+        _log(ws, line)
+        if warn is not None:
+            warn(f"ess udbd: {line}")
+
+
+def stop(ws: Workspace, *, keep_cluster: bool = False, warn: Warn | None = None) -> list[str]:
+    """Wipe the data (memory and snapshots) and unregister the plugin; then stop the local
+    cluster `ess udbd start` brought up itself (unless `keep_cluster`: restart, server ...)."""
     ports = spec.all_ports(ws)
     h = _host()
     lines: list[str] = []
     s = _session(ws, start_cluster=False)
     if s is not None:
         with s:
+            root = snapshot_root(ws, s.conn.cluster_id, shared_filesystem=s.conn.shared_filesystem)
             if s.client.run_on_scheduler(_is_registered):
+                _require_healthy(s, "stop")
                 pid = s.client.run_on_scheduler(_pid)
                 lines += [f"{h}: Stopping udbd-{p} ({pid})." for p in ports]
                 s.each_worker(server.w_wipe)
                 s.client.unregister_worker_plugin(server.PLUGIN_NAME)
                 _log(ws, "stopped; data cleared")
+            elif any(s.each_worker(snapshot.w_wipe_snapshots, root).values()):
+                # not started since the cluster (re)started: nothing in memory, but the
+                # snapshots on disk would come back with the next 'ess udbd start'
+                _log(ws, "stopped (not running); snapshots cleared")
+    else:
+        _clear_offline(ws, warn)
+    if not keep_cluster:
+        for line in _stop_implicit_cluster(ws):
+            _log(ws, line)
     return lines + [f"{h}: udbd-{p} stopped." for p in ports]
 
 
-def restart(ws: Workspace) -> list[str]:
-    return stop(ws) + start(ws)
+def _clear_offline(ws: Workspace, warn: Warn | None) -> None:
+    """No cluster runs: a local cluster's snapshots are on this disk and are removed here;
+    remote hosts' snapshots cannot be reached (said on stderr, never claimed cleared)."""
+    from ess.cluster.provider import provider_for
+
+    provider = provider_for(ws)
+    state = getattr(provider, "load_state", lambda: None)()
+    if provider.platform == "local":
+        if state is not None:
+            shutil.rmtree(snapshot_root(ws, state.id), ignore_errors=True)
+        return
+    if warn is not None:
+        warn("ess udbd stop: the cluster is not running, so the UDB snapshots on its hosts "
+             "are kept (the next 'ess udbd start' reloads them); start the cluster and run "
+             "'ess udbd stop' again to clear them")  # fmt: skip
+
+
+def restart(ws: Workspace, *, warn: Warn | None = None) -> list[str]:
+    return stop(ws, keep_cluster=True, warn=warn) + start(ws, warn=warn)
 
 
 def status(ws: Workspace) -> list[str]:
@@ -135,7 +235,11 @@ def status(ws: Workspace) -> list[str]:
         if not s.client.run_on_scheduler(_is_registered):
             return [f"{h}: udbd-{p} is not running." for p in ports]
         pid = s.client.run_on_scheduler(_pid)
-        return [f"{h}: udbd-{p} ({pid}) is running." for p in ports]
+        health = _health(s)
+        out = [f"{h}: udbd-{p} ({pid}) is running." for p in ports]
+        out += [f"{h}: {name}: the UDB could not load its snapshots: {x['error']}"
+                for name, x in sorted(health.items()) if x["error"]]  # fmt: skip
+        return out + [f"{h}: {line}" for line in _damage_lines(s)]
 
 
 def ckmem(ws: Workspace) -> list[str]:
@@ -165,9 +269,11 @@ def cklog(ws: Workspace, lines: int = 20) -> list[str]:
 
 
 def stop_quietly(ws: Workspace) -> None:
-    stop(ws)
+    """`ess server reset`: the data goes, a cluster started for the UDB stays (scripts reset
+    first, then 'ess udbd restart': stopping it would only cost its start again)."""
+    stop(ws, keep_cluster=True)
 
 
 def server_restart(ws: Workspace) -> None:
-    stop(ws)
+    stop(ws, keep_cluster=True)
     start(ws)

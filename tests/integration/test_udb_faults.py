@@ -1,0 +1,181 @@
+"""The UDB's state under damage, through the commands a user types, on real 2-worker local
+clusters: a truncated snapshot (cluster down, or a worker killed), `ess udbd stop` after the
+cluster was stopped and started, and daemons that stop with the work directory.
+
+Each test makes its own cluster in a temporary directory and kills exactly the pids of its
+daemons at the end (harness.cluster), so none is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ess.udb.snapshot import read_segment
+from tests.unit.udb.harness import Sandbox, cluster, sandbox
+
+pytestmark = pytest.mark.slow
+
+ROWS = 30_000
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Sandbox]:
+    with cluster(tmp_path / "c", workers=2) as sandbox_:
+        sandbox_.run("ess create database db && ess create table tab s,pkey:k i:id i:v")
+        yield sandbox_
+
+
+def _load(box: Sandbox, start: int, count: int, batches: int = 3) -> None:
+    """Import `count` rows with unique ids in `batches` imports (so each partition's table
+    has several snapshot segments)."""
+    step = count // batches
+    for b in range(batches):
+        i = pl.int_range(start + b * step, start + (b + 1) * step, eager=True)
+        path = box.root / f"in{start}_{b}.csv"
+        pl.DataFrame({"k": "u" + (i % 997).cast(pl.String), "id": i, "v": i % 7}).write_csv(
+            path, include_header=False
+        )
+        box.run(f"aq_pp -f {path} -d s:k i:id i:v -imp db:tab")
+
+
+def _ids(box: Sandbox) -> set[int]:
+    out = box.run("aq_udb -exp db:tab -o,notitle - -c id").stdout
+    return {int(line) for line in out.split()}
+
+
+def _count(box: Sandbox) -> int:
+    out = box.run("aq_udb -cnt db:tab").stdout.decode().splitlines()
+    return int(out[-1].split(",")[1])
+
+
+def _segments(box: Sandbox, pattern: str) -> list[Path]:
+    return sorted((box.root / ".ess" / "udb").glob(f"*/*/db/p*/{pattern}"))
+
+
+def _truncate_largest_table_segment(box: Sandbox) -> tuple[Path, set[int]]:
+    victim = max(_segments(box, "t_tab.*.arrow"), key=lambda p: p.stat().st_size)
+    frame, _ = read_segment(victim)
+    assert frame is not None and frame.height > 0
+    with open(victim, "r+b") as f:
+        f.truncate(100)
+    return victim, set(frame.get_column("id").to_list())
+
+
+def _wait_gone(pids: list[int], seconds: float) -> float:
+    """Seconds until none of `pids` is alive (zombies count as gone); fails after `seconds`."""
+    start = time.monotonic()
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() - start < seconds, f"still running: {pids}"
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _check_loss_named(box: Sandbox, victim: Path, start_err: bytes) -> None:
+    moved = Path(str(victim) + ".damaged")
+    assert moved.exists() and not victim.exists()
+    assert str(moved).encode() in start_err  # 'ess udbd start' says it on stderr
+    status = box.run("ess udbd status").stdout.decode()
+    pid = victim.parent.name[1:]
+    assert "is running" in status
+    assert f"database db, table tab, partition {pid}: {moved}" in status, status
+    assert victim.parent.parent.parent.name in status  # the worker holding it
+
+
+def test_truncated_snapshot_while_the_cluster_is_down(box: Sandbox) -> None:
+    _load(box, 0, ROWS)
+    before = _ids(box)
+    assert len(before) == ROWS
+    box.run("ess cluster stop")
+    victim, lost = _truncate_largest_table_segment(box)
+    box.run("ess cluster start")
+    started = box.run("ess udbd start")
+    _check_loss_named(box, victim, started.stderr)
+    assert _ids(box) == before - lost  # only that segment's rows are missing
+    assert _count(box) == ROWS - len(lost)
+    _load(box, ROWS, 3_000, batches=1)  # imports work again, into every partition
+    assert _count(box) == ROWS - len(lost) + 3_000
+
+
+def test_truncated_snapshot_of_a_killed_worker(box: Sandbox) -> None:
+    _load(box, 0, ROWS)
+    before = _ids(box)
+    victim, lost = _truncate_largest_table_segment(box)
+    worker = victim.parents[2].name
+    pid = box.pids()[worker]
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone([pid], 10)
+    # the next command revives the worker, which reloads what is intact
+    assert _count(box) == ROWS - len(lost)
+    _check_loss_named(box, victim, box.run("ess udbd start").stderr)
+    assert _ids(box) == before - lost
+    stop = box.run("ess udbd stop")  # a healthy cluster again: stop clears everything
+    assert b"stopped" in stop.stdout
+    assert _segments(box, "*") == []
+
+
+def test_stop_after_cluster_stop_start_clears_the_snapshots(box: Sandbox) -> None:
+    _load(box, 0, 3_000, batches=1)
+    box.run("ess cluster stop && ess cluster start")
+    assert _segments(box, "*.arrow")  # on disk, not loaded (the UDB is not registered)
+    proc = box.run("ess udbd stop")
+    assert proc.stdout.decode().splitlines()[-1].endswith("udbd-10010 stopped.")
+    assert _segments(box, "*.arrow") == []
+    box.run("ess udbd start")
+    assert _count(box) == 0  # nothing came back
+
+
+def test_udbd_stop_stops_the_cluster_udbd_start_created(tmp_path: Path) -> None:
+    box = sandbox(tmp_path / "s")
+    try:
+        box.run("ess create database db && ess udbd start")
+        pids = list(box.pids().values())
+        assert len(pids) >= 2 and all(_alive(p) for p in pids)
+        box.run("ess udbd restart")  # keeps the cluster
+        assert box.pids() and all(_alive(p) for p in pids)
+        box.run("ess udbd stop")
+        _wait_gone(pids, 30)
+        assert b"not running" in box.run("ess udbd status").stdout
+    finally:
+        _kill(list(box.pids().values()))
+
+
+def test_daemons_exit_when_their_work_dir_is_deleted(tmp_path: Path) -> None:
+    box = sandbox(tmp_path / "s")
+    try:
+        box.run("ess create database db && ess udbd start")
+        pids = list(box.pids().values())
+        saved = dict(box.pids())
+        shutil.rmtree(box.work_dir)
+        seconds = _wait_gone(pids, 60)
+        print(f"daemons gone {seconds:.1f} s after the work dir was deleted")
+    finally:
+        _kill(list(saved.values()) if "saved" in locals() else [])
+        _kill(list(box.pids().values()))
+
+
+def _kill(pids: list[int]) -> None:
+    """SIGKILL the daemons among `pids` still running (checked by command line: a pid of a
+    daemon already gone may belong to another process by now)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"ess.engine.serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
