@@ -26,14 +26,13 @@ TLS material; scheduler pid/log), ``.conf/known_hosts`` (host keys, trust on fir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import urllib.parse
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ess.cluster import custom_nodes
 from ess.cluster import custom_remote as remote
 from ess.cluster.custom_config import Reservation, known_hosts_file, load, update_hosts
 from ess.cluster.daemons import DaemonCluster, free_port, host_port, master_row
@@ -42,7 +41,6 @@ from ess.cluster.provider import (
     ClusterProvider,
     ClusterStatus,
     CreateOptions,
-    NodeStatus,
     register_provider,
 )
 from ess.cluster.ssh import Host, HostError, SshSession, SshSettings
@@ -200,69 +198,17 @@ class CustomProvider(ClusterProvider):
             wheel = None
             if any(v.get("installed") != build for v in ready.values()):
                 wheel = await asyncio.to_thread(
-                    _cached_wheel, self.directory / "wheels" / build, build_wheel
+                    custom_nodes.cached_wheel, self.directory / "wheels" / build, build_wheel
                 )
             scheduler = f"tls://{host_port(state.scheduler_host, state.scheduler_port)}"
 
-            async def install(host: Host, deadline: float) -> None:
-                info = ready[host]
-                node = self.node_dir(res, host)
-                base = node.absolute(info["home"])
-                stage = f"{base}/stage"
-                tls = self.tls
-                files = [
-                    (tls.ca_cert, f"{stage}/ca.crt"),
-                    (tls.cert("worker"), f"{stage}/worker.crt"),
-                    (tls.key("worker"), f"{stage}/worker.key"),
-                ]
-                if info.get("installed") != build and wheel is not None:
-                    files.append((wheel, f"{stage}/{wheel.name}"))
-                await ssh.put(host, files, deadline=deadline)
-                from ess.cluster.bootstrap import BootConfig, render_script, wheel_name
+            plan = custom_nodes.Install(
+                res=res, tls=self.tls, build=build, wheel=wheel, scheduler=scheduler, names=names
+            )
 
-                wheel_file = wheel.name if wheel is not None else wheel_name(build.split("+")[0])
-                config = BootConfig(
-                    cluster_id=remote.slug(res.id),
-                    scheduler=scheduler,
-                    build=build,
-                    wheel_file=wheel_file,
-                    wheel_url=_file_url(f"{stage}/{wheel_file}"),
-                    ca_url=_file_url(f"{stage}/ca.crt"),
-                    cert_url=_file_url(f"{stage}/worker.crt"),
-                    key_url=_file_url(f"{stage}/worker.key"),
-                    worker_port=0,
-                )
-                env = {
-                    "ESS_BOOT_DIR": base,
-                    "ESS_NODE_ADDRESS": host.address,
-                    "ESS_INSTANCE_ID": names[host],
-                    "ESS_WORKER_PORT": "0",
-                    "ESS_PIP_ARGS": res.pip_args,
-                }
-                if res.python:
-                    env["ESS_PYTHON"] = res.python
-                venv_args = ["--system-site-packages"] if res.system_site_packages else []
-                venv_args += res.venv_args.split()
-                if venv_args:
-                    env["ESS_VENV_ARGS"] = " ".join(venv_args)
-                try:
-                    result = await ssh.run(
-                        host,
-                        remote.bootstrap(node, env),
-                        deadline=deadline,
-                        input=render_script(config),
-                    )
-                    if result.exit_status != 0:
-                        log = await ssh.run(host, remote.boot_log_tail(node), deadline=deadline)
-                        raise HostError(
-                            host,
-                            "command",
-                            f"bootstrap failed (exit {result.exit_status}); end of "
-                            f"{base}/boot.log:\n{log.stdout.rstrip()}",
-                        )
-                finally:
-                    with contextlib.suppress(HostError):
-                        await ssh.run(host, remote.drop_stage(node), deadline=deadline + 5)
+            async def install(host: Host, deadline: float) -> None:
+                node = self.node_dir(res, host)
+                await custom_nodes.install(ssh, host, ready[host], node, deadline, plan=plan)
 
             results = await ssh.map(list(ready), install, timeout=BOOT_TIMEOUT)
         nodes = dict(state.nodes)
@@ -276,19 +222,6 @@ class CustomProvider(ClusterProvider):
         state = replace(state, nodes=nodes, stopped=False)
         self._save(state)
         return state, problems
-
-    def _plan(self, res: Reservation, state: CustomState | None) -> list[Host]:
-        """Hosts whose worker must be (re)started: new, failed before, or renamed."""
-        names = worker_names(res)
-        if state is None:
-            return list(res.hosts)
-        return [
-            h
-            for h in res.hosts
-            if (n := state.nodes.get(h.label_port)) is None
-            or n.state != "running"
-            or n.name != names[h]
-        ]
 
     def _forget_removed(self, res: Reservation, state: CustomState) -> CustomState:
         keep = {h.label_port for h in res.hosts}
@@ -361,7 +294,7 @@ class CustomProvider(ClusterProvider):
             state = self.load_state()
             if state is not None:
                 state = self._forget_removed(res, state)
-            boot = list(res.hosts) if everyone else self._plan(res, state)
+            boot = list(res.hosts) if everyone else _plan(res, state)
             state, problems = self._sync(res, state, boot)
         problems += self._wait_for_join(res, state)
         status = self.status()
@@ -439,24 +372,14 @@ class CustomProvider(ClusterProvider):
                 if state is not None:
                     state = self._forget_removed(res, state)
                 if self._needs_sync(res, state):
-                    state, _ = self._sync(res, state, self._new_hosts(res, state))
+                    state, _ = self._sync(res, state, _new_hosts(res, state))
                     self._wait_for_join(res, state)
         if state is None:
             return None
         return self._connection(res, state)
 
-    def _new_hosts(self, res: Reservation, state: CustomState | None) -> list[Host]:
-        names = worker_names(res)
-        if state is None:
-            return list(res.hosts)
-        return [
-            h
-            for h in res.hosts
-            if (n := state.nodes.get(h.label_port)) is None or n.name != names[h]
-        ]
-
     def _needs_sync(self, res: Reservation, state: CustomState | None) -> bool:
-        if state is None or self._new_hosts(res, state):
+        if state is None or _new_hosts(res, state):
             return True
         return not self._scheduler_running(state)
 
@@ -555,43 +478,40 @@ class CustomProvider(ClusterProvider):
                 f"the scheduler of cluster {res.id} is not running; 'ess cluster start' restarts it"
             )
         for host in res.hosts:
-            info = infos.get(host)
-            name = names[host]
-            if isinstance(info, HostError):
-                problems.append(f"{name}: {info}")
-                rows.append(NodeStatus(name, info.kind, host.address, host.address, "-", "-", "-"))
-                continue
-            assert info is not None
-            running = bool(info.get("worker"))
-            installed = info.get("installed") or "-"
-            if started and not running:
-                problems.append(
-                    f"{name} ({host.label}): the ess worker is not running; "
-                    "'ess cluster start' restarts it"
-                )
-            if running and installed != master_build:
-                problems.append(
-                    f"{name} ({host.label}) runs ess {installed}, the master {master_build}; "
-                    "'ess cluster start' re-syncs it"
-                )
-            rows.append(
-                NodeStatus(
-                    id=name,
-                    state="running" if running else "stopped",
-                    public_ip=host.address,
-                    private_ip=host.address,
-                    cpu=info.get("cpu", "-"),
-                    mem=info.get("mem", "-"),
-                    disk=info.get("disk", "-"),
-                    version=installed,
-                )
+            row, host_problems = custom_nodes.host_status(
+                host, names[host], infos.get(host), started=started, master_build=master_build
             )
+            rows.append(row)
+            problems += host_problems
         return ClusterStatus(cluster_id=res.id, nodes=tuple(rows), problems=tuple(problems))
 
     # -- for tests -----------------------------------------------------------------------------
     def scheduler_pid(self) -> int | None:
         state = self.load_state()
         return daemon.running_pid(self._scheduler_spec(state)) if state else None
+
+
+def _plan(res: Reservation, state: CustomState | None) -> list[Host]:
+    """Hosts whose worker must be (re)started: new, failed before, or renamed."""
+    names = worker_names(res)
+    if state is None:
+        return list(res.hosts)
+    return [
+        h
+        for h in res.hosts
+        if (n := state.nodes.get(h.label_port)) is None
+        or n.state != "running"
+        or n.name != names[h]
+    ]
+
+
+def _new_hosts(res: Reservation, state: CustomState | None) -> list[Host]:
+    names = worker_names(res)
+    if state is None:
+        return list(res.hosts)
+    return [
+        h for h in res.hosts if (n := state.nodes.get(h.label_port)) is None or n.name != names[h]
+    ]
 
 
 def _version_problems(messages: list[str]) -> list[str]:
@@ -611,25 +531,6 @@ def _version_problems(messages: list[str]) -> list[str]:
                 "package versions differ between master and workers: " + "; ".join(rows)
             )
     return problems
-
-
-def _cached_wheel(directory: Path, build_wheel: Any) -> Path:
-    """The wheel of build ``directory.name``, built once. A wheel whose files changed while it
-    was being built (an edited checkout) is not kept under that build's name."""
-    from ess.cluster.bootstrap import build_id
-
-    found = sorted(directory.glob("*.whl")) if directory.is_dir() else []
-    if found:
-        return found[0]
-    wheel = Path(build_wheel(directory))
-    if build_id() != directory.name:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise ClusterError("the ess package changed while its wheel was being built; run again")
-    return wheel
-
-
-def _file_url(path: str) -> str:
-    return "file://" + urllib.parse.quote(path)
 
 
 def _free_port(host: str) -> int:

@@ -162,10 +162,8 @@ class DaskPool(TaskPool):
         self.node_names = tuple(self._address)
         if not self.node_names:
             raise ClusterError("the cluster has no workers")
-        # Workers of a cluster someone else runs (the dask platform) have no "slots": there the
-        # worker's own thread count is the only cap (a resource no worker has would never run).
-        has_slots = all("slots" in (info.get("resources") or {}) for info in workers.values())
-        self._resources = {"slots": SLOTS // self.threads_per_node} if has_slots else None
+        _give_slots(client, workers)
+        self._resources = {"slots": SLOTS // self.threads_per_node}
         # ``worker-N`` names carry their number (%node_id); other names learn it with each task
         numbered = all(n.rpartition("-")[2].isdigit() for n in self.node_names)
         self._numbers = None if numbered else {n: i for i, n in enumerate(self.node_names, 1)}
@@ -205,6 +203,21 @@ class DaskPool(TaskPool):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _give_slots(client: Any, workers: dict[str, Any]) -> None:
+    """Workers of a cluster someone else runs (the dask platform) start without our "slots"
+    resource: give it to them. Without it pipelines would take every thread of a worker, and
+    an ``aq_pp -imp`` inside them, which needs a thread of some worker for its import tasks,
+    would wait forever."""
+    bare = [a for a, info in workers.items() if "slots" not in (info.get("resources") or {})]
+    if bare:
+        client.run(_add_slots, workers=bare)
+
+
+async def _add_slots(dask_worker: Any) -> None:
+    if "slots" not in dask_worker.state.total_resources:
+        await dask_worker.set_resources(slots=SLOTS)
 
 
 def _node_order(name: str) -> tuple[int, str]:
