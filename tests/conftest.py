@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,34 @@ def assert_no_traceback(tool: str, args: Sequence[str], stderr: str | bytes) -> 
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
     if TRACEBACK in text:
         pytest.fail(f"{tool} {' '.join(args)} printed a traceback:\n{text}", pytrace=False)
+
+
+#: Programs whose captured stderr is checked for tracebacks wherever a test runs them with
+#: subprocess.run (shell scripts included: the tutorial scripts run ess and aq_pp).
+CHECKED_PROGRAMS = frozenset({"ess", "aq_pp", "aq_udb", "bash", "sh"})
+
+
+@pytest.fixture(autouse=True)
+def no_traceback_from_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test that captures the stderr of ess/aq_pp/aq_udb (directly or in a script)
+    fails on a Python traceback, not only those going through EssEnv.run."""
+    real_run = subprocess.run
+
+    def checked_run(*popenargs: Any, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        proc = real_run(*popenargs, **kwargs)
+        argv = popenargs[0] if popenargs else kwargs.get("args")
+        if kwargs.get("shell"):  # the string runs in sh, whatever programs it names
+            words = ["sh", "-c", os.fsdecode(argv if isinstance(argv, str | bytes) else "")]
+        elif isinstance(argv, str | bytes | os.PathLike):
+            words = [argv]
+        else:
+            words = list(argv or [])
+        program = Path(os.fsdecode(words[0])).name if words else ""
+        if program in CHECKED_PROGRAMS and isinstance(proc.stderr, str | bytes):
+            assert_no_traceback(program, [os.fsdecode(w) for w in words[1:]], proc.stderr)
+        return proc
+
+    monkeypatch.setattr(subprocess, "run", checked_run)
 
 
 @dataclass

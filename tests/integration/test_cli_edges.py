@@ -6,6 +6,7 @@ Every run goes through the shared runner, which also fails a test on any Python 
 from __future__ import annotations
 
 import argparse
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -196,3 +197,13 @@ def test_aq_pp_in_a_stream_names_the_file_and_the_first_bad_value(ess_env: EssEn
     r = ess_env.run("-f,+1,eok", "-", "-d", "s:day", "i:n", tool="aq_pp", input=bad.decode())
     assert r.returncode == 0
     assert r.stderr.startswith("aq_pp: stdin: 2 record(s) skipped (input errors), the first at")
+
+
+def test_a_traceback_fails_the_test_whichever_way_the_cli_was_run() -> None:
+    crash = "echo 'Traceback (most recent call last):' >&2"
+    with pytest.raises(pytest.fail.Exception, match="printed a traceback"):
+        subprocess.run(["bash", "-c", crash], capture_output=True, check=False)
+    with pytest.raises(pytest.fail.Exception, match="printed a traceback"):
+        subprocess.run(crash, shell=True, capture_output=True, check=False)  # sh -c
+    # other programs' stderr is theirs to fill
+    subprocess.run(["python3", "-c", "raise SystemExit(1)"], capture_output=True, check=False)
