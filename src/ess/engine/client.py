@@ -30,9 +30,6 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-_quiet_logs = quiet_logs  # the name older callers import
-
-
 def connect(
     conn: Connection,
     *,
