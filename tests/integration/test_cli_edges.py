@@ -152,6 +152,10 @@ def test_empty_and_reversed_ranges_say_so(wood: EssEnv) -> None:
     r = wood.ess("stream", "browse", "2014-09-01", "*", "--exclude", f"{DATA}/*", "--limit", "3")
     assert r.returncode == 0 and r.stdout == ""
     assert "--exclude/--limit left none of the 30 files of category 'browse'" in r.stderr
+    for command in (("stream", "browse", "*", "*", "wc -l"), ("ls", "--cat", "browse")):
+        r = wood.ess(*command, "--limit", "-1")
+        assert r.returncode == 2 and r.stdout == ""  # -1 used to drop the last file
+        assert r.stderr.endswith("error: --limit -1: give 0 or more files\n")
     r = wood.ess("stream", "browse", "2014-09-07", "2014-09-01", "wc -l")
     assert r.returncode == 4 and r.stdout == ""
     assert r.stderr == (

@@ -17,7 +17,7 @@ from ess.datastore.dates import DateRange, DateRule, Stamp, compile_rule
 from ess.datastore.patterns import compile_matcher, has_wildcard, split_patterns
 from ess.datastore.registry import Datastore, Registry
 from ess.datastore.store import Store, open_store
-from ess.errors import CategoryError
+from ess.errors import CategoryError, UsageError
 from ess.workspace import read_json, update_json, write_json_atomic
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -113,6 +113,12 @@ def undated_warning(category: Category, files: list[CategoryFile]) -> str | None
         f"{len(missed)} of {len(files)} file names (e.g. {missed[0]}); they get the "
         f"{fallback}"
     )
+
+
+def check_limit(limit: int | None) -> None:
+    """--limit counts files: a negative one would silently drop files from the end."""
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit {limit}: give 0 or more files")
 
 
 def validate_name(name: str) -> None:
@@ -212,6 +218,7 @@ class Catalog:
     ) -> list[CategoryFile]:
         """The files dated within ``date_range``, minus ``exclude``, at most ``limit``; from
         ``files`` when the caller already has the category's list (one scan, not two)."""
+        check_limit(limit)
         listed = self.files(name) if files is None else files
         files = [f for f in listed if date_range.contains(f.stamp)]
         if exclude:

@@ -6,7 +6,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from ess.datastore.api import open_catalog
-from ess.datastore.category import CategoryFile
+from ess.datastore.category import CategoryFile, check_limit
 from ess.datastore.dates import compile_dateregex, display_date
 from ess.datastore.patterns import compile_matcher, has_wildcard, literal_root, split_patterns
 from ess.datastore.store import Store
@@ -32,6 +32,7 @@ class Entry:
 
 
 def list_files(ws: Workspace, request: ListRequest) -> list[Entry]:
+    check_limit(request.limit)
     catalog = open_catalog(ws, request.label)
     store = catalog.store
     rule = compile_dateregex(request.dateregex or "auto")
