@@ -78,6 +78,11 @@ def test_misspelt_option_names_the_subcommand_and_the_closest_option(wood: EssEn
     r = wood.ess("stream", "browse", "2014-09-01", "2014-09-01", "wc -l", "extra")
     assert r.returncode == 2 and r.stderr.startswith("usage: ess stream ")
     assert "unrecognized arguments: extra" in r.stderr
+    r = wood.ess("stram", "browse", "*", "*")
+    assert r.returncode == 2 and r.stderr.endswith("; did you mean stream?\n")
+    r = wood.ess("category", "ad", "x", "y")
+    assert r.returncode == 2 and r.stderr.startswith("usage: ess category ")
+    assert r.stderr.endswith("; did you mean add?\n")
     # Essentia's unambiguous prefixes keep working
     r = wood.ess("stream", "--thread=2", "--lim", "1", "browse", "*", "*", "wc -l", check=True)
     assert r.stdout == "9896\n"

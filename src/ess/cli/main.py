@@ -10,10 +10,13 @@ Polars, boto3) are imported inside the handlers, so ``ess --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ess import ESSENTIA_COMPAT, __version__
 from ess.errors import EssError
@@ -33,10 +36,23 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, suggesting the closest subcommand for a misspelt one (subcommand
+    parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if wrong:
+            choices = re.findall(r"'([^']*)'", wrong.group(2))
+            close = difflib.get_close_matches(wrong.group(1), choices, n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ess.cli import cluster, datastore, instance, run, sql, udb
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ess",
         description="The Essentia ETL Engine",
         epilog='example:\n  ess select local\n  ess category add browse "$PWD/data/*browse*"\n'
@@ -67,8 +83,6 @@ def _reject_unknown(
 ) -> None:
     """Report unrecognized arguments with the usage of the subcommand they were given to (not
     the top-level usage argparse prints) and the closest option for a misspelt one."""
-    import difflib
-
     sub = _chosen_parser(parser, args)
     known = [opt for action in sub._actions for opt in action.option_strings]
     # A misspelt option's value shifts the positionals, so the stray words after it are
