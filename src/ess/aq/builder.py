@@ -163,6 +163,8 @@ class Builder:
                 raise NotSupportedError(f"{where}: output format modifiers ({raw!r})")
             name, _, label = raw.partition(":")
             col = self.lookup(name, where)
+            if variables and not col.is_var:  # -ovar prints the values at the end of the run
+                raise AqSyntaxError(f"{where}: column {name!r} is not a -var variable")
             if col.is_var and not variables:
                 self.row_reads.add(col.name)
             out.append(OutCol(col.name, label or (col.label if name.lower() == col.name else

@@ -251,4 +251,3 @@ def _numcmp(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     check_nargs(comp, args, node, 3)
     a, b, d = (arg_value(comp, x, "N").expr.cast(pl.Float64) for x in args)
     return Typed(((a - b).abs() <= d).cast(pl.Int64), "I")
-

@@ -8,157 +8,18 @@ so the compiler only sees one form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ess.aq.attrs import (
+    InputAttrs,
+    OutputAttrs,
+    parse_input_attrs,
+    parse_output_attrs,
+)  # fmt: skip
 from ess.aq.colspec import ColSpec, looks_like_colspec, parse_colspec
+from ess.aq.options import Occurrence, OptionTable, OptSpec, looks_like_option
 from ess.errors import AqSyntaxError, NotSupportedError
-
-# ---------------------------------------------------------------- input / output attributes
-
-
-@dataclass
-class InputAttrs:
-    """Attributes of `-f` (also used by `-cat`, `-cmb`, `-sub`, `-grep` lookup files)."""
-
-    skip: int = 0
-    skip_unit: str = "l"  # l(ines), r(ecords) or b(ytes)
-    fmt: str = "csv"  # csv | sep | fix | div | jsn | xml | tab | bin | aq
-    sep: str = ","
-    quoted: bool = True  # csv quote processing
-    eok: bool = False
-    eok_limit: int | None = None  # eok=Num: more input errors than this in a file are fatal
-    base: str = ""  # jsn/xml: key path prefixed to every column's key spec
-    qui: bool = False
-    esc: bool = False
-    nox: bool = False
-    # lookup-only attributes (-sub/-grep/-cmb)
-    ncas: bool = False
-    pat: bool = False
-    req: bool = False
-    all: bool = False
-    rev: bool = False
-
-
-@dataclass
-class OutputAttrs:
-    notitle: bool = False
-    app: bool = False
-    sep: str = ","
-    fmt_g: bool = False
-    esc: bool = False
-    quoted: bool = True
-
-
-def _split_attrs(word: str) -> tuple[str, list[str]]:
-    """`-f,+1,sep=,,eok` → ("-f", ["+1", "sep=,", "eok"]); `sep=,` keeps its comma."""
-    parts = word.split(",")
-    name, raw = parts[0], parts[1:]
-    attrs: list[str] = []
-    i = 0
-    while i < len(raw):
-        item = raw[i]
-        if item.lower() == "sep=" and i + 1 < len(raw) and raw[i + 1] == "":
-            attrs.append("sep=,")
-            i += 2
-            continue
-        if item:
-            attrs.append(item)
-        i += 1
-    return name, attrs
-
-
-def _sep_value(text: str, where: str) -> str:
-    value = text[4:]
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    if value.lower().startswith("\\x") and len(value) == 4:
-        return chr(int(value[2:], 16))
-    if len(value) != 1:
-        raise AqSyntaxError(f"{where}: sep= needs exactly one character, got {value!r}")
-    return value
-
-
-def _limit(attr: str, where: str, *, rows: str = "") -> int | None:
-    """The Num of `eok=Num` / `qui=Num` (None for the bare attribute)."""
-    _, eq, value = attr.partition("=")
-    if not eq:
-        return None
-    if "/" in value and rows:
-        raise NotSupportedError(f"{where}: {rows}")
-    if not value.isdigit():
-        raise AqSyntaxError(f"{where}: bad attribute {attr!r} (expected a number after '=')")
-    return int(value)
-
-
-def parse_input_attrs(attrs: list[str], where: str, *, lookup: bool = False) -> InputAttrs:
-    out = InputAttrs()
-    for attr in attrs:
-        low = attr.lower()
-        if low.startswith("+"):
-            num = low[1:].rstrip("brl")
-            unit = low[1 + len(num) :] or "l"
-            if not num.isdigit() or len(unit) != 1:
-                raise AqSyntaxError(f"{where}: bad skip attribute {attr!r}")
-            out.skip, out.skip_unit = int(num), unit
-        elif low == "csv":
-            out.fmt, out.quoted = "csv", True
-        elif low.startswith("sep="):
-            out.sep = _sep_value(attr, where)
-            if "csv" not in [a.lower() for a in attrs]:
-                out.quoted = False
-        elif low == "noq":  # legacy: fields not quoted
-            out.quoted = False
-        elif low in ("fix", "div", "jsn", "xml", "tab", "bin", "aq"):
-            out.fmt = low
-        elif low == "eok" or low.startswith("eok="):
-            out.eok = True
-            out.eok_limit = _limit(low, where, rows="eok=Num/Rows (an error rate)")
-        elif low == "qui" or low.startswith("qui="):
-            # qui=Num: quiet after Num messages a file; aq_pp prints one summary line a file
-            out.qui = _limit(low, where) in (None, 0)
-        elif low in ("esc", "nox"):
-            setattr(out, low, True)
-        elif low.startswith("bz="):
-            pass  # record buffer size: irrelevant here, records have no size limit
-        elif lookup and low in ("ncas", "pat", "req", "all", "rev"):
-            setattr(out, low, True)
-        elif low.startswith("base="):
-            out.base = attr[5:]
-        else:
-            raise AqSyntaxError(f"{where}: unknown attribute {attr!r}")
-    if out.esc and out.fmt in ("fix", "div", "tab", "jsn", "xml"):
-        raise NotSupportedError(f"aq_pp -f,esc with {out.fmt} input")
-    if out.fmt in ("bin", "aq"):
-        raise NotSupportedError(f"aq_pp input format {out.fmt!r}")
-    return out
-
-
-def parse_output_attrs(attrs: list[str], where: str) -> OutputAttrs:
-    out = OutputAttrs()
-    for attr in attrs:
-        low = attr.lower()
-        if low == "notitle":
-            out.notitle = True
-        elif low == "app":
-            out.app = True
-        elif low == "csv":
-            out.quoted = True
-        elif low.startswith("sep="):
-            out.sep = _sep_value(attr, where)
-        elif low == "noq":
-            out.quoted = False
-        elif low == "fmt_g":
-            out.fmt_g = True
-        elif low == "esc":
-            out.esc = True
-        elif low == "nodelay":
-            pass  # we flush per batch; per-record flushing only matters for pipes read live
-        elif low in ("jsn", "bin", "aq", "fvar"):
-            raise NotSupportedError(f"aq_pp output attribute {attr!r}")
-        else:
-            raise AqSyntaxError(f"{where}: unknown output attribute {attr!r}")
-    return out
-
 
 # ---------------------------------------------------------------- rules
 
@@ -242,7 +103,7 @@ class Const:
 
 @dataclass
 class Branch:
-    check: object  # a rule, evaluated for success/failure
+    check: object  # a rule, evaluated for success/failure (None while it is being parsed)
     negate: bool
     body: list[object] = field(default_factory=list)
 
@@ -282,57 +143,68 @@ class Program:
 
 CHECK_RULES = (Eval, Filt, MapF, MapC, Map, Lookup, Const, Imp, Output)
 
-# option name → number of fixed arguments, for options that are simply ignored or unsupported
-_UNSUPPORTED = {
-    "-kenc": "aq_pp -kenc (key encoding)",
-    "-kdec": "aq_pp -kdec (key decoding)",
-    "-pmod": "aq_pp -pmod (processing modules)",
-    "-exp": "aq_pp -exp (Udb export as input)",
-    "-cnt": "aq_pp -cnt (Udb count as input)",
-    "-quit": "aq_pp -quit",
-    "-quitafter": "aq_pp -quitafter",
-    "-skip": "aq_pp -skip",
-}
-_OPTIONS = {
-    "-f", "-d", "-cat", "-cmb", "-sub", "-grep", "-eval", "-evlc", "-filt", "-map", "-maprx",
-    "-mapf", "-mapfrx", "-mapc", "-var", "-alias", "-renam", "-seed", "-rownum", "-o", "-c",
-    "-ovar", "-imp", "-udb", "-ddef", "-spec", "-db", "-seg", "-nobnk", "-nonew", "-if", "-ifnot",
-    "-elif", "-elifnot", "-else", "-endif", "-true", "-false", "-verb", "-stat", "-test", "-bz",
-    "-notitle", "-emod", "-mesg", "-server", "-local", "-mod", "-h", "-help", "--help",
-    *_UNSUPPORTED,
-}  # fmt: skip
+
+__all__ = ["InputAttrs", "OutputAttrs", "parse_input_attrs", "parse_output_attrs"]  # re-exported
+
+
+def _lookup_attrs(attrs: list[str], where: str) -> InputAttrs:
+    return parse_input_attrs(attrs, where, lookup=True)
+
+
+def _unsupported(name: str, what: str) -> OptSpec:
+    return OptSpec(name, unsupported=f"aq_pp {what}")
+
+
+OPTIONS = OptionTable([
+    OptSpec("-f", words=True, attrs=parse_input_attrs),
+    OptSpec("-d", words=True),
+    OptSpec("-cat", words=True, attrs=parse_input_attrs),
+    OptSpec("-cmb", words=True, attrs=_lookup_attrs),
+    OptSpec("-sub", ("column name",), words=True, attrs=_lookup_attrs),
+    OptSpec("-grep", ("column name",), words=True, attrs=_lookup_attrs),
+    OptSpec("-eval", ("target column", "expression"), aliases=("-evlc",)),
+    OptSpec("-filt", ("filter expression",)),
+    OptSpec("-mapf", ("column", "MapFrom")),
+    OptSpec("-mapfrx", ("column", "MapFrom")),
+    OptSpec("-mapc", ("target column", "MapTo")),
+    OptSpec("-map", ("column", "MapFrom", "MapTo")),
+    OptSpec("-maprx", ("column", "MapFrom", "MapTo")),
+    OptSpec("-var", ("ColSpec", "initial value")),
+    OptSpec("-alias", ("column name", "new name")),
+    OptSpec("-renam", ("column name", "new name")),
+    OptSpec("-seed", ("seed",)),
+    OptSpec("-rownum", ("start number",)),
+    OptSpec("-o", ("output file",), attrs=parse_output_attrs),
+    OptSpec("-ovar", ("output file",), attrs=parse_output_attrs),
+    OptSpec("-c", words=True),
+    OptSpec("-notitle"),
+    OptSpec("-imp", ("Db:Tab",)),
+    OptSpec("-udb"),
+    OptSpec("-ddef"),
+    OptSpec("-spec", ("value",)),
+    OptSpec("-db", ("value",)),
+    *(OptSpec(name, ("value",)) for name in ("-seg", "-bz", "-emod", "-mesg", "-server", "-mod")),
+    *(OptSpec(name) for name in ("-nobnk", "-nonew", "-local", "-verb", "-stat", "-test")),
+    *(OptSpec(name) for name in ("-if", "-ifnot", "-elif", "-elifnot", "-else", "-endif")),
+    OptSpec("-true"),
+    OptSpec("-false"),
+    OptSpec("-h", aliases=("-help", "--help")),
+    _unsupported("-kenc", "-kenc (key encoding)"),
+    _unsupported("-kdec", "-kdec (key decoding)"),
+    _unsupported("-pmod", "-pmod (processing modules)"),
+    _unsupported("-exp", "-exp (Udb export as input)"),
+    _unsupported("-cnt", "-cnt (Udb count as input)"),
+    _unsupported("-quit", "-quit"),
+    _unsupported("-quitafter", "-quitafter"),
+    _unsupported("-skip", "-skip"),
+])  # fmt: skip
+
+#: options that cannot be the rule an -if/-elif checks
+_NOT_CHECKABLE = ("-if", "-ifnot", "-elif", "-elifnot", "-else", "-endif", "-c")
 
 
 def is_option(word: str) -> bool:
-    return word.startswith("-") and _split_attrs(word)[0].lower() in _OPTIONS
-
-
-class _Args:
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.pos = 0
-
-    def more(self) -> bool:
-        return self.pos < len(self.argv)
-
-    def take(self, opt: str, what: str) -> str:
-        if self.pos >= len(self.argv):
-            raise AqSyntaxError(f"{opt}: missing {what} (end of command line)")
-        word = self.argv[self.pos]
-        if is_option(word) and word != "-":
-            raise AqSyntaxError(f"{opt}: missing {what} before {word!r} (argument {self.pos + 1})")
-        self.pos += 1
-        return word
-
-    def take_while(self, pred: object) -> list[str]:
-        words: list[str] = []
-        while self.pos < len(self.argv):
-            word = self.argv[self.pos]
-            if (is_option(word) and word != "-") or not pred(word):  # type: ignore[operator]
-                break
-            words.append(word)
-            self.pos += 1
-        return words
+    return OPTIONS.is_option(word)
 
 
 _LOOKUP_TAGS = {"from", "to", "x"}
@@ -349,176 +221,259 @@ def _lookup_spec(word: str) -> ColSpec:
     return parse_colspec(word, what="lookup spec")
 
 
-def parse_argv(argv: list[str]) -> Program:
-    args = _Args(argv)
-    main: InputSpec | None = None
-    prog = Program(main=InputSpec(["-"], InputAttrs(), []))
-    stack: list[If] = []  # open -if blocks
-    chain: list[object] = prog.chain
-    last_output: Output | None = None
-    pending_imp_attrs: list[str] = []
+def _split_words(
+    words: list[str], first: Callable[[str], bool], occ: Occurrence, offset: int = 0
+) -> tuple[list[str], list[str]]:
+    """`File ... Spec ...`: the words before the first spec, then the specs (all of them)."""
+    cut = next((i for i, w in enumerate(words) if first(w)), len(words))
+    for i, word in enumerate(words[cut:], cut):
+        if not first(word):  # a word after the specs that is no spec
+            raise AqSyntaxError(
+                f"unexpected argument {word!r} (argument {occ.at + offset + i + 1})"
+            )
+    return words[:cut], words[cut:]
 
-    def body() -> list[object]:
-        if not stack:
-            return chain
-        block = stack[-1]
+
+@dataclass
+class _Parser:
+    """The meaning of aq_pp's options, applied one Occurrence at a time."""
+
+    argv: list[str]
+    prog: Program = field(default_factory=lambda: Program(InputSpec(["-"], InputAttrs(), [])))
+    main: InputSpec | None = None
+    stack: list[If] = field(default_factory=list)  # open -if blocks
+    last_output: Output | None = None  # what a following -c / -notitle belongs to
+    udb_opts: bool = False  # right after -udb: -spec/-db are its sub-options
+    pending_imp_attrs: list[str] = field(default_factory=list)
+    check: tuple[str, int, bool] | None = None  # -if/-elif waiting for its rule to check
+    captured: list[object] = field(default_factory=list)
+
+    def body(self) -> list[object]:
+        if self.check is not None:
+            return self.captured
+        if not self.stack:
+            return self.prog.chain
+        block = self.stack[-1]
         return block.orelse if block.orelse is not None else block.branches[-1].body
 
-    def add(rule: object) -> None:
-        target = body()
-        if stack and not target and stack[-1].orelse is None and not isinstance(rule, If):
-            pass
-        target.append(rule)
+    def add(self, rule: object) -> None:
+        self.body().append(rule)
 
-    while args.more():
-        at = args.pos + 1
-        word = args.argv[args.pos]
-        args.pos += 1
-        name, attrs = _split_attrs(word)
-        opt = name.lower()
-        if not is_option(word):
-            raise AqSyntaxError(f"unexpected argument {word!r} (argument {at})")
-        if opt in ("-h", "-help", "--help"):
-            raise AqSyntaxError("help requested")  # handled by the CLI before parsing
-        if opt in _UNSUPPORTED:
-            raise NotSupportedError(_UNSUPPORTED[opt])
-        if opt != "-c" and opt != "-notitle":
-            last_output = None if opt not in ("-o",) else last_output
-        where = f"{name} (argument {at})"
-        if opt == "-f":
-            files = args.take_while(lambda w: True)
-            if not files:
-                raise AqSyntaxError(f"{where}: missing input file name")
-            input_attrs = parse_input_attrs(attrs, where)
-            if main is not None:  # legacy `-f a -f b`
-                main.files.extend(files)
-            else:
-                main = InputSpec(files, input_attrs, [])
-                prog.main = main
-        elif opt == "-d":
-            items = args.take_while(lambda w: True)
-            prog.main.columns = [_column_item(w, where) for w in items]
-            if not prog.main.columns:
-                raise AqSyntaxError(f"{where}: missing column specs")
-        elif opt == "-cat":
-            files = args.take_while(lambda w: not looks_like_colspec(w))
-            specs = [parse_colspec(w) for w in args.take_while(looks_like_colspec)]
-            if not files or not specs:
-                raise AqSyntaxError(f"{where}: needs File ... ColSpec ...")
-            prog.cats.append(InputSpec(files, parse_input_attrs(attrs, where), list(specs)))
-        elif opt in ("-cmb", "-sub", "-grep"):
-            col = None if opt == "-cmb" else args.take(name, "column name")
-            files = args.take_while(lambda w: not _is_lookup_spec(w))
-            specs = [_lookup_spec(w) for w in args.take_while(_is_lookup_spec)]
-            if not files:
-                raise AqSyntaxError(f"{where}: missing lookup file")
-            if opt == "-cmb" and not specs:
-                raise AqSyntaxError(f"{where}: missing lookup column specs")
-            look_attrs = parse_input_attrs(attrs, where, lookup=True)
-            add(Lookup(opt[1:], col, files, look_attrs, specs))
-        elif opt in ("-eval", "-evlc"):
-            target_word = args.take(name, "target column")
-            expr = args.take(name, "expression")
-            target: ColSpec | str | None
-            if target_word == "-":
-                target = None
-            elif ":" in target_word:
-                target = parse_colspec(target_word, allow_skip=False, what=f"{name} target")
-            else:
-                target = target_word
-            add(Eval(target, expr))
-        elif opt == "-filt":
-            add(Filt(args.take(name, "filter expression")))
-        elif opt in ("-mapf", "-mapfrx"):
-            extra = ["rx"] if opt == "-mapfrx" else []
-            add(MapF(args.take(name, "column"), args.take(name, "MapFrom"), attrs + extra))
-        elif opt == "-mapc":
-            tword = args.take(name, "target column")
-            tgt = parse_colspec(tword, allow_skip=False) if ":" in tword else tword
-            add(MapC(tgt, args.take(name, "MapTo")))
-        elif opt in ("-map", "-maprx"):
-            extra = ["rx"] if opt == "-maprx" else []
-            col = args.take(name, "column")
-            add(Map(col, args.take(name, "MapFrom"), args.take(name, "MapTo"), attrs + extra))
-        elif opt == "-var":
-            spec = parse_colspec(args.take(name, "ColSpec"), allow_skip=False, what="-var spec")
-            prog.vars.append(VarDef(spec, args.take(name, "initial value")))
-            chain.append(prog.vars[-1])
-        elif opt in ("-alias", "-renam"):
-            col = args.take(name, "column name")
-            add(Alias(col, args.take(name, "new name"), opt == "-renam"))
-        elif opt == "-seed":
-            prog.seed = _int(args.take(name, "seed"), where)
-        elif opt == "-rownum":
-            prog.rownum_start = _int(args.take(name, "start number"), where)
-        elif opt == "-o":
-            out = Output(args.take(name, "output file"), parse_output_attrs(attrs, where))
-            add(out)
-            last_output = out
-            continue
-        elif opt == "-notitle":  # legacy: `-o File -notitle`
-            if last_output is None:
-                raise AqSyntaxError(f"{where}: -notitle must follow -o File")
-            last_output.attrs.notitle = True
-            continue
-        elif opt == "-c":
-            cols = args.take_while(lambda w: True)
-            if not cols:
-                raise AqSyntaxError(f"{where}: missing column names")
-            if last_output is not None and last_output.columns is None:
-                last_output.columns = cols
-            else:  # `-c` without its own `-o`: a separate stdout output at the end
-                prog.chain.append(Output("-", OutputAttrs(), cols))
-            last_output = None
-            continue
-        elif opt == "-ovar":
-            out = Output(args.take(name, "output file"), parse_output_attrs(attrs, where))
-            prog.ovars.append(out)
-            last_output = out
-            continue
-        elif opt == "-imp":
-            add(Imp(args.take(name, "Db:Tab"), attrs + pending_imp_attrs))
-        elif opt == "-udb":  # legacy prefix of -imp; its -spec/-db sub-options become attributes
-            while args.more() and args.argv[args.pos].lower() in ("-spec", "-db"):
-                sub = args.argv[args.pos].lower()
-                args.pos += 1
-                value = args.take(sub, "value")
-                pending_imp_attrs.append(f"spec={value}" if sub == "-spec" else f"db={value}")
-        elif opt == "-ddef":
-            prog.ddef = True
-        elif opt in ("-seg", "-spec", "-db", "-bz", "-emod", "-mesg", "-server", "-mod"):
-            args.take(name, "value")  # legacy / irrelevant options with one value
-        elif opt in ("-nobnk", "-nonew", "-local", "-verb"):
-            pass
-        elif opt == "-stat":
-            prog.stat = True
-        elif opt == "-test":
-            prog.test = True
-        elif opt in ("-true", "-false"):
-            add(Const(opt == "-true"))
-        elif opt in ("-if", "-ifnot"):
-            block = If([])
-            add(block)
-            stack.append(block)
-            block.branches.append(Branch(_check_rule(args, name, at), opt == "-ifnot"))
-        elif opt in ("-elif", "-elifnot"):
-            if not stack or stack[-1].orelse is not None:
-                raise AqSyntaxError(f"{where}: {name} without a matching -if")
-            stack[-1].branches.append(Branch(_check_rule(args, name, at), opt == "-elifnot"))
-        elif opt == "-else":
-            if not stack or stack[-1].orelse is not None:
-                raise AqSyntaxError(f"{where}: -else without a matching -if")
-            stack[-1].orelse = []
-        elif opt == "-endif":
-            if not stack:
-                raise AqSyntaxError(f"{where}: -endif without a matching -if")
-            stack.pop()
-        else:  # pragma: no cover - every name in _OPTIONS is handled above
-            raise AqSyntaxError(f"unknown option {word!r} (argument {at})")
-    if stack:
-        raise AqSyntaxError("unterminated -if block: missing -endif at the end of the command")
-    if not prog.main.columns:
-        raise AqSyntaxError("missing column spec: -d Type:Name ... is required")
+    def run(self) -> Program:
+        for occ in OPTIONS.scan(self.argv):
+            self.option(occ)
+        if self.check is not None:
+            opt, at, _ = self.check
+            raise AqSyntaxError(f"{opt} (argument {at}): missing the rule to check")
+        if self.stack:
+            raise AqSyntaxError("unterminated -if block: missing -endif at the end of the command")
+        if not self.prog.main.columns:
+            raise AqSyntaxError("missing column spec: -d Type:Name ... is required")
+        return self.prog
+
+    def option(self, occ: Occurrence) -> None:
+        key = occ.key
+        checking = self.check
+        if key not in ("-c", "-notitle", "-o", "-ovar"):
+            self.last_output = None
+        if self.udb_opts and key in ("-spec", "-db"):
+            self.pending_imp_attrs.append(f"{key[1:]}={occ.args[0]}")
+            return
+        self.udb_opts = key == "-udb"
+        HANDLERS[key](self, occ)
+        if checking is not None and self.check is checking:
+            self.finish_check(occ)
+
+    def start_check(self, occ: Occurrence, negate: bool) -> None:
+        """-if/-elif: the next option on the command line is the rule to check."""
+        nxt = self.argv[occ.at] if occ.at < len(self.argv) else None
+        if nxt is None:
+            raise AqSyntaxError(f"{occ.where}: missing the rule to check")
+        spec = OPTIONS.spec(nxt)
+        if nxt == "-" or (spec is None and not looks_like_option(nxt)) or (
+            spec is not None and spec.name in _NOT_CHECKABLE
+        ):  # fmt: skip
+            raise AqSyntaxError(f"{occ.where}: {nxt!r} cannot be checked by -if")
+        self.check = (occ.name, occ.at, negate)
+        self.captured = []
+
+    def finish_check(self, occ: Occurrence) -> None:
+        assert self.check is not None
+        opt, at, negate = self.check
+        self.check = None
+        self.last_output = None  # a -c after `-if -o File` is an output of its own
+        if len(self.captured) != 1:
+            word = self.argv[occ.at - 1]
+            raise AqSyntaxError(f"{opt} (argument {at}): {word!r} cannot be checked by -if")
+        self.stack[-1].branches[-1].check = self.captured[0]
+        self.stack[-1].branches[-1].negate = negate
+
+
+def _on_input(p: _Parser, occ: Occurrence) -> None:
+    if not occ.words:
+        raise AqSyntaxError(f"{occ.where}: missing input file name")
+    attrs = occ.parsed_attrs()
+    if p.main is not None:  # legacy `-f a -f b`
+        p.main.files.extend(occ.words)
+    else:
+        p.main = p.prog.main = InputSpec(occ.words, attrs, [])
+
+
+def _on_columns(p: _Parser, occ: Occurrence) -> None:
+    p.prog.main.columns = [_column_item(w, occ.where) for w in occ.words]
+    if not p.prog.main.columns:
+        raise AqSyntaxError(f"{occ.where}: missing column specs")
+
+
+def _on_cat(p: _Parser, occ: Occurrence) -> None:
+    files, words = _split_words(occ.words, looks_like_colspec, occ)
+    specs = [parse_colspec(w) for w in words]
+    if not files or not specs:
+        raise AqSyntaxError(f"{occ.where}: needs File ... ColSpec ...")
+    p.prog.cats.append(InputSpec(files, occ.parsed_attrs(), list(specs)))
+
+
+def _on_lookup(p: _Parser, occ: Occurrence) -> None:
+    col = occ.args[0] if occ.args else None
+    files, words = _split_words(occ.words, _is_lookup_spec, occ, len(occ.args))
+    specs = [_lookup_spec(w) for w in words]
+    if not files:
+        raise AqSyntaxError(f"{occ.where}: missing lookup file")
+    if occ.key == "-cmb" and not specs:
+        raise AqSyntaxError(f"{occ.where}: missing lookup column specs")
+    p.add(Lookup(occ.key[1:], col, files, occ.parsed_attrs(), specs))
+
+
+def _on_eval(p: _Parser, occ: Occurrence) -> None:
+    target_word, expr = occ.args
+    target: ColSpec | str | None
+    if target_word == "-":
+        target = None
+    elif ":" in target_word:
+        target = parse_colspec(target_word, allow_skip=False, what=f"{occ.name} target")
+    else:
+        target = target_word
+    p.add(Eval(target, expr))
+
+
+def _on_map(p: _Parser, occ: Occurrence) -> None:
+    extra = ["rx"] if occ.key.endswith("rx") else []
+    if occ.key.startswith("-mapf"):
+        p.add(MapF(occ.args[0], occ.args[1], occ.attrs + extra))
+    else:
+        p.add(Map(occ.args[0], occ.args[1], occ.args[2], occ.attrs + extra))
+
+
+def _on_mapc(p: _Parser, occ: Occurrence) -> None:
+    tword, template = occ.args
+    tgt = parse_colspec(tword, allow_skip=False) if ":" in tword else tword
+    p.add(MapC(tgt, template))
+
+
+def _on_var(p: _Parser, occ: Occurrence) -> None:
+    spec = parse_colspec(occ.args[0], allow_skip=False, what="-var spec")
+    p.prog.vars.append(VarDef(spec, occ.args[1]))
+    (p.captured if p.check is not None else p.prog.chain).append(p.prog.vars[-1])
+
+
+def _on_output(p: _Parser, occ: Occurrence) -> None:
+    out = Output(occ.args[0], occ.parsed_attrs())
+    if occ.key == "-ovar":
+        p.prog.ovars.append(out)
+    else:
+        p.add(out)
+    p.last_output = out
+
+
+def _on_notitle(p: _Parser, occ: Occurrence) -> None:  # legacy: `-o File -notitle`
+    if p.last_output is None:
+        raise AqSyntaxError(f"{occ.where}: -notitle must follow -o File")
+    p.last_output.attrs.notitle = True
+
+
+def _on_c(p: _Parser, occ: Occurrence) -> None:
+    if not occ.words:
+        raise AqSyntaxError(f"{occ.where}: missing column names")
+    if p.last_output is not None and p.last_output.columns is None:
+        p.last_output.columns = occ.words
+    else:  # `-c` without its own `-o`: a separate stdout output at the end
+        p.prog.chain.append(Output("-", OutputAttrs(), occ.words))
+    p.last_output = None
+
+
+def _on_if(p: _Parser, occ: Occurrence) -> None:
+    block = If([])
+    p.add(block)
+    p.stack.append(block)
+    block.branches.append(Branch(None, occ.key == "-ifnot"))
+    p.start_check(occ, occ.key == "-ifnot")
+
+
+def _on_elif(p: _Parser, occ: Occurrence) -> None:
+    if not p.stack or p.stack[-1].orelse is not None:
+        raise AqSyntaxError(f"{occ.where}: {occ.name} without a matching -if")
+    p.stack[-1].branches.append(Branch(None, occ.key == "-elifnot"))
+    p.start_check(occ, occ.key == "-elifnot")
+
+
+def _on_else(p: _Parser, occ: Occurrence) -> None:
+    if not p.stack or p.stack[-1].orelse is not None:
+        raise AqSyntaxError(f"{occ.where}: -else without a matching -if")
+    p.stack[-1].orelse = []
+
+
+def _on_endif(p: _Parser, occ: Occurrence) -> None:
+    if not p.stack:
+        raise AqSyntaxError(f"{occ.where}: -endif without a matching -if")
+    p.stack.pop()
+
+
+def _on_help(p: _Parser, occ: Occurrence) -> None:
+    raise AqSyntaxError("help requested")  # handled by the CLI before parsing
+
+
+def _setter(**values: object) -> Callable[[_Parser, Occurrence], None]:
+    def handler(p: _Parser, occ: Occurrence) -> None:
+        for name, value in values.items():
+            setattr(p.prog, name, value)
+
+    return handler
+
+
+def _int_setter(name: str) -> Callable[[_Parser, Occurrence], None]:
+    def handler(p: _Parser, occ: Occurrence) -> None:
+        setattr(p.prog, name, _int(occ.args[0], occ.where))
+
+    return handler
+
+
+def _ignore(p: _Parser, occ: Occurrence) -> None:
+    """Legacy or irrelevant options (their value, if any, is already taken)."""
+
+
+HANDLERS: dict[str, Callable[[_Parser, Occurrence], None]] = {
+    "-f": _on_input, "-d": _on_columns, "-cat": _on_cat,
+    "-cmb": _on_lookup, "-sub": _on_lookup, "-grep": _on_lookup,
+    "-eval": _on_eval, "-filt": lambda p, occ: p.add(Filt(occ.args[0])),
+    "-mapf": _on_map, "-mapfrx": _on_map, "-map": _on_map, "-maprx": _on_map, "-mapc": _on_mapc,
+    "-var": _on_var,
+    "-alias": lambda p, occ: p.add(Alias(occ.args[0], occ.args[1], False)),
+    "-renam": lambda p, occ: p.add(Alias(occ.args[0], occ.args[1], True)),
+    "-seed": _int_setter("seed"), "-rownum": _int_setter("rownum_start"),
+    "-o": _on_output, "-ovar": _on_output, "-notitle": _on_notitle, "-c": _on_c,
+    "-imp": lambda p, occ: p.add(Imp(occ.args[0], occ.attrs + p.pending_imp_attrs)),
+    "-udb": _ignore, "-ddef": _setter(ddef=True), "-stat": _setter(stat=True),
+    "-test": _setter(test=True),
+    "-true": lambda p, occ: p.add(Const(True)), "-false": lambda p, occ: p.add(Const(False)),
+    "-if": _on_if, "-ifnot": _on_if, "-elif": _on_elif, "-elifnot": _on_elif,
+    "-else": _on_else, "-endif": _on_endif, "-h": _on_help,
+    **{name: _ignore for name in ("-spec", "-db", "-seg", "-bz", "-emod", "-mesg", "-server",
+                                  "-mod", "-nobnk", "-nonew", "-local", "-verb")},
+}  # fmt: skip
+
+
+def parse_argv(argv: list[str]) -> Program:
+    prog = _Parser(list(argv)).run()
     for source in [prog.main, *prog.cats]:
         escaped = any(isinstance(c, ColSpec) and c.has("esc") for c in source.columns)
         if escaped and source.attrs.fmt not in ("csv", "sep"):
@@ -540,27 +495,6 @@ def _check_key_specs(source: InputSpec) -> None:
                 f"-d {col.name}: -f,{source.attrs.fmt} needs a key path (Type:Name:Key.Path)"
             )
         parse_keyspec(col.key_spec, source.attrs.base)
-
-
-def _check_rule(args: _Args, opt: str, at: int) -> object:
-    """The rule right after `-if`/`-elif`: parse exactly one option into a temporary program."""
-    if not args.more():
-        raise AqSyntaxError(f"{opt} (argument {at}): missing the rule to check")
-    start = args.pos
-    word = args.argv[start]
-    if not is_option(word) or _split_attrs(word)[0].lower() in (
-        "-if", "-ifnot", "-elif", "-elifnot", "-else", "-endif", "-c",
-    ):  # fmt: skip
-        raise AqSyntaxError(f"{opt} (argument {at}): {word!r} cannot be checked by -if")
-    # find the end of this one option by letting the main parser consume it on a sub-list
-    end = start + 1
-    while end < len(args.argv) and not (is_option(args.argv[end]) and args.argv[end] != "-"):
-        end += 1
-    sub = parse_argv([*args.argv[start:end], "-d", "X"])
-    args.pos = end
-    if len(sub.chain) != 1:
-        raise AqSyntaxError(f"{opt} (argument {at}): {word!r} cannot be checked by -if")
-    return sub.chain[0]
 
 
 def _column_item(word: str, where: str) -> ColSpec | Sep:

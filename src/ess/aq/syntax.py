@@ -7,6 +7,7 @@ and the expression compiler (which calls them) both import it without importing 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ def parse(text: str, where: str) -> Tree:
     try:
         return parser().parse(text)
     except UnexpectedCharacters as exc:
+        if exc.char in "\"'" and _unterminated(text, exc.column - 1):
+            raise src.error("unterminated string", exc.column) from None
         raise src.error(f"unexpected character {exc.char!r}", exc.column) from None
     except UnexpectedEOF:
         raise src.error("unexpected end of expression", len(text) + 1) from None
@@ -78,6 +81,14 @@ def parse(text: str, where: str) -> Tree:
         raise src.error(f"unexpected {tok.value!r}", tok.column) from None
     except UnexpectedInput as exc:  # pragma: no cover - other lark errors
         raise src.error("syntax error", getattr(exc, "column", None)) from None
+
+
+_STRING_AT = {'"': re.compile(r'"(\\[\s\S]|[^"\\])*"'), "'": re.compile(r"'[^']*'")}
+
+
+def _unterminated(text: str, start: int) -> bool:
+    """Whether the string constant opening at `start` has no closing quote."""
+    return _STRING_AT[text[start]].match(text, start) is None
 
 
 def decode_strings(token: str) -> str:

@@ -7,13 +7,73 @@ import sys
 from typing import NoReturn
 
 USAGE = """\
-usage: aq_pp [-h] [-f[,AtrLst] File ...] -d ColSpec ... [-cat ...] [-var ColSpec Val]
-             [-eval ColSpec|Col Expr] [-filt Filter] [-if Rule ... -elif ... -else ... -endif]
-             [-map/-mapf/-mapc ...] [-sub/-grep/-cmb ...] [-o[,AtrLst] File [-c Col ...]]
-             [-ovar File]
+usage: aq_pp [-h] [-f[,AtrLst] File ...] -d ColSpec ... [rules ...] [outputs ...]
 
 Record preprocessor (AuriQ Essentia compatible). Reads delimited records, applies the rules
-in command-line order and writes Essentia CSV. See docs/aq_pp.md.
+in command-line order (a row flows through them in that order) and writes Essentia CSV.
+
+input:
+  -f[,AtrLst] File ...       input files (- = stdin); AtrLst: +N[l|r|b] eok[=Num] qui[=Num]
+                             csv sep=C noq esc nox tab fix div jsn xml base=Path
+  -d ColSpec ...             input columns, Type[,Attr...]:Name (S I IS L F IP X), sep:Text
+  -cat[,AtrLst] File ... ColSpec ...   more input files with their own column spec
+rules:
+  -eval ColSpec|Col|- Expr   compute a new or existing column (- discards the value)
+  -evlc ColSpec|Col Expr     legacy spelling of -eval
+  -filt Expr                 keep the rows where Expr is true
+  -var ColSpec Value         a variable: carried from row to row, printed by -ovar
+  -map[,Attr] Col From To    rewrite Col where it matches From (rx, rx_extended, pcre, ncas)
+  -maprx Col From To         -map with regex From
+  -mapf[,Attr] Col From      extract %%Names%% from Col for -mapc
+  -mapfrx Col From           -mapf with regex From
+  -mapc ColSpec|Col To       build a column from the extracted %%Names%%
+  -sub[,Attr] Col File ... [Spec ...]   replace Col by lookup (pat ncas req; FROM TO X)
+  -grep[,Attr] Col File ... [Spec ...]  keep rows whose Col is in the files (pat ncas rev)
+  -cmb[,Attr] File ... ColSpec ...      join columns of a lookup file (key cmb ncas req all)
+  -alias Col Name            a second name for a column
+  -renam Col Name            rename a column
+  -true                      a rule that always succeeds
+  -false                     a rule that always fails
+  -if Rule ...               run the rules up to -elif/-else/-endif where Rule succeeds
+  -ifnot Rule ...            ... where Rule fails
+  -elif Rule ...             the next branch of an -if: where Rule succeeds
+  -elifnot Rule ...          ... where Rule fails
+  -else ...                  the rows no branch took
+  -endif                     the end of an -if block
+outputs:
+  -o[,AtrLst] File           write the rows here (- = stdout); notitle app sep=C fmt_g esc noq
+  -c Col[:Label] ...         the columns of the preceding -o (~Col/!Col drop, * all)
+  -notitle                   legacy: no title line for the preceding -o
+  -ovar[,AtrLst] File        write the final values of the -var variables
+  -imp[,AtrLst] Db[:Tab]     import the rows into the UDB (spec= db= ddef nodelay)
+  -udb [-spec File] [-db Db] legacy prefix of -imp (its -spec/-db become -imp attributes)
+  -ddef                      -imp: columns missing in the data get their default
+settings:
+  -seed N                    seed of $Random
+  -rownum N                  first $RowNum (legacy)
+  -stat                      print record, error and output counts on stderr
+  -test                      check the command line, process nothing
+  -verb                      accepted (no effect)
+  -local                     accepted (no effect: the UDB is always the cluster's)
+  -nobnk                     accepted (no effect)
+  -nonew                     accepted (no effect)
+  -spec File                 accepted, ignored outside -udb
+  -db Db                     accepted, ignored outside -udb
+  -seg N                     accepted, ignored
+  -bz N                      accepted, ignored (records have no size limit)
+  -emod V                    accepted, ignored
+  -mesg V                    accepted, ignored
+  -server V                  accepted, ignored
+  -mod V                     accepted, ignored
+  -kenc                      not supported (exit 10)
+  -kdec                      not supported (exit 10)
+  -pmod                      not supported (exit 10)
+  -exp                       not supported (exit 10): Udb export as input
+  -cnt                       not supported (exit 10): Udb count as input
+  -quit                      not supported (exit 10)
+  -quitafter                 not supported (exit 10)
+  -skip                      not supported (exit 10)
+  -h, -help, --help          this help
 
 example:
   aq_pp -f,+1,eok purchases.csv -d S:date S:user I:article F:price \\

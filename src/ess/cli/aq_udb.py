@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         from ess.udb.query import parse_argv, run_parts
         from ess.workspace import Workspace
 
-        req = parse_argv(args)
-        parts = run_parts(Workspace.from_env(), args)
+        req = parse_argv(args)  # once: the request carries everything run_parts needs
+        parts = run_parts(Workspace.from_env(), req)
         if req.out_path == "-":
             for part in parts:
                 sys.stdout.buffer.write(part)

@@ -214,3 +214,60 @@ def test_error_line_counts_blank_lines_and_skipped_records(attrs: str) -> None:
         assert b"stdin, line 4: more fields" in out.stderr
     else:
         assert b"stdin, line 6, field 2 (b, type I): cannot convert 'x'" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-bogus"],
+        ["-f", "-", "-d", "i:a", "-bogus"],  # was taken as a column spec ("unknown column type")
+        ["-f", "-", "-bogus", "-d", "i:a"],  # was taken as an input file name
+        ["-f", "-", "-d", "i:a", "-filt", "a > 0", "-bogus,x", "y"],
+    ],
+)
+def test_unknown_option_is_named(args: list[str]) -> None:
+    out = run_cli(*args, stdin=b"1\n")
+    assert out.returncode == AqSyntaxError.exit_code
+    assert out.stderr == b"aq_pp: unknown option -bogus\n" and out.stdout == b""
+
+
+def test_dash_words_that_are_values_still_parse() -> None:
+    """A fixed argument may start with `-` (a negative number, `-` for stdout or discard)."""
+    out = run_cli("-f", "-", "-d", "i:a", "-eval", "is:b", "-a", "-eval", "-", "a", "-o", "-",
+                  stdin=b"3\n")  # fmt: skip
+    assert out.returncode == 0 and out.stdout == b'"a","b"\n3,-3\n'
+
+
+@pytest.mark.parametrize(
+    ("expr", "column"),
+    [('"abc', 1), ("b + 'abc", 5), ('b + "x\\"', 5), ('"ab" + "x" + "', 14)],
+)
+def test_unterminated_string_names_its_column(expr: str, column: int) -> None:
+    with pytest.raises(AqSyntaxError) as err:
+        compile_args("-eval", "s:y", expr)
+    msg = str(err.value)
+    assert msg.startswith(f"-eval: unterminated string at position {column} of the expression")
+    assert msg.endswith("\n  " + " " * (column - 1) + "^")
+    out = run_cli("-f", "-", *SPEC, "-eval", "s:y", expr)
+    assert out.returncode == AqSyntaxError.exit_code
+    assert out.stderr.startswith(f"aq_pp: -eval: unterminated string at position {column}".encode())
+
+
+def test_ovar_of_a_column_that_is_no_variable() -> None:
+    out = run_cli("-f", "-", *SPEC, "-ovar", "-", "-c", "a", stdin=b"1,x,2\n")
+    assert out.returncode == AqSyntaxError.exit_code
+    assert out.stderr == b"aq_pp: -ovar: column 'a' is not a -var variable\n"
+
+
+def test_help_has_a_line_for_every_option() -> None:
+    """`aq_pp --help` lists every option of the parser's table, each at the start of a line,
+    and points nowhere into a source tree."""
+    from ess.aq.rules import OPTIONS
+
+    out = run_cli("--help")
+    assert out.returncode == 0
+    starts = {line.split()[0].split(",")[0].split("[")[0] for line in
+              out.stdout.decode().splitlines() if line.startswith("  -")}  # fmt: skip
+    names = {n for spec in OPTIONS.specs for n in (spec.name, *spec.aliases)} - {"-help", "--help"}
+    assert names - starts == set()
+    assert b"docs/" not in out.stdout and b".md" not in out.stdout

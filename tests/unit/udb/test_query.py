@@ -233,3 +233,16 @@ def test_pp_on_another_table_carries_var_per_key() -> None:
     out = plan.run(frame(), spec, writer=keep, others=lambda name: other if name == "o" else None)
     assert out.select("country", "n").rows() == [("Q", 2), ("Q", 2), ("Q", 2)]
     assert sorted(written["o"].get_column("m").to_list()) == [50, 60, 70]
+
+
+def test_unknown_option_and_unterminated_string() -> None:
+    """The option table aq_udb shares with aq_pp names an unknown option; a value that only
+    looks like an option (a negative number) is still a value."""
+    with pytest.raises(AqSyntaxError, match=r"^unknown option -bogus$"):
+        parse_argv(["-exp", "db:t", "-bogus"])
+    with pytest.raises(AqSyntaxError, match=r"^unknown option -bogus$"):
+        parse_argv(["-exp", "db:t", "-c", "name", "-bogus"])
+    req = parse_argv(["-exp", "db:t", "-var", "counter", "-1", "-o,sep=,", "-"])
+    assert req.var_sets == [("counter", "-1")] and req.out_attrs.sep == ","
+    with pytest.raises(AqSyntaxError, match="unterminated string at position 7"):
+        plan(["-eval", "extra", '"x" + "y']).run(frame(), SPEC, writer=None)
