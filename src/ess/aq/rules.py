@@ -235,7 +235,7 @@ def _split_words(
 
 
 @dataclass
-class _Parser:
+class _PPArgv:
     """The meaning of aq_pp's options, applied one Occurrence at a time."""
 
     argv: list[str]
@@ -309,7 +309,7 @@ class _Parser:
         self.stack[-1].branches[-1].negate = negate
 
 
-def _on_input(p: _Parser, occ: Occurrence) -> None:
+def _on_input(p: _PPArgv, occ: Occurrence) -> None:
     if not occ.words:
         raise AqSyntaxError(f"{occ.where}: missing input file name")
     attrs = occ.parsed_attrs()
@@ -319,13 +319,13 @@ def _on_input(p: _Parser, occ: Occurrence) -> None:
         p.main = p.prog.main = InputSpec(occ.words, attrs, [])
 
 
-def _on_columns(p: _Parser, occ: Occurrence) -> None:
+def _on_columns(p: _PPArgv, occ: Occurrence) -> None:
     p.prog.main.columns = [_column_item(w, occ.where) for w in occ.words]
     if not p.prog.main.columns:
         raise AqSyntaxError(f"{occ.where}: missing column specs")
 
 
-def _on_cat(p: _Parser, occ: Occurrence) -> None:
+def _on_cat(p: _PPArgv, occ: Occurrence) -> None:
     files, words = _split_words(occ.words, looks_like_colspec, occ)
     specs = [parse_colspec(w) for w in words]
     if not files or not specs:
@@ -333,7 +333,7 @@ def _on_cat(p: _Parser, occ: Occurrence) -> None:
     p.prog.cats.append(InputSpec(files, occ.parsed_attrs(), list(specs)))
 
 
-def _on_lookup(p: _Parser, occ: Occurrence) -> None:
+def _on_lookup(p: _PPArgv, occ: Occurrence) -> None:
     col = occ.args[0] if occ.args else None
     files, words = _split_words(occ.words, _is_lookup_spec, occ, len(occ.args))
     specs = [_lookup_spec(w) for w in words]
@@ -344,7 +344,7 @@ def _on_lookup(p: _Parser, occ: Occurrence) -> None:
     p.add(Lookup(occ.key[1:], col, files, occ.parsed_attrs(), specs))
 
 
-def _on_eval(p: _Parser, occ: Occurrence) -> None:
+def _on_eval(p: _PPArgv, occ: Occurrence) -> None:
     target_word, expr = occ.args
     target: ColSpec | str | None
     if target_word == "-":
@@ -356,7 +356,7 @@ def _on_eval(p: _Parser, occ: Occurrence) -> None:
     p.add(Eval(target, expr))
 
 
-def _on_map(p: _Parser, occ: Occurrence) -> None:
+def _on_map(p: _PPArgv, occ: Occurrence) -> None:
     extra = ["rx"] if occ.key.endswith("rx") else []
     if occ.key.startswith("-mapf"):
         p.add(MapF(occ.args[0], occ.args[1], occ.attrs + extra))
@@ -364,19 +364,19 @@ def _on_map(p: _Parser, occ: Occurrence) -> None:
         p.add(Map(occ.args[0], occ.args[1], occ.args[2], occ.attrs + extra))
 
 
-def _on_mapc(p: _Parser, occ: Occurrence) -> None:
+def _on_mapc(p: _PPArgv, occ: Occurrence) -> None:
     tword, template = occ.args
     tgt = parse_colspec(tword, allow_skip=False) if ":" in tword else tword
     p.add(MapC(tgt, template))
 
 
-def _on_var(p: _Parser, occ: Occurrence) -> None:
+def _on_var(p: _PPArgv, occ: Occurrence) -> None:
     spec = parse_colspec(occ.args[0], allow_skip=False, what="-var spec")
     p.prog.vars.append(VarDef(spec, occ.args[1]))
     (p.captured if p.check is not None else p.prog.chain).append(p.prog.vars[-1])
 
 
-def _on_output(p: _Parser, occ: Occurrence) -> None:
+def _on_output(p: _PPArgv, occ: Occurrence) -> None:
     out = Output(occ.args[0], occ.parsed_attrs())
     if occ.key == "-ovar":
         p.prog.ovars.append(out)
@@ -385,13 +385,13 @@ def _on_output(p: _Parser, occ: Occurrence) -> None:
     p.last_output = out
 
 
-def _on_notitle(p: _Parser, occ: Occurrence) -> None:  # legacy: `-o File -notitle`
+def _on_notitle(p: _PPArgv, occ: Occurrence) -> None:  # legacy: `-o File -notitle`
     if p.last_output is None:
         raise AqSyntaxError(f"{occ.where}: -notitle must follow -o File")
     p.last_output.attrs.notitle = True
 
 
-def _on_c(p: _Parser, occ: Occurrence) -> None:
+def _on_c(p: _PPArgv, occ: Occurrence) -> None:
     if not occ.words:
         raise AqSyntaxError(f"{occ.where}: missing column names")
     if p.last_output is not None and p.last_output.columns is None:
@@ -401,7 +401,7 @@ def _on_c(p: _Parser, occ: Occurrence) -> None:
     p.last_output = None
 
 
-def _on_if(p: _Parser, occ: Occurrence) -> None:
+def _on_if(p: _PPArgv, occ: Occurrence) -> None:
     block = If([])
     p.add(block)
     p.stack.append(block)
@@ -409,49 +409,49 @@ def _on_if(p: _Parser, occ: Occurrence) -> None:
     p.start_check(occ, occ.key == "-ifnot")
 
 
-def _on_elif(p: _Parser, occ: Occurrence) -> None:
+def _on_elif(p: _PPArgv, occ: Occurrence) -> None:
     if not p.stack or p.stack[-1].orelse is not None:
         raise AqSyntaxError(f"{occ.where}: {occ.name} without a matching -if")
     p.stack[-1].branches.append(Branch(None, occ.key == "-elifnot"))
     p.start_check(occ, occ.key == "-elifnot")
 
 
-def _on_else(p: _Parser, occ: Occurrence) -> None:
+def _on_else(p: _PPArgv, occ: Occurrence) -> None:
     if not p.stack or p.stack[-1].orelse is not None:
         raise AqSyntaxError(f"{occ.where}: -else without a matching -if")
     p.stack[-1].orelse = []
 
 
-def _on_endif(p: _Parser, occ: Occurrence) -> None:
+def _on_endif(p: _PPArgv, occ: Occurrence) -> None:
     if not p.stack:
         raise AqSyntaxError(f"{occ.where}: -endif without a matching -if")
     p.stack.pop()
 
 
-def _on_help(p: _Parser, occ: Occurrence) -> None:
+def _on_help(p: _PPArgv, occ: Occurrence) -> None:
     raise AqSyntaxError("help requested")  # handled by the CLI before parsing
 
 
-def _setter(**values: object) -> Callable[[_Parser, Occurrence], None]:
-    def handler(p: _Parser, occ: Occurrence) -> None:
+def _setter(**values: object) -> Callable[[_PPArgv, Occurrence], None]:
+    def handler(p: _PPArgv, occ: Occurrence) -> None:
         for name, value in values.items():
             setattr(p.prog, name, value)
 
     return handler
 
 
-def _int_setter(name: str) -> Callable[[_Parser, Occurrence], None]:
-    def handler(p: _Parser, occ: Occurrence) -> None:
+def _int_setter(name: str) -> Callable[[_PPArgv, Occurrence], None]:
+    def handler(p: _PPArgv, occ: Occurrence) -> None:
         setattr(p.prog, name, _int(occ.args[0], occ.where))
 
     return handler
 
 
-def _ignore(p: _Parser, occ: Occurrence) -> None:
+def _ignore(p: _PPArgv, occ: Occurrence) -> None:
     """Legacy or irrelevant options (their value, if any, is already taken)."""
 
 
-HANDLERS: dict[str, Callable[[_Parser, Occurrence], None]] = {
+HANDLERS: dict[str, Callable[[_PPArgv, Occurrence], None]] = {
     "-f": _on_input, "-d": _on_columns, "-cat": _on_cat,
     "-cmb": _on_lookup, "-sub": _on_lookup, "-grep": _on_lookup,
     "-eval": _on_eval, "-filt": lambda p, occ: p.add(Filt(occ.args[0])),
@@ -473,7 +473,7 @@ HANDLERS: dict[str, Callable[[_Parser, Occurrence], None]] = {
 
 
 def parse_argv(argv: list[str]) -> Program:
-    prog = _Parser(list(argv)).run()
+    prog = _PPArgv(list(argv)).run()
     for source in [prog.main, *prog.cats]:
         escaped = any(isinstance(c, ColSpec) and c.has("esc") for c in source.columns)
         if escaped and source.attrs.fmt not in ("csv", "sep"):

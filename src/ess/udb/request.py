@@ -78,7 +78,7 @@ class Request:
 
 
 @dataclass
-class _Parser:
+class _UdbArgv:
     """The meaning of aq_udb's options, applied one Occurrence at a time."""
 
     argv: list[str]
@@ -138,7 +138,7 @@ def _one_rule(occ: Occurrence) -> Rule:
     raise AqSyntaxError(f"{occ.key} cannot be used here")  # pragma: no cover
 
 
-def _on_action(p: _Parser, occ: Occurrence) -> None:
+def _on_action(p: _UdbArgv, occ: Occurrence) -> None:
     req = p.req
     req.action, req.attrs = occ.key, occ.attrs
     spec_attr = [a[5:] for a in occ.attrs if a.lower().startswith("spec=")]
@@ -151,24 +151,24 @@ def _on_action(p: _Parser, occ: Occurrence) -> None:
         req.ord_cols = occ.words
 
 
-def _on_spec(p: _Parser, occ: Occurrence) -> None:
+def _on_spec(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.spec_file = occ.args[0]
 
 
-def _on_db(p: _Parser, occ: Occurrence) -> None:
+def _on_db(p: _UdbArgv, occ: Occurrence) -> None:
     p.legacy_db = occ.args[0]
 
 
-def _on_var(p: _Parser, occ: Occurrence) -> None:
+def _on_var(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.var_sets.append((occ.args[0], occ.args[1]))
 
 
-def _on_bvar(p: _Parser, occ: Occurrence) -> None:
+def _on_bvar(p: _UdbArgv, occ: Occurrence) -> None:
     pair = (occ.args[0], occ.args[1])
     (p.group.bvars if p.group is not None else p.req.bvars).append(pair)
 
 
-def _on_pp(p: _Parser, occ: Occurrence) -> None:
+def _on_pp(p: _UdbArgv, occ: Occurrence) -> None:
     if p.group is not None:
         raise AqSyntaxError("-pp: groups cannot nest (missing -endpp)")
     post = [a for a in occ.attrs if a.lower().startswith("post=")]
@@ -177,74 +177,74 @@ def _on_pp(p: _Parser, occ: Occurrence) -> None:
     p.group = PPGroup(occ.args[0], [], [])
 
 
-def _on_endpp(p: _Parser, occ: Occurrence) -> None:
+def _on_endpp(p: _UdbArgv, occ: Occurrence) -> None:
     if p.group is None or p.stack:
         raise AqSyntaxError("-endpp without -pp (or inside -if)")
     p.req.pp.append(p.group)
     p.group = None
 
 
-def _on_rule(p: _Parser, occ: Occurrence) -> None:
+def _on_rule(p: _UdbArgv, occ: Occurrence) -> None:
     p.body().append(_one_rule(occ))
 
 
-def _on_if(p: _Parser, occ: Occurrence) -> None:
+def _on_if(p: _UdbArgv, occ: Occurrence) -> None:
     p.expect_check(occ, negate=occ.key == "-ifnot", new_block=True)
 
 
-def _on_elif(p: _Parser, occ: Occurrence) -> None:
+def _on_elif(p: _UdbArgv, occ: Occurrence) -> None:
     if not p.stack or p.stack[-1].orelse is not None:
         raise AqSyntaxError(f"{p.argv[occ.at - 1]} without -if")
     p.expect_check(occ, negate=occ.key == "-elifnot", new_block=False)
 
 
-def _on_else(p: _Parser, occ: Occurrence) -> None:
+def _on_else(p: _UdbArgv, occ: Occurrence) -> None:
     if not p.stack or p.stack[-1].orelse is not None:
         raise AqSyntaxError("-else without -if")
     p.stack[-1].orelse = []
 
 
-def _on_endif(p: _Parser, occ: Occurrence) -> None:
+def _on_endif(p: _UdbArgv, occ: Occurrence) -> None:
     if not p.stack:
         raise AqSyntaxError("-endif without -if")
     p.stack.pop()
 
 
-def _on_sort(p: _Parser, occ: Occurrence) -> None:
+def _on_sort(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.sort, p.req.sort_attrs = occ.words, [a.lower() for a in occ.attrs]
     if not p.req.sort:
         raise AqSyntaxError("-sort: missing column names")
 
 
-def _on_dec(p: _Parser, occ: Occurrence) -> None:
+def _on_dec(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.sort_attrs.append("dec")
 
 
-def _on_limit(p: _Parser, occ: Occurrence) -> None:
+def _on_limit(p: _UdbArgv, occ: Occurrence) -> None:
     text = occ.args[0]
     if not text.isdigit():
         raise AqSyntaxError(f"{occ.key}: expected a number, got {text!r}")
     setattr(p.req, occ.key[1:], int(text))
 
 
-def _on_output(p: _Parser, occ: Occurrence) -> None:
+def _on_output(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.out_path = occ.args[0]
     p.req.out_attrs = occ.parsed_attrs()
 
 
-def _on_notitle(p: _Parser, occ: Occurrence) -> None:
+def _on_notitle(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.out_attrs.notitle = True
 
 
-def _on_columns(p: _Parser, occ: Occurrence) -> None:
+def _on_columns(p: _UdbArgv, occ: Occurrence) -> None:
     p.req.columns = occ.words
 
 
-def _ignore(p: _Parser, occ: Occurrence) -> None:
+def _ignore(p: _UdbArgv, occ: Occurrence) -> None:
     """-verb, -stat, -test, -local, -server, -seed: nothing to do here."""
 
 
-_HANDLERS: dict[str, Callable[[_Parser, Occurrence], None]] = {
+_HANDLERS: dict[str, Callable[[_UdbArgv, Occurrence], None]] = {
     **{a: _on_action for a in ACTIONS},
     "-spec": _on_spec, "-db": _on_db, "-var": _on_var, "-bvar": _on_bvar,
     "-pp": _on_pp, "-endpp": _on_endpp,
@@ -258,4 +258,4 @@ _HANDLERS: dict[str, Callable[[_Parser, Occurrence], None]] = {
 
 def parse_argv(argv: list[str]) -> Request:
     """aq_udb's command line as a Request (spec 11)."""
-    return _Parser(list(argv)).run()
+    return _UdbArgv(list(argv)).run()

@@ -17,7 +17,9 @@ from typing import Any
 import polars as pl
 
 from ess.aq.colspec import kind as kind_of
-from ess.aq.expr import Typed, compile_expr, lit_float, lit_int, lit_str, parse, truthy
+from ess.aq.expr import compile_expr
+from ess.aq.syntax import parse
+from ess.aq.values import Typed, lit_float, lit_int, lit_str, truthy
 from ess.errors import AqSyntaxError, NotSupportedError
 from ess.udb.merge import K, R, key_order
 from ess.udb.spec import Column, DbSpec, Target
