@@ -69,6 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_EXEC_NODE", "command", "", "`ess exec` only: the node's place, 1 = first (aq_udb)"),
     _S("ESS_SCHEDULER_ADDRESS", "worker", "", "the cluster's scheduler, for the UDB tools"),
     _S("ESS_TLS_DIR", "worker", "", "the worker's TLS directory (its own certificate)"),
+    _S("ESS_TLS_FILES", "worker", "", "the worker's CA, cert and key files (os.pathsep list)"),
     _S("ESS_CLUSTER_WORKERS", "worker", "", "the worker names the master expects"),
     _S("ESS_CLUSTER_ID", "worker", "", "the cluster's id"),
     _S("ESS_BOOT_DIR", "boot", "/opt/ess", "where a node keeps its venv, wheel and logs"),
