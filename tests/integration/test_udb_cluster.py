@@ -304,3 +304,20 @@ def test_var_vector_rules_del_key_and_seg(box: Sandbox, tmp_path: Path) -> None:
         assert sorted(halves.splitlines()) == sorted([b'"pkey"', b'"pkey"', b'"b"', b'"c"'])
         run_line("aq_udb -clr vdb:var")
         assert run_line("aq_udb -inf vdb") == b'"pkey","var","t"\n2,1,2\n'
+
+
+def test_snapshots_are_private_and_checksummed(box: Sandbox) -> None:
+    """After the imports above: every snapshot file is 0600 in folders 0700 (they hold the
+    users' rows) and carries its CRC-32 in its name, which matches its bytes."""
+    from ess.udb.snapshot import SEG_RE, read_segment
+
+    root = box.root / ".ess" / "udb"
+    files = sorted(root.rglob("*.arrow"))
+    assert len(files) > 32
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+    folders = [d for d in root.rglob("*") if d.is_dir()]
+    assert {d.stat().st_mode & 0o777 for d in folders} == {0o700}
+    for f in files:
+        m = SEG_RE.match(f.name)
+        assert m is not None and m["crc"] is not None, f
+        assert read_segment(f)[0] is not None, f

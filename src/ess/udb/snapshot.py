@@ -210,6 +210,8 @@ class Store:
         self.ready = True
 
     def _load_part(self, db: str, pid: int, pdir: Path, state: DbState) -> Part:
+        for tmp in pdir.glob("*.tmp"):  # a write cut short by a crash: never renamed, never used
+            tmp.unlink(missing_ok=True)
         segs: dict[str, list[tuple[int, bool, Path]]] = {}
         for f in pdir.glob("*.arrow"):
             m = SEG_RE.match(f.name)

@@ -139,9 +139,12 @@ def test_damaged_segments_are_set_aside_and_the_rest_loads(tmp_path: Path) -> No
     data[len(data) // 2] ^= 0x40
     flip.write_bytes(bytes(data))
 
+    half = cut.parent / (cut.name.split(".arrow")[0] + ".tmp")  # a write a crash cut short
+    half.write_bytes(b"ARROW1")
     reloaded = Store(tmp_path / "w1")
     reloaded.load()
     assert reloaded.ready and not reloaded.error
+    assert not half.exists()
     lost = sorted((d.partition, d.what) for d in reloaded.damaged)
     assert lost == [(1, "table t"), (2, "vector v")]
     assert all(Path(d.path).name.endswith(".arrow.damaged") for d in reloaded.damaged)
