@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import ACCEPTANCE, BIN, DATA, PROJECT, assert_no_traceback, make_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # runs scripts for minutes
 
 SCRIPTS = ACCEPTANCE / "scripts"
 TIMEOUT = 1200  # seconds per script; the machine is shared, 3-database.sh takes minutes

@@ -29,7 +29,8 @@ from tests.integration.test_custom_cluster import (  # noqa: F401 - fixtures
     write_reservation,
 )
 
-pytestmark = pytest.mark.slow
+#: three SSH hosts started, stopped, restarted and drained: minutes on a busy machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 CLUSTER = "udb_remote"
 DAYS = 6
@@ -66,6 +67,41 @@ def check_everything_there(ess: EssEnv, rows: list[tuple[str, int]]) -> None:
     assert len(vector) == len(totals)
 
 
+def top(totals: Counter[str], n: int) -> list[int]:
+    return sorted(totals.values(), reverse=True)[:n]
+
+
+def check_exec_runs_udb_commands_once(ess: EssEnv, rows: list[tuple[str, int]]) -> None:
+    """ess exec runs a command on each of the 3 hosts, but aq_udb only on the first: the
+    database is one for the cluster, so a query prints every row once (-sort/-top global)
+    and an export piped into an import (Essentia's tutorial step 12) imports every row once."""
+    nodes = ess.ess("exec", 'echo "%node_id/%num_nodes exec-node=$ESS_EXEC_NODE"')
+    assert nodes.stdout.splitlines() == [f"{i}/3 exec-node={i}" for i in (1, 2, 3)]
+    count = ess.run("-cnt", "shop:sales", tool="aq_udb")
+    assert count.returncode == 0, count.stderr
+    on_workers = ess.ess("exec", "aq_udb -cnt shop:sales")
+    assert on_workers.returncode == 0, on_workers.stderr
+    assert on_workers.stdout == count.stdout
+    totals: Counter[str] = Counter()
+    for user, amount in rows:
+        totals[user] += amount
+    top3 = ess.ess("exec", "aq_udb -exp shop:totals -sort,dec amount -top 3")
+    assert top3.returncode == 0, top3.stderr
+    lines = top3.stdout.splitlines()
+    assert lines[0] == '"user","amount"' and len(lines) == 4, top3.stdout
+    assert [int(line.split(",")[1]) for line in lines[1:]] == top(totals, 3)
+    # step 12: export -> aq_pp -imp, run by ess exec on every host
+    step12 = "aq_udb -exp shop:sales -o,notitle - | aq_pp -f - -d s:user i:amount -imp shop:resum"
+    piped = ess.ess("exec", step12, timeout=240)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == ""
+    resum = exported(ess, "shop:resum")
+    assert {r["user"]: int(r["amount"]) for r in resum} == dict(totals)
+    assert len(resum) == len(totals)
+    cleared = ess.ess("exec", "aq_udb -clr shop:resum")
+    assert cleared.returncode == 0 and cleared.stdout == "", cleared.stderr
+
+
 def test_udb_imports_on_remote_workers_and_drains_on_remove(
     env: EssEnv,  # noqa: F811
     sshd_hosts: SshdHosts,  # noqa: F811
@@ -83,6 +119,7 @@ def test_udb_imports_on_remote_workers_and_drains_on_remove(
         env.ess("create", "database", "shop", check=True)
         env.ess("create", "table", "sales", "s,pkey:user", "i:amount", check=True)
         env.ess("create", "vector", "totals", "s,pkey:user", "i,+add:amount", check=True)
+        env.ess("create", "vector", "resum", "s,pkey:user", "i,+add:amount", check=True)
         env.ess("udbd", "start", check=True, timeout=120)
 
         # the import runs on the remote hosts, as their SSH user
@@ -98,12 +135,7 @@ def test_udb_imports_on_remote_workers_and_drains_on_remove(
         assert len({node for _, node in ran}) >= 2, ran
         check_everything_there(env, rows)
 
-        # aq_udb run by ess exec on every worker sees the same database
-        count = env.run("-cnt", "shop:sales", tool="aq_udb")
-        assert count.returncode == 0, count.stderr
-        on_workers = env.ess("exec", "aq_udb -cnt shop:sales")
-        assert on_workers.returncode == 0, on_workers.stderr
-        assert on_workers.stdout == count.stdout * 3
+        check_exec_runs_udb_commands_once(env, rows)
 
         # bad input from a worker: an undefined table is named, the stream fails, nothing lost
         bad = env.ess("stream", "sales", "*", "*", "aq_pp -f - -d s:user i:amount -imp shop:nosuch")
