@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "-help", "--help"):
         sys.stdout.write(USAGE)
         sys.exit(0 if args else 2)
+    if argv is None:  # a command: run it in the node's warm service when one is running
+        from ess.warm.launcher import handoff
+
+        handoff("aq_udb")  # returns only when the command should run here, cold
     from ess.udb.remote import exec_follower
 
     if exec_follower():  # `ess exec` runs aq_udb on its first node only (docs/udb.md)

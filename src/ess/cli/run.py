@@ -17,6 +17,7 @@ def _api() -> ModuleType:
     workers reach the UDB through it; the run layer itself does not know the UDB)."""
     import ess.udb.remote  # noqa: F401 - registers itself with ess.run.env
     from ess.run import api
+    from ess.warm import local as _warm  # noqa: F401 - so does the local warm service
 
     return api
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from ess.engine.pool import SLOTS, WORKER_THREADS
 from ess.engine.security import TlsFiles
+from ess.settings import env
 
 
 def _configure() -> None:
@@ -77,9 +80,20 @@ async def _scheduler(args: argparse.Namespace) -> None:
 
 
 async def _worker(args: argparse.Namespace) -> None:
+    tls = TlsFiles(Path(args.tls_dir))
+    warm = _start_warm_service(args.cluster_dir)
+    try:
+        await _run_worker(args, tls)
+    finally:
+        if warm is not None:
+            warm.terminate()  # it also stops by itself once this process is gone
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                warm.wait(10)
+
+
+async def _run_worker(args: argparse.Namespace, tls: TlsFiles) -> None:
     from distributed import Worker
 
-    tls = TlsFiles(Path(args.tls_dir))
     async with Worker(
         args.scheduler,
         name=args.name,
@@ -96,6 +110,26 @@ async def _worker(args: argparse.Namespace) -> None:
         death_timeout=args.death_timeout,
     ) as worker:
         await worker.finished()
+
+
+def _start_warm_service(marker: str) -> subprocess.Popen[bytes] | None:
+    """aq_pp/aq_udb in this worker's commands start warm: ess.warm's service runs beside the
+    worker (started by module name: the engine imports nothing of it) and the commands find it
+    through ESS_WARM_SOCKET, which every pipeline inherits from this process."""
+    if env("ESS_WARM") == "0":
+        return None
+    sock = f"{marker}.warm.sock"
+    argv = [sys.executable, "-m", "ess.warm.service", "--socket", sock]
+    try:
+        with open(f"{marker}.warm.log", "ab") as log:
+            proc = subprocess.Popen(
+                [*argv, "--watch-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )  # fmt: skip
+    except OSError:
+        return None  # commands run cold
+    os.environ["ESS_WARM_SOCKET"] = sock
+    return proc
 
 
 def main(argv: list[str] | None = None) -> int:

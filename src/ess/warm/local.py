@@ -1,0 +1,39 @@
+"""``ess stream`` on the local default (no cluster) starts a warm service for its commands.
+
+:func:`local_provider` is registered with ess.run.env when this module is imported (the
+command line imports it, as it does ess.udb.remote). A node's worker starts its own service
+(ess.engine.serve runs ``python -m ess.warm.service``). Either way the commands find it through
+``ESS_WARM_SOCKET``, and the service stops with the process that started it."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+
+from ess.run.env import PipelineEnv, RunContext, RunKind, register_env_provider
+from ess.warm import service
+from ess.warm.paths import ENV_SOCKET, runtime_dir, warm_enabled
+
+_counter = itertools.count()
+
+
+def local_provider(ctx: RunContext) -> PipelineEnv | None:
+    """A service for the files of one ``ess stream`` run on this machine without a cluster
+    (the stream's commands run as this process's children): it lives as long as this process.
+    The first files run cold while it starts; ``ess exec`` (one command) starts none."""
+    if ctx.kind is not RunKind.STREAM or ctx.connection is not None or not warm_enabled():
+        return None  # a cluster's workers have their own services
+    base = runtime_dir(create=True)
+    if base is None:
+        return None
+    sock = os.path.join(base, f"run-{os.getpid()}-{next(_counter)}.sock")
+    try:
+        svc = service.start(socket=sock, watch_pid=os.getpid())
+    except OSError:
+        return None
+    atexit.register(svc.stop)
+    return PipelineEnv(env=((ENV_SOCKET, sock),))
+
+
+register_env_provider("warm", local_provider)

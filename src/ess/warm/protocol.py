@@ -1,0 +1,48 @@
+"""The launcher <-> service messages (standard library only: the launcher imports this).
+
+Request: ``MAGIC``, a 4-byte length and the payload; the three standard file descriptors ride
+along with the first bytes (SCM_RIGHTS). The payload is NUL-separated bytes: tool, cwd, argc,
+argv[0..argc), then ``NAME=value`` environment entries (bytes as the OS has them).
+Replies, one byte of kind then a signed 4-byte number: ``STARTED`` pid, ``EXITED`` status
+(>= 0 an exit code, < 0 the number of the signal that killed the child), ``REFUSED`` reason.
+While the command runs the launcher sends ``SIGNAL`` signum for each signal it receives.
+"""
+
+from __future__ import annotations
+
+import struct
+
+TYPE_CHECKING = False  # typing and socket cost start-up time the launcher does not need
+if TYPE_CHECKING:
+    import _socket as socket  # the launcher's (socket.socket is a subclass)
+
+MAGIC = b"ESW1"
+HEADER = struct.Struct("!4sI")
+NUMBER = struct.Struct("!ci")
+STARTED, EXITED, REFUSED, SIGNAL = b"R", b"X", b"N", b"S"
+#: REFUSED reasons: the launcher then runs the command cold
+STALE, FOREIGN, MISMATCH, BUSY = 1, 2, 3, 4
+MAX_PAYLOAD = 16 << 20
+#: A request for this tool runs nothing: the reply (STARTED) carries the commands served.
+STATUS_TOOL = "?"
+
+
+def encode(*, tool: str, cwd: bytes, argv: list[bytes], env: list[bytes]) -> bytes:
+    payload = b"\0".join([tool.encode(), cwd, str(len(argv)).encode(), *argv, *env])
+    return HEADER.pack(MAGIC, len(payload)) + payload
+
+
+def number(kind: bytes, value: int) -> bytes:
+    return NUMBER.pack(kind, value)
+
+
+def read_number(sock: socket.socket) -> tuple[bytes, int] | None:
+    """The next reply or signal message, or None at end of stream."""
+    data = b""
+    while len(data) < NUMBER.size:
+        chunk = sock.recv(NUMBER.size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    kind, value = NUMBER.unpack(data)
+    return kind, value

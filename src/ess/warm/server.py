@@ -1,0 +1,307 @@
+"""The fork server: ``python -m ess.warm.server --socket PATH`` (started by ess.warm.service).
+
+It imports what aq_pp and aq_udb need (ess.aq, Polars, pyarrow, the UDB client, the C helper)
+once, never runs a query itself, then forks one child per command (:mod:`ess.warm.child`).
+Forking is safe because nothing that holds a lock runs at fork time: Polars starts its rayon
+pool on the first query (each child gets its own, sized by the child's POLARS_MAX_THREADS),
+and the allocators' background threads are turned off before the import (their fork
+handlers keep malloc consistent; see docs/performance.md for the test).
+
+One thread, one selector: the listening socket, each running command's connection (signals
+to relay; end of stream = the launcher died: the child is killed) and a self-pipe written on
+SIGCHLD. A command's connection gets the child's exit status when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ess.warm import protocol as p
+from ess.warm.request import Request, receive_request
+
+#: Exit code of a server that found its sources changed: the supervisor restarts it at once.
+EXIT_STALE = 75
+#: Python's own start-up variables: a command with other values runs cold.
+PYTHON_VARS = ("PYTHONHASHSEED", "PYTHONPATH", "PYTHONHOME", "PYTHONUTF8", "PYTHONIOENCODING",
+               "PYTHONWARNINGS", "PYTHONDEVMODE", "PYTHONSAFEPATH", "PYTHONNOUSERSITE")  # fmt: skip
+UCRED = struct.Struct("3i")
+
+
+#: What a command may need, imported once by the server. A module that fails to import here
+#: (e.g. a source being edited) is left to the children, which fail or not as a cold start would.
+PRELOAD = ("polars", "pyarrow", "ess.aq.pp", "ess.aq.rules", "ess.cli.aq_pp", "ess.cli.aq_udb",
+           "ess.udb.imp", "ess.udb.query", "ess.udb.remote")  # fmt: skip
+
+
+def preload() -> None:
+    """Import everything a command needs, so a child starts with it in memory."""
+    # no allocator background threads in the parent: a forked child would lack them
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "background_thread:false")
+    os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    import gc
+    import importlib
+    import traceback
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            print(f"ess.warm: cannot preload {name}:", file=sys.stderr)
+            traceback.print_exc()
+    if "ess.aq.native" in sys.modules:
+        sys.modules["ess.aq.native"].native_library()  # builds the C helper once
+    gc.collect()
+    gc.freeze()  # the children's collections skip (and so do not copy) the parent's objects
+
+
+def fingerprint(root: Path) -> tuple[int, int]:
+    """(newest mtime, count) of the package's sources: a change means this server is stale."""
+    newest, count = 0, 0
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in files:
+            if name.endswith((".py", ".c", ".lark")):
+                newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime_ns)
+                count += 1
+    return newest, count
+
+
+@dataclass
+class Server:
+    path: str
+    idle: float  # seconds without a command before the server exits (0: never)
+    root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1])
+    jobs: dict[int, socket.socket] = field(default_factory=dict)
+    sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+
+    def __post_init__(self) -> None:
+        self.stamp = fingerprint(self.root)
+        self.python_env = {k: os.environ.get(k, "") for k in PYTHON_VARS}
+        self.last = time.monotonic()
+        self.served = 0
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.listener = _listen(self.path)
+
+    def serve(self) -> int:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
+        term = {"got": False}
+        signal.signal(signal.SIGTERM, lambda *_: term.update(got=True))
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        code = 0
+        while not term["got"]:
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.data == "accept":
+                    code = self._accept() or code
+                elif key.data == "wake":
+                    _drain(self.wake_r)
+                else:
+                    self._from_launcher(key.data, key.fileobj)  # type: ignore[arg-type]
+            self._reap()
+            if code and self.listener.fileno() >= 0:
+                self._stop_listening()  # stale: running commands finish on the old code
+            if (code and not self.jobs) or self._idle_over():
+                break
+        self.close()
+        return code
+
+    def _stop_listening(self) -> None:
+        self.sel.unregister(self.listener)
+        _unlink_own(self.path, self.listener)
+        self.listener.close()
+
+    def _idle_over(self) -> bool:
+        return bool(self.idle) and not self.jobs and time.monotonic() - self.last > self.idle
+
+    def close(self) -> None:
+        for pid in list(self.jobs):
+            _kill(pid, signal.SIGKILL)
+        if self.listener.fileno() >= 0:
+            _unlink_own(self.path, self.listener)
+            self.listener.close()
+
+    def _accept(self) -> int:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return 0
+        self.last = time.monotonic()
+        _pid, uid, _gid = UCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+        )
+        if uid != os.getuid():  # the socket is 0600; this is the second lock on the door
+            conn.close()
+            return 0
+        conn.settimeout(10)
+        try:
+            req, fds = receive_request(conn)
+        except (OSError, ValueError):
+            conn.close()
+            return 0
+        try:
+            return self._start(conn, req, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _start(self, conn: socket.socket, req: Request, fds: list[int]) -> int:
+        if req.tool == p.STATUS_TOOL:  # how many commands ran warm (status, tests)
+            conn.sendall(p.number(p.STARTED, self.served))
+            conn.close()
+            return 0
+        if fingerprint(self.root) != self.stamp:
+            _refuse(conn, p.STALE)
+            return EXIT_STALE
+        if len(fds) != 3 or _python_env(req) != self.python_env:
+            _refuse(conn, p.MISMATCH)
+            return 0
+        server_pid = os.getpid()
+        keep_out = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno(),
+                    *(s.fileno() for s in self.jobs.values()), _selector_fd(self.sel)]  # fmt: skip
+        pid = os.fork()
+        if pid == 0:
+            from ess.warm.child import become
+
+            signal.set_wakeup_fd(-1)
+            become(req, fds, server_pid=server_pid, close=[fd for fd in keep_out if fd >= 0])
+        conn.settimeout(None)
+        self.jobs[pid] = conn
+        self.served += 1
+        self.sel.register(conn, selectors.EVENT_READ, pid)
+        try:
+            conn.sendall(p.number(p.STARTED, pid))
+        except OSError:
+            _kill(pid, signal.SIGKILL)
+        return 0
+
+    def _from_launcher(self, pid: int, conn: socket.socket) -> None:
+        try:
+            msg = p.read_number(conn)
+        except OSError:
+            msg = None
+        if msg is None:  # the launcher is gone (killed): its command goes too
+            self.sel.unregister(conn)
+            _kill(pid, signal.SIGKILL)
+            return
+        kind, signum = msg
+        if kind == p.SIGNAL and 0 < signum < signal.NSIG:
+            _kill(pid, signum)
+
+    def _reap(self) -> None:
+        while self.jobs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.jobs.pop(pid, None)
+            if conn is None:
+                continue
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            with contextlib.suppress(OSError):
+                conn.sendall(p.number(p.EXITED, code))
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn)
+            conn.close()
+            self.last = time.monotonic()
+
+
+def _python_env(req: Request) -> dict[str, str]:
+    got = {k: "" for k in PYTHON_VARS}
+    for entry in req.env:
+        name, _, value = entry.partition(b"=")
+        key = os.fsdecode(name)
+        if key in got:
+            got[key] = os.fsdecode(value)
+    return got
+
+
+def _listen(path: str) -> socket.socket:
+    """Listen on ``path`` (mode 0600 from the start), replacing a dead server's socket."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(tmp)
+    finally:
+        os.umask(old)
+    os.chmod(tmp, 0o600)
+    sock.listen(128)
+    os.replace(tmp, path)  # launchers see a socket that already listens
+    return sock
+
+
+def _unlink_own(path: str, sock: socket.socket) -> None:
+    """Remove ``path`` if it is still this server's socket (a successor may have replaced it)."""
+    try:
+        mine = os.fstat(sock.fileno()).st_ino
+        if os.stat(path).st_ino == mine or not _answers(path):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _refuse(conn: socket.socket, why: int) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(p.number(p.REFUSED, why))
+    conn.close()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # the child leads its own group (and so its own children)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def _selector_fd(sel: selectors.BaseSelector) -> int:
+    fileno = getattr(sel, "fileno", None)
+    return int(fileno()) if fileno is not None else -1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ess.warm.server")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--idle", type=float, default=0)
+    args = parser.parse_args(argv)
+    preload()
+    server = Server(path=args.socket, idle=args.idle)
+    return server.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
