@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import polars as pl
 import pytest
 
 from ess.udb.snapshot import read_segment
-from tests.unit.udb.harness import Sandbox, cluster, sandbox
+from tests.unit.udb.harness import BIN, Sandbox, cluster, sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +131,40 @@ def test_truncated_snapshot_of_a_killed_worker(box: Sandbox) -> None:
     stop = box.run("ess udbd stop")  # a healthy cluster again: stop clears everything
     assert b"stopped" in stop.stdout
     assert _segments(box, "*") == []
+
+
+def test_worker_killed_during_an_import(box: Sandbox) -> None:
+    """A worker SIGKILLed while an import ships batches to it, with one of its snapshots
+    truncated: the import ends within seconds (it waited the 600 s task timeout before),
+    `ess udbd start` names the loss, and every earlier row outside that segment is there."""
+    _load(box, 0, ROWS)
+    before = _ids(box)
+    victim, lost = _truncate_largest_table_segment(box)
+    worker = victim.parents[2].name
+    big = box.root / "big.csv"
+    i = pl.int_range(1_000_000, 3_000_000, eager=True)
+    pl.DataFrame({"k": "u" + (i % 997).cast(pl.String), "id": i, "v": i % 7}).write_csv(
+        big, include_header=False
+    )
+    store = victim.parents[2]
+    files = len(list(store.rglob("*.arrow")))
+    argv = [str(BIN / "aq_pp"), "-f", str(big), "-d", "s:k", "i:id", "i:v", "-imp", "db:tab"]
+    proc = subprocess.Popen(argv, env=box.env, cwd=box.root, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(store.rglob("*.arrow"))) == files and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pid = box.pids()[worker]
+    os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=90)
+    print(f"import ended {time.monotonic() - start:.1f} s after the kill, exit {proc.returncode}")
+    if proc.returncode:  # the kill came while its tasks ran (else it had just finished)
+        assert b"stopped while running its part of this UDB operation" in err, err
+        assert b"Traceback" not in err
+    _check_loss_named(box, victim, box.run("ess udbd start").stderr)
+    after = _ids(box)
+    assert {i for i in after if i < 1_000_000} == before - lost
 
 
 def test_stop_after_cluster_stop_start_clears_the_snapshots(box: Sandbox) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import polars as pl
@@ -33,6 +33,8 @@ from ess.workspace import Workspace
 
 PARTITIONS = 32
 TASK_TIMEOUT = 600.0
+#: seconds between checks, while waiting for a task, that its worker still runs
+WORKER_CHECK = 2.0
 #: import batches cut in advance (threads) while the previous one is shipped
 PREPARED_AHEAD = 2
 
@@ -144,9 +146,36 @@ class UdbSession:
     def _run(self, address: str, func: Any, *args: Any) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.client.submit(
+            fut = self.client.submit(
                 func, *args, workers=[address], allow_other_workers=False, pure=False
             )
+        self.pinned[fut.key] = address
+        return fut
+
+    @cached_property
+    def pinned(self) -> dict[Any, str]:
+        """The worker address each submitted task is pinned to (gather watches for it)."""
+        return {}
+
+    def _result(self, fut: Any, deadline: float) -> Any:
+        """`fut`'s result; fails fast once the worker it is pinned to has left: its task would
+        wait for that address until the deadline (a revived worker gets a new one) or, if it
+        comes back at the same address, run a second time."""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return fut.result(timeout=max(min(left, WORKER_CHECK), 0.001))
+            except TimeoutError:
+                if left <= WORKER_CHECK:
+                    raise
+            address = self.pinned.get(fut.key)
+            if address is not None and address not in self.addresses().values():
+                self.client.cancel(fut)
+                raise UdbError(
+                    f"the worker at {address} stopped while running its part of this UDB "
+                    "operation (that part may or may not have been applied; the rest of the "
+                    "data is kept): check with 'aq_udb -cnt' and retry"
+                )
 
     def gather(self, futures: list[Any]) -> list[Any]:
         """The tasks' results, in order. A failure is raised only once every task has ended:
@@ -158,9 +187,10 @@ class UdbSession:
         errors: list[Exception] = []
         for fut in futures:
             try:
-                out.append(fut.result(timeout=max(deadline - time.monotonic(), 0.001)))
+                out.append(self._result(fut, deadline))
             except Exception as exc:
                 errors.append(exc)
+            self.pinned.pop(fut.key, None)
         if errors:  # a worker's own refusal says more than a timeout or a failure it caused
             first = min(errors, key=lambda exc: type(exc).__name__ != "UdbError")
             raise _task_error(first)
