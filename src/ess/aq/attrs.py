@@ -45,9 +45,14 @@ def _sep_value(text: str, where: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     if value.lower().startswith("\\x") and len(value) == 4:
-        return chr(int(value[2:], 16))
+        try:
+            return chr(int(value[2:], 16))
+        except ValueError:
+            raise AqSyntaxError(f"{where}: sep={value}: \\xHH needs two hex digits") from None
     if len(value) != 1:
         raise AqSyntaxError(f"{where}: sep= needs exactly one character, got {value!r}")
+    if ord(value) > 0x7F:  # the parsers split bytes; a non-ASCII byte is two in UTF-8 text
+        raise NotSupportedError(f"{where}: sep= with a byte above \\x7f ({value!r})")
     return value
 
 

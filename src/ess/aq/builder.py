@@ -31,6 +31,7 @@ class Builder:
         self.cols: dict[str, Col] = {}
         self.input_cols: list[Col] = []
         self.steps: list[Step] = []
+        self.labels: list[str] = []  # the rule of each step, for run-time errors
         self.late: dict[int, LateStep] = {}  # step index -> builder given the final row_reads
         self.outputs: list[tuple[Output, list[OutCol]]] = []
         self.hidden = 0
@@ -171,6 +172,10 @@ class Builder:
                                                   name), col.typ))  # fmt: skip
         return out
 
+    def label_steps(self, label: str) -> None:
+        """Name the rule of the steps added since the last call."""
+        self.labels.extend([label] * (len(self.steps) - len(self.labels)))
+
     # ------------------------------------------------------------ the end
     def finish(self) -> Plan:
         """Build the late steps, drop dead columns, and freeze everything into a Plan."""
@@ -186,6 +191,7 @@ class Builder:
         return Plan(
             prog=self.prog,
             steps=tuple(self.steps),
+            labels=tuple(self.labels),
             outputs=tuple((rule, tuple(cols)) for rule, cols in self.outputs),
             ovars=ovars,
             input_cols=tuple(self.input_cols),
@@ -209,7 +215,11 @@ class Builder:
                     self.used |= reads
                     grown = True
         dead = {id(step) for step, _, _ in self.prunable} - live
-        self.steps = [step for step in self.steps if id(step) not in dead]
+        self.label_steps("")
+        kept = [(s, label) for s, label in zip(self.steps, self.labels, strict=True)
+                if id(s) not in dead]  # fmt: skip
+        self.steps = [s for s, _ in kept]
+        self.labels = [label for _, label in kept]
 
 
 def _placeholder(df: pl.DataFrame, st: object) -> pl.DataFrame:  # pragma: no cover

@@ -76,8 +76,19 @@ def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
         pm = groups.struct[fields.index("p")].str.to_lowercase() == "pm"
         hour = (hour % 12) + pm.cast(pl.Int64) * 12
     tz = "UTC" if gm or "z" in fields else local_tz()
-    stamp = pl.datetime(year, month, part("d", 1), hour, part("M", 0), part("S", 0),
-                        time_zone=tz)  # fmt: skip
+    day, minute, second = part("d", 1), part("M", 0), part("S", 0)
+    # an impossible date (Feb 30, hour 25) is a null, as a date that does not parse: Polars
+    # would raise for the whole batch. A local time skipped by a DST change is null too, one
+    # that occurs twice is the earlier
+    valid = (
+        month.is_between(1, 12) & day.is_between(1, _days_in_month(year, month))
+        & hour.is_between(0, 23) & minute.is_between(0, 59) & second.is_between(0, 60)
+    )  # fmt: skip
+    y, mo, d, h, mi, sec = (pl.when(valid).then(p) for p in (year, month, day, hour, minute,
+                                                              second.clip(0, 59)))  # fmt: skip
+    # a leap second (S = 60) is the next minute's first, as mktime() normalises it
+    naive = pl.datetime(y, mo, d, h, mi, sec) + pl.duration(seconds=(second == 60).cast(pl.Int64))
+    stamp = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     seconds = stamp.dt.epoch("s")
     if "z" in fields:
         z = groups.struct[fields.index("z")]
@@ -92,3 +103,12 @@ def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
         scaled = (raw + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
         seconds = seconds * (10**digits) + (scaled if digits else 0)
     return seconds.cast(pl.Int64)
+
+
+def _days_in_month(year: pl.Expr, month: pl.Expr) -> pl.Expr:
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    return (
+        pl.when(month == 2).then(28 + leap.cast(pl.Int64))
+        .when(month.is_in([4, 6, 9, 11])).then(30)
+        .otherwise(31)
+    )  # fmt: skip

@@ -22,6 +22,7 @@ from ess.aq.values import (
     lit_float,
     lit_int,
     lit_str,
+    to_i64,
     truthy,
 )  # fmt: skip
 from ess.errors import AqSyntaxError
@@ -74,7 +75,11 @@ class ExprCompiler:
         text = str(node.children[0])
         if any(c in text for c in ".eE"):
             return lit_float(float(text))
-        return lit_int(int(text))
+        value = int(text)
+        if value >= 2**64:
+            raise self.error("integer constant out of the 64-bit range", node)
+        # C: an unsigned 64-bit constant (an L value) above 2^63 is the int64_t it casts to
+        return lit_int(value - 2**64 if value >= 2**63 else value)
 
     def _string(self, node: Tree) -> Typed:
         return lit_str(decode_strings(str(node.children[0])))
@@ -154,7 +159,8 @@ class ExprCompiler:
                 return Typed(a - b * quotient.cast(pl.Int64, strict=False).cast(pl.Float64), "F")
             expr = {"+": a + b, "-": a - b, "*": a * b}[op]
             return Typed(expr, "F")
-        a, b = left.expr.cast(pl.Int64), right.expr.cast(pl.Int64)
+        # C: 64-bit signed arithmetic; an L value above 2^63 wraps (like a C cast to int64_t)
+        a, b = to_i64(left.expr), to_i64(right.expr)
         ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
                "/": lambda: c_div(a, b), "%": lambda: c_mod(a, b), "&": lambda: a & b,
                "|": lambda: a | b, "^": lambda: a ^ b}  # fmt: skip
@@ -185,7 +191,7 @@ class ExprCompiler:
             if "&" in op:
                 if left.kind != "I" or right.kind != "I":
                     raise self.error(f"type mismatch: {op!r} needs integers", tok)
-                masked = a.cast(pl.Int64) & b.cast(pl.Int64)
+                masked = to_i64(a) & to_i64(b)
                 if op == "&=":
                     return masked == b
                 if op == "!&=":

@@ -153,6 +153,8 @@ def _multi(kind: str, require_all: bool) -> Handler:
         if kind == "contain":
             needles = [s for n in needles for s in re.split(r",\r?\n", n) if s]
         tests = [_match(value, n, kind) for n in needles]
+        if not tests:  # Contain(b, ""): no substring to look for; none matches, all do
+            return Typed(pl.lit(int(require_all), dtype=pl.Int64), "I", int(require_all))
         combined = pl.all_horizontal(tests) if require_all else pl.any_horizontal(tests)
         return flag(combined)
 

@@ -17,15 +17,17 @@ from ess.aq.fnreg import (
     fn,
 )  # fmt: skip
 from ess.aq.syntax import Tree
-from ess.aq.values import Typed, as_number
+from ess.aq.values import Typed, as_number, lit_int, to_i64
 
 
 # ---------------------------------------------------------------- string property / conversion
 @fn("SHash")
 def _shash(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     check_nargs(comp, args, node, 1)
-    value = arg_value(comp, args[0], "S").expr
-    return Typed(value.map_batches(_djb2, return_dtype=pl.Int64), "I")
+    value = arg_value(comp, args[0], "S")
+    if isinstance(value.const, str):  # a batch function over a literal would give one row
+        return lit_int(_djb2(pl.Series([value.const], dtype=pl.String)).item())
+    return Typed(value.expr.map_batches(_djb2, return_dtype=pl.Int64), "I")
 
 
 def _djb2(series: pl.Series) -> pl.Series:
@@ -103,12 +105,12 @@ def _eval(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
 def _substr(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     check_nargs(comp, args, node, 2, 3)
     value = arg_value(comp, args[0], "S").expr
-    start = arg_value(comp, args[1], "N").expr.cast(pl.Int64)
+    start = to_i64(arg_value(comp, args[1], "N").expr)
     size = value.str.len_chars().cast(pl.Int64)
     start = pl.when(start < 0).then(pl.max_horizontal(start + size, pl.lit(0))).otherwise(start)
     rest = pl.max_horizontal(size - start, pl.lit(0))
     if len(args) == 3:
-        length = arg_value(comp, args[2], "N").expr.cast(pl.Int64)
+        length = to_i64(arg_value(comp, args[2], "N").expr)
         length = (
             pl.when(length < 0).then(pl.max_horizontal(rest + length, pl.lit(0))).otherwise(length)
         )

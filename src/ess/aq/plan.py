@@ -49,6 +49,7 @@ class Plan:
 
     prog: Program
     steps: tuple[Step, ...]
+    labels: tuple[str, ...]  # the rule each step comes from, as the user wrote it
     outputs: tuple[tuple[Output, tuple[OutCol, ...]], ...]  # -o/-c: title written at start
     ovars: tuple[tuple[Output, tuple[OutCol, ...]], ...]  # -ovar: written after the last batch
     input_cols: tuple[Col, ...]  # the columns the input specs define, in order

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from ess.aq import mapping, sinks
+from ess.aq import failures, mapping, sinks
 from ess.aq.builder import Builder
 from ess.aq.colspec import ColSpec, polars_dtype
 from ess.aq.expr import compile_expr
@@ -55,8 +55,24 @@ def compile(prog: Program) -> Plan:
     if not (prog.ovars or any(isinstance(r, Output | Imp) for r in walk(chain))):
         chain.append(Output("-", OutputAttrs()))  # no -o, -c, -ovar or -imp: as if `-o -`
     for rule in chain:
-        compile_rule(rule, b)
+        compile_checked(rule, b)
     return b.finish()
+
+
+def compile_checked(rule: object, b: Builder) -> None:
+    """`compile_rule`, with a Polars error on a constant or pattern of the rule (an integer
+    too large, a bad regex) reported as the rule's syntax error, and its steps labelled with
+    the rule for the errors they may raise at run time (ess.aq.runner)."""
+    label = failures.describe(rule)
+    try:
+        compile_rule(rule, b)
+    except failures.VALUE_ERRORS as exc:
+        raise AqSyntaxError(f"{label}: {failures.message(exc)}") from None
+    except AqSyntaxError as exc:
+        if str(exc).startswith("-"):  # names its option already (expression errors)
+            raise
+        raise AqSyntaxError(f"{label}: {exc}") from None
+    b.label_steps(label)
 
 
 # ---------------------------------------------------------------- rules in the chain
@@ -261,9 +277,10 @@ def _(rule: If, b: Builder) -> None:
 
 
 def _body(rules: list[object], mask: str, b: Builder) -> None:
+    b.label_steps("-if")  # the branch's mask steps
     b.mask_stack.append(mask)
     for sub in rules:
-        compile_rule(sub, b)
+        compile_checked(sub, b)
     b.mask_stack.pop()
 
 

@@ -8,6 +8,7 @@ leftmost-first (spec 9.2 notes this is unobservable in the documented examples).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ess.errors import AqSyntaxError, NotSupportedError
@@ -121,6 +122,22 @@ def check(rust: str, original: str) -> None:
         raise NotSupportedError(f"regex back-references ({original!r})")
     if any(look in rust for look in ("(?=", "(?!", "(?<=", "(?<!")):
         raise NotSupportedError(f"regex look-around ({original!r})")
+    _compiles(rust, original)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiles(rust: str, original: str) -> None:
+    """A regex Rust cannot compile is the rule's syntax error, found before any row is read
+    (Polars would only fail on the first non-empty batch, or never on empty input)."""
+    import polars as pl
+
+    try:
+        pl.select(pl.lit("").str.contains(rust))
+    except pl.exceptions.PolarsError as exc:
+        lines = str(exc).splitlines()
+        reason = next((ln[7:] for ln in lines if ln.startswith("error: ")), lines[0] if lines
+                      else "")  # fmt: skip
+        raise AqSyntaxError(f"invalid regex {original!r}: {reason}") from None
 
 
 def wildcard_to_rust(pattern: str, *, ncas: bool = False) -> str:

@@ -15,7 +15,7 @@ from typing import TextIO, TypeVar
 
 import polars as pl
 
-from ess.aq import batches, reader
+from ess.aq import batches, failures, reader
 from ess.aq.colspec import ColSpec, polars_dtype
 from ess.aq.plan import ROWNUM, Col, Plan, RunState
 from ess.aq.rules import InputAttrs, Program, Sep
@@ -38,7 +38,10 @@ class Job:
         return self.plan.prog
 
     def run(self, *, stderr: TextIO | None = None) -> int:
-        err = stderr or sys.stderr
+        with failures.quiet_polars():
+            return self._run(stderr or sys.stderr)
+
+    def _run(self, err: TextIO) -> int:
         st = RunState(random_state=self.prog.seed)
         st.carries.update(self.plan.vars_init)
         for rule, cols in self.plan.outputs:
@@ -51,9 +54,14 @@ class Job:
             frames = self.batches(st, err)
             if os.environ.get("ESS_AQ_PREFETCH", "1") != "0":  # knob for measuring the thread
                 frames = prefetch(frames)
-            for frame in frames:
-                for step in self.plan.steps:
-                    frame = step(frame, st)
+            steps = tuple(zip(self.plan.steps, self.plan.labels, strict=True))
+            for frame, lines in frames:
+                for step, label in steps:
+                    try:  # free unless raised (3.11): the one run-time mapping point
+                        frame = step(frame, st)
+                    except failures.VALUE_ERRORS as exc:
+                        where = f"{lines}: {label}" if label else lines
+                        raise AqDataError(f"{where}: {failures.message(exc)}") from None
             self.write_ovars(st)
         finally:
             for sink in st.sinks.values():
@@ -72,7 +80,8 @@ class Job:
                 sink.write(title_line(cols, rule.attrs))
             write_rows(row, cols, rule.attrs, sink)
 
-    def batches(self, st: RunState, err: TextIO) -> Iterator[pl.DataFrame]:
+    def batches(self, st: RunState, err: TextIO) -> Iterator[tuple[pl.DataFrame, str]]:
+        """The typed batches of every input, each with the lines it comes from."""
         used = self.plan.used
         # string fields nobody reads are not even parsed; numeric ones are still converted,
         # because a value that does not convert drops the row (or stops the run) whether used
@@ -93,14 +102,14 @@ class Job:
                 dropped, first = 0, ""
                 chunks = batches.read_chunks(path, spec.attrs)
                 parse = functools.partial(typed_chunk, spec.attrs, items, names, check_only)
-                for typed, bad_rows, bad_first in ordered_map(parse, chunks, PARSERS):
+                for typed, bad_rows, bad_first, lines in ordered_map(parse, chunks, PARSERS):
                     dropped += bad_rows
                     first = first or bad_first
                     limit = spec.attrs.eok_limit
                     if limit is not None and dropped > limit:
                         src = batches.source_name(path)
                         raise AqDataError(f"{src}: more than {limit} input errors (eok={limit})")
-                    yield self.finish_frame(typed, union, st)
+                    yield self.finish_frame(typed, union, st), lines
                 if dropped:
                     st.errors += dropped
                     if not spec.attrs.qui:
@@ -131,26 +140,38 @@ PARSERS = 2  # chunks parsed at once: Polars parses one in-memory chunk on one c
 def typed_chunk(
     attrs: InputAttrs, items: list[ColSpec | Sep], names: list[str], check_only: frozenset[str],
     chunk: batches.Chunk,
-) -> tuple[pl.DataFrame, int, str]:  # fmt: skip
-    """The typed rows of one chunk, how many bad rows `eok` dropped and the first one's
-    description (no shared state).
+) -> tuple[pl.DataFrame, int, str, str]:  # fmt: skip
+    """The typed rows of one chunk, how many bad rows `eok` dropped, the first one's
+    description and the chunk's lines (no shared state).
 
     Three parsers, cheapest first: the C parser for clean chunks, Polars' typed CSV reader,
     then strings + field rules (conversion errors, `eok`)."""
+    lines = batch_lines(chunk)
     fast = reader.native_typed(chunk, attrs, items, names, check_only)
     if fast is not None:
-        return fast, 0, ""
+        return fast, 0, "", lines
     fast = reader.fast_typed(chunk, attrs, items, names)
     if fast is not None:
-        return fast, 0, ""
-    raw = reader.parse_chunk(chunk, attrs, items)
-    typed, bad = reader.typed_frame(raw, items, names)
+        return fast, 0, "", lines
+    try:
+        raw = reader.parse_chunk(chunk, attrs, items)
+        typed, bad = reader.typed_frame(raw, items, names)
+    except failures.VALUE_ERRORS as exc:  # the parser's own limits (e.g. a huge record)
+        raise AqDataError(f"input error: {lines}: {failures.message(exc)}") from None
     if not bad.any():
-        return typed, 0, ""
+        return typed, 0, "", lines
     msg = reader.describe_error(raw, typed, items, names, bad.arg_true()[0], chunk)
     if not attrs.eok:
         raise AqDataError(f"input error: {msg} (add eok to -f to skip)")
-    return typed.filter(~bad), int(bad.sum()), msg
+    return typed.filter(~bad), int(bad.sum()), msg, lines
+
+
+def batch_lines(chunk: batches.Chunk) -> str:
+    """Where a chunk's records come from, for a run-time error (no extra pass over it)."""
+    if chunk.newlines < 0:  # not counted by the reader: not worth a pass for a rare error
+        return f"{chunk.source}, the batch from line {chunk.first_line}"
+    last = chunk.first_line + max(chunk.newlines - 1, 0)
+    return f"{chunk.source}, lines {chunk.first_line}-{last}"
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], width: int) -> Iterator[R]:
@@ -177,7 +198,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], width: int) -> Iterato
         pool.shutdown(wait=False)
 
 
-def prefetch(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
+def prefetch(frames: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Read and parse the next batch in a thread while this one is processed and written.
 
     Polars releases the GIL while parsing, so on two cores reading overlaps with formatting.

@@ -74,16 +74,22 @@ def default_value(typ: str) -> pl.Expr:
     return pl.lit(0, dtype=polars_dtype(typ))
 
 
+def to_i64(value: pl.Expr) -> pl.Expr:
+    """An integer or float as int64_t like a C cast: an L value above 2^63 wraps, a float is
+    truncated (saturated when out of range, NaN is 0); never an error on a value."""
+    return value.cast(pl.Int64, wrap_numerical=True)
+
+
 def wrap_int(value: pl.Expr, typ: str) -> pl.Expr:
     """C-cast wrap-around into the declared integer type (values held as Int64, L as UInt64)."""
     if typ == "I":
-        return value.cast(pl.Int64) & 0xFFFFFFFF
+        return to_i64(value) & 0xFFFFFFFF
     if typ == "IS":
-        v = value.cast(pl.Int64) & 0xFFFFFFFF
+        v = to_i64(value) & 0xFFFFFFFF
         return pl.when(v >= 2**31).then(v - 2**32).otherwise(v)
     if typ == "L":
         return value.cast(pl.UInt64, wrap_numerical=True)
-    return value.cast(pl.Int64)
+    return to_i64(value)
 
 
 def assign_value(value: Typed, typ: str, where: str) -> pl.Expr:

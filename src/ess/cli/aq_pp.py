@@ -124,7 +124,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except BrokenPipeError:
         code = 0
+    except Exception as exc:  # a bug: still one line, never a traceback (docs/aq_pp.md)
+        sys.stdout.flush()
+        sys.stderr.write(f"aq_pp: internal error: {type(exc).__name__}: {_first_line(exc)}\n")
+        code = 1
     finish(code, fast=argv is None)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next(iter(str(exc).splitlines()), "")
 
 
 def finish(code: int, *, fast: bool) -> NoReturn:
