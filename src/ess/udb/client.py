@@ -149,11 +149,11 @@ class UdbSession:
             fut = self.client.submit(
                 func, *args, workers=[address], allow_other_workers=False, pure=False
             )
-        self.pinned[fut.key] = address
+        self.pinned[id(fut)] = address
         return fut
 
     @cached_property
-    def pinned(self) -> dict[Any, str]:
+    def pinned(self) -> dict[int, str]:
         """The worker address each submitted task is pinned to (gather watches for it)."""
         return {}
 
@@ -168,7 +168,7 @@ class UdbSession:
             except TimeoutError:
                 if left <= WORKER_CHECK:
                     raise
-            address = self.pinned.get(fut.key)
+            address = self.pinned.get(id(fut))
             if address is not None and address not in self.addresses().values():
                 self.client.cancel(fut)
                 raise UdbError(
@@ -190,7 +190,7 @@ class UdbSession:
                 out.append(self._result(fut, deadline))
             except Exception as exc:
                 errors.append(exc)
-            self.pinned.pop(fut.key, None)
+            self.pinned.pop(id(fut), None)
         if errors:  # a worker's own refusal says more than a timeout or a failure it caused
             first = min(errors, key=lambda exc: type(exc).__name__ != "UdbError")
             raise _task_error(first)
