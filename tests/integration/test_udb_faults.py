@@ -197,14 +197,26 @@ def test_daemons_exit_when_their_work_dir_is_deleted(tmp_path: Path) -> None:
     box = sandbox(tmp_path / "s")
     try:
         box.run("ess create database db && ess udbd start")
-        pids = list(box.pids().values())
         saved = dict(box.pids())
+        pids = _processes_of(box.work_dir)  # the daemons and whatever they started
+        assert set(saved.values()) <= set(pids)
         shutil.rmtree(box.work_dir)
         seconds = _wait_gone(pids, 60)
         print(f"daemons gone {seconds:.1f} s after the work dir was deleted")
     finally:
         _kill(list(saved.values()) if "saved" in locals() else [])
+        _kill(pids if "pids" in locals() else [])
         _kill(list(box.pids().values()))
+
+
+def _processes_of(folder: Path) -> list[int]:
+    """Pids whose command line names `folder`."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and str(folder).encode() in (proc / "cmdline").read_bytes():
+                out.append(int(proc.name))
+    return out
 
 
 def _kill(pids: list[int]) -> None:
@@ -212,5 +224,5 @@ def _kill(pids: list[int]) -> None:
     daemon already gone may belong to another process by now)."""
     for pid in pids:
         with contextlib.suppress(OSError):
-            if b"ess.engine.serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"\0ess." in Path(f"/proc/{pid}/cmdline").read_bytes():  # -m ess.<module>
                 os.kill(pid, signal.SIGKILL)
