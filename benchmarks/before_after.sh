@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Before/after check of a change: runs the stream/exec, aq_pp and UDB benchmarks (quick sizes)
+# once on the sources of REV (default: the first parent of HEAD) and once on the working tree,
+# interleaved in one run, and keeps both JSON files in benchmarks/results/before_after/.
+# Usage: bash benchmarks/before_after.sh [REV]
+# The benchmarks themselves write results/<name>.json and README sections; this script restores
+# those files afterwards, so only before_after/ changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REV=${1:-HEAD~1}
+OUT=benchmarks/results/before_after
+BASE=$(mktemp -d /tmp/ess-base.XXXXXX)
+trap 'git worktree remove --force "$BASE" >/dev/null 2>&1 || true' EXIT
+git worktree add --detach "$BASE" "$REV" >/dev/null
+mkdir -p "$OUT"
+run() {  # run NAME SRC ARGS...: one benchmark with ess imported from SRC
+  local name=$1 label=$2 src=$3; shift 3
+  echo "== $name ($label: $src)"
+  PYTHONPATH="$src" .venv/bin/python "benchmarks/bench_$name.py" "$@" >"$OUT/$name.$label.txt"
+  cp "benchmarks/results/$name.json" "$OUT/$name.$label.json"
+}
+for name in stream aq_pp udb; do
+  case $name in
+    stream) args=(--size 300M --tiny 500 --repeat 2) ;;
+    aq_pp) args=(--rows 3000000 --repeat 2) ;;
+    udb) args=(--rows 2000000) ;;
+  esac
+  run "$name" before "$BASE/src" "${args[@]}"
+  run "$name" after "$PWD/src" "${args[@]}"
+done
+git checkout -- benchmarks/results/stream.json benchmarks/results/aq_pp.json \
+  benchmarks/results/udb.json benchmarks/README.md
+echo "results in $OUT"
