@@ -1,0 +1,304 @@
+"""Warm start of aq_pp/aq_udb (ess.warm): the service started as ess starts it, the commands
+run as a user types them. Warm and cold give the same bytes and exit codes; a killed command
+leaves no process behind; a crashed server comes back; another user cannot use the socket."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ess.warm import service
+from ess.warm.launcher import served
+from tests.acceptance.test_golden_aq_pp import XFAIL as GOLDEN_XFAIL
+from tests.acceptance.test_golden_aq_pp import cases as golden_cases
+from tests.acceptance.test_golden_aq_pp import golden_env
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
+    home = tmp_path_factory.mktemp("warm")
+    os.chmod(home, 0o700)
+    svc = service.start(socket=str(home / "s.sock"), log=home / "warm.log")
+    try:
+        assert svc.ready(timeout=300), (home / "warm.log").read_text()
+        yield svc
+    finally:
+        svc.stop()
+    assert not _processes_mentioning(svc.socket), "the service left processes behind"
+    assert not os.path.exists(svc.socket)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _server_pid(svc: service.Service) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        kids = _children(svc.pid)
+        if kids and served(svc.socket) is not None:
+            return kids[0]
+        time.sleep(0.1)
+    raise AssertionError("the warm server did not come up")
+
+
+def _env(svc: service.Service, *, warm: bool) -> dict[str, str]:
+    env = golden_env()
+    env.pop("ESS_WARM_SOCKET", None)
+    if warm:
+        env.update(ESS_WARM_SOCKET=svc.socket, ESS_WARM="1")
+    else:
+        env["ESS_WARM"] = "0"
+    return env
+
+
+def _run(cmd: list[str], *, env: dict[str, str], cwd: Path, stdin: bytes = b"") -> tuple:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, input=stdin, capture_output=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("case", [c for c in golden_cases() if c.name not in GOLDEN_XFAIL],
+                         ids=lambda c: c.name)  # fmt: skip
+def test_golden_aq_pp_warm_equals_cold(case: Path, warm: service.Service, tmp_path: Path) -> None:
+    """Every golden aq_pp case by bash, twice: stdout, stderr, exit code and the files it
+    writes are byte-identical, and the warm run really ran in the service."""
+    got = {}
+    for mode in ("cold", "warm"):
+        work = tmp_path / mode
+        shutil.copytree(case, work)
+        before = served(warm.socket)
+        assert before is not None
+        env = _env(warm, warm=mode == "warm")
+        got[mode] = (_run(["bash", str(work / "cmd.sh")], env=env, cwd=work), _tree(work))
+        after = served(warm.socket)
+        assert after is not None
+        assert (after > before) == (mode == "warm"), (mode, before, after)
+    assert got["warm"] == got["cold"]
+    assert got["cold"][0][0] == 0
+
+
+BAD = [
+    ["aq_pp", "-bogus"],
+    ["aq_pp", "-f", "no-such-file.csv", "-d", "s:a"],
+    ["aq_pp", "-f", "-", "-d", "s:a", "-eval", "i:x", "a +", "-o", "-"],
+    ["aq_pp", "-f", "-", "-d", "i:a", "-o", "-"],  # 'x' is not an integer
+    ["aq_pp", "-f", "-", "-d", "s:a", "-o", "/no/such/dir/out.csv"],
+    ["aq_pp", "-f", "-", "-d", "s:a", "-o", "-", "-stat"],
+    ["aq_pp", "-f,qui", "-", "-d", "i:a", "-o", "-"],
+    ["aq_pp"],
+    ["aq_udb", "-bogus"],
+    ["aq_udb", "-exp"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=lambda a: " ".join(a))
+def test_errors_warm_equal_cold(argv: list[str], warm: service.Service, tmp_path: Path) -> None:
+    cmd = [str(BIN / argv[0]), *argv[1:]]
+    data = b'x\ny,z\n"q\n'
+    cold = _run(cmd, env=_env(warm, warm=False), cwd=tmp_path, stdin=data)
+    hot = _run(cmd, env=_env(warm, warm=True), cwd=tmp_path, stdin=data)
+    assert hot == cold
+
+
+def _best(cmd: list[str], env: dict[str, str], runs: int = 7) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_start_up_is_cheap(warm: service.Service) -> None:
+    help_time = _best([str(BIN / "aq_pp"), "-h"], _env(warm, warm=True))
+    assert help_time < 0.05, f"aq_pp -h took {help_time * 1000:.0f} ms"
+    tiny = [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"]
+    hot = _best(tiny, _env(warm, warm=True))
+    cold = _best(tiny, _env(warm, warm=False), runs=3)
+    assert hot < cold / 3, (hot, cold)
+
+
+def _start_blocked(svc: service.Service) -> tuple[subprocess.Popen[bytes], int]:
+    """A warm aq_pp waiting on its stdin, and the pid of the child running it."""
+    server = _server_pid(svc)
+    before = set(_children(server))
+    proc = subprocess.Popen(
+        [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"],
+        env=_env(svc, warm=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = set(_children(server)) - before
+        if new:
+            return proc, new.pop()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the command did not start in the service")
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if st == "Z":
+            time.sleep(0.05)  # not reaped yet
+            continue
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkill_of_the_launcher_kills_the_command(warm: service.Service) -> None:
+    proc, child = _start_blocked(warm)
+    proc.kill()
+    proc.wait(10)
+    assert _gone(child), f"pid {child} outlived its killed launcher"
+    assert proc.stdin is not None
+    proc.stdin.close()
+
+
+def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Path) -> None:
+    proc, child = _start_blocked(warm)
+    time.sleep(0.5)  # let the child reach its read
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert _gone(child)
+    cold = subprocess.Popen(
+        [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"], env=_env(warm, warm=False),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(3)  # past its imports, into the read
+    cold.send_signal(signal.SIGINT)
+    _, cold_err = cold.communicate(timeout=30)
+    assert proc.returncode == cold.returncode == -signal.SIGINT, (err, cold_err)
+    assert err.splitlines()[-1:] == cold_err.splitlines()[-1:] == [b"KeyboardInterrupt"]
+
+
+def test_a_crashed_server_comes_back(warm: service.Service, tmp_path: Path) -> None:
+    server = _server_pid(warm)
+    os.kill(server, signal.SIGKILL)
+    # meanwhile a command still runs (cold, or warm on the new server)
+    cmd = [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"]
+    hot = _env(warm, warm=True)
+    assert _run(cmd, env=hot, cwd=tmp_path, stdin=b"x\n")[:2] == (0, b'"a"\n"x"\n')
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        new = _children(warm.pid)
+        if new and new[0] != server and served(warm.socket) is not None:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the server was not restarted")
+    before = served(warm.socket)
+    assert _run(cmd, env=hot, cwd=tmp_path, stdin=b"y\n")[:2] == (0, b'"a"\n"y"\n')
+    assert served(warm.socket) == (before or 0) + 1
+
+
+def test_the_socket_is_private(warm: service.Service) -> None:
+    assert stat.S_IMODE(os.stat(warm.socket).st_mode) == 0o600
+    assert stat.S_ISSOCK(os.stat(warm.socket).st_mode)
+
+
+KNOCK = """
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("refused", type(e).__name__); sys.exit(0)
+p = b"aq_pp\\0/\\x001\\0aq_pp"
+try:
+    socket.send_fds(s, [b"ESW1" + struct.pack("!I", len(p))], [0, 1, 2])
+    s.sendall(p)
+    s.settimeout(20)
+    print("answer", s.recv(5) or "closed")
+except OSError as e:  # closed before we finished talking
+    print("answer closed")
+"""
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd to create a second local user (mode 0600 and "
+                    "SO_PEERCRED are still checked by test_the_socket_is_private)")  # fmt: skip
+    name = f"esswarm{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "-M", "-r", "-s", "/bin/sh", name], check=True, timeout=60)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, timeout=60)
+
+
+def _as_user(name: str, *args: str) -> str:
+    user = pwd.getpwnam(name)
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    out = subprocess.run(["/usr/bin/python3", "-I", "-c", KNOCK, *args], preexec_fn=drop,
+                         capture_output=True, timeout=60, cwd="/")  # fmt: skip
+    return out.stdout.decode() + out.stderr.decode()
+
+
+def test_another_user_cannot_use_the_socket(
+    warm: service.Service, other_user: str, tmp_path: Path
+) -> None:
+    assert _as_user(other_user, warm.socket).startswith("refused PermissionError")
+    # with the file opened up by mistake, the server itself still turns the stranger away
+    open_dir = Path(tempfile.mkdtemp(prefix="ess-warm-open-"))  # not under pytest's 0700 dir
+    os.chmod(open_dir, 0o755)
+    svc = service.start(socket=str(open_dir / "s.sock"))
+    try:
+        assert svc.ready(timeout=300)
+        os.chmod(svc.socket, 0o666)
+        before = served(svc.socket)
+        assert _as_user(other_user, svc.socket) == "answer closed\n"  # no word
+        assert served(svc.socket) == before
+    finally:
+        svc.stop()
+        shutil.rmtree(open_dir, ignore_errors=True)
+        shutil.rmtree(open_dir, ignore_errors=True)
