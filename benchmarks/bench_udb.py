@@ -131,7 +131,7 @@ def main() -> int:
     ):
         from ess.udb import spec
         from ess.udb.client import UdbSession
-        from ess.udb.query import run, run_parts
+        from ess.udb.query import parse_argv, run, run_parts
         from ess.workspace import Workspace
 
         ws = Workspace.from_env()
@@ -154,7 +154,7 @@ def main() -> int:
 
             def export(argv: list[str]) -> None:
                 with open(target, "wb") as out:
-                    for part in run_parts(ws, argv, session=s):
+                    for part in run_parts(ws, parse_argv(argv), session=s):
                         out.write(part)
 
             t_vexp, _ = meter("vector_export", lambda: export(["-exp", "bench:wc"]))
