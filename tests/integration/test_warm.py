@@ -24,6 +24,8 @@ from ess.warm.launcher import served
 from tests.acceptance.test_golden_aq_pp import XFAIL as GOLDEN_XFAIL
 from tests.acceptance.test_golden_aq_pp import cases as golden_cases
 from tests.acceptance.test_golden_aq_pp import golden_env
+from tests.acceptance.test_golden_udb import cases as udb_cases
+from tests.unit.udb.harness import Sandbox, cluster
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -302,3 +304,31 @@ def test_another_user_cannot_use_the_socket(
         svc.stop()
         shutil.rmtree(open_dir, ignore_errors=True)
         shutil.rmtree(open_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def udb_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with cluster(tmp_path_factory.mktemp("warm-udb"), workers=2) as box:
+        yield box
+
+
+@pytest.mark.parametrize("case", udb_cases(), ids=lambda c: c.name)
+def test_golden_udb_warm_equals_cold(
+    case: Path, warm: service.Service, udb_box: Sandbox, tmp_path: Path
+) -> None:
+    """Each UDB golden case's cmd.sh (setup included: aq_pp -imp, then aq_udb) by bash on a
+    2-worker cluster, from an empty UDB, cold then warm: the same bytes and exit codes."""
+    got = {}
+    for mode in ("cold", "warm"):
+        work = tmp_path / mode
+        shutil.copytree(case, work)
+        env = dict(udb_box.env)
+        env.pop("ESS_WARM_SOCKET", None)
+        env.update({"ESS_WARM_SOCKET": warm.socket, "ESS_WARM": "1"} if mode == "warm" else
+                   {"ESS_WARM": "0"})  # fmt: skip
+        udb_box.run("ess server reset", cwd=work)
+        before = served(warm.socket) or 0
+        got[mode] = _run(["bash", str(work / "cmd.sh")], env=env, cwd=work)
+        assert ((served(warm.socket) or 0) > before) == (mode == "warm")
+    assert got["warm"] == got["cold"]
+    assert got["cold"][0] == 0, got["cold"][2].decode()
