@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from ess.engine.pool import LocalPool, TaskPool
 from ess.engine.session import pool_for
 from ess.errors import CommandFailed, UsageError
 from ess.run import files as _files
-from ess.run.env import RunContext, RunKind, apply_env_providers
+from ess.run.env import RunContext, RunHooks, RunKind, apply_env_providers, prepare_run
 from ess.run.exec import ExecRequest, exec_pipelines, run_exec
 from ess.run.pipeline import PipelineResult
 from ess.run.stream import (
@@ -122,12 +122,14 @@ def _stream(
             shared_filesystem=pool.shared_filesystem,
             local=isinstance(pool, LocalPool),
         )
-        pipelines = apply_env_providers(RunContext(ws, pool, conn, RunKind.STREAM), pipelines)
+        ctx = RunContext(ws, pool, conn, RunKind.STREAM, command=req.command)
+        pipelines, hooks = prepare_run(ctx, pipelines)
         batches = make_batches(pipelines, sizes, slots=pool.total_slots)
         if progress is not None:
             progress.start(len(pipelines))
         on_done = progress.advance if progress is not None else None
-        for r in run_ordered(pool, batches, quitonerror=req.quitonerror, on_done=on_done):
+        results = run_ordered(pool, batches, quitonerror=req.quitonerror, on_done=on_done)
+        for r in _after_each(results, hooks):
             paths = tuple(s.path for s in pipelines[r.index].sources)
             echo = debug_line(paths, r.command) if req.debug else None
             yield FileResult(
@@ -146,6 +148,27 @@ def _stream(
                 failed.append(r)
     if failed:
         raise failure(failed, total=len(pipelines))
+
+
+def _after_each(
+    results: Iterator[PipelineResult], hooks: Sequence[RunHooks]
+) -> Iterator[PipelineResult]:
+    """``results`` with each file's ``after_file`` hooks run before it is reported (a hook's
+    complaint fails the file); every ``finish`` hook once at the end, told whether the run
+    went through (False also when the caller stops iterating or ^C)."""
+    finished = False
+    try:
+        for r in results:
+            for hook in hooks:
+                why = hook.after_file(r.index, r.ok) if hook.after_file else None
+                if why is not None:
+                    r = replace(r, error=why if r.error is None else f"{r.error}; {why}")
+            yield r
+        finished = True
+    finally:
+        for hook in hooks:
+            if hook.finish is not None:
+                hook.finish(finished)
 
 
 def execute(ws: Workspace, req: ExecRequest) -> Iterator[NodeResult]:

@@ -5,8 +5,10 @@ that does (the UDB: spec files, the scheduler's address, the tools' PATH on a re
 registers a provider here and the run layer calls every registered provider once per command
 run, on the master, after planning. A provider returns static variables for every pipeline
 and/or a :class:`~ess.run.pipeline.WorkerHook` (a payload and a module-level function run on the
-worker before the command starts). Registration keeps the dependency one way: ``ess.udb``
-imports ``ess.run``, never the reverse (``ess.udb.remote`` registers itself when imported).
+worker before the command starts) and/or :class:`RunHooks` the run layer calls on the master
+as the run goes (after each file, in file order; once at the end). Registration keeps the
+dependency one way: ``ess.udb`` imports ``ess.run``, never the reverse (``ess.udb.remote``
+registers itself when imported).
 """
 
 from __future__ import annotations
@@ -36,12 +38,25 @@ class RunContext:
     pool: TaskPool
     connection: Any
     kind: RunKind
+    command: str = ""  # the command template as typed (a provider may skip runs not for it)
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """Called on the master by ``ess stream``. ``after_file(index, ok)``: file ``index`` has
+    finished (``ok``: its command succeeded), called in file order before its result is
+    reported; it returns None or why the file must count as failed. ``finish(ok)``: once, at
+    the end (``ok`` False when the run stopped early, failed or was interrupted)."""
+
+    after_file: Callable[[int, bool], str | None] | None = None
+    finish: Callable[[bool], None] | None = None
 
 
 @dataclass(frozen=True)
 class PipelineEnv:
     env: tuple[tuple[str, str], ...] = ()
     hook: WorkerHook | None = None
+    run: RunHooks | None = None
 
 
 Provider = Callable[[RunContext], PipelineEnv | None]
@@ -60,9 +75,17 @@ def env_providers() -> tuple[str, ...]:
 def apply_env_providers(ctx: RunContext, pipelines: Sequence[Pipeline]) -> list[Pipeline]:
     """``pipelines`` with every registered provider's additions (providers in registration
     order; a provider answering None adds nothing)."""
+    return prepare_run(ctx, pipelines)[0]
+
+
+def prepare_run(
+    ctx: RunContext, pipelines: Sequence[Pipeline]
+) -> tuple[list[Pipeline], list[RunHooks]]:
+    """``apply_env_providers`` plus the run hooks the providers asked for."""
     additions = [a for a in (p(ctx) for p in _PROVIDERS.values()) if a is not None]
     env = tuple(kv for a in additions for kv in a.env)
     hooks = tuple(a.hook for a in additions if a.hook is not None)
+    runs = [a.run for a in additions if a.run is not None]
     if not env and not hooks:
-        return list(pipelines)
-    return [replace(p, env=p.env + env, hooks=p.hooks + hooks) for p in pipelines]
+        return list(pipelines), runs
+    return [replace(p, env=p.env + env, hooks=p.hooks + hooks) for p in pipelines], runs

@@ -131,6 +131,7 @@ def build_pipelines(
             ("ESS_FILE_DIR", values["path"]),
             ("ESS_FILE_PATH", first.path),
             ("ESS_STDIN_NAME", label),  # how aq_pp names its stdin in input error messages
+            ("ESS_FILE_INDEX", str(index)),  # its place in the run (as run hooks are told)
         )
         out = None
         if output is not None:

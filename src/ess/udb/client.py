@@ -24,8 +24,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ess.errors import UdbError
-from ess.udb import handoff, hashing, merge, server
+from ess.errors import EssError, UdbError
+from ess.udb import handoff, hashing, merge, server, staging
 from ess.udb import spec as udb_spec
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec, load
@@ -37,6 +37,8 @@ TASK_TIMEOUT = 600.0
 WORKER_CHECK = 2.0
 #: import batches cut in advance (threads) while the previous one is shipped
 PREPARED_AHEAD = 2
+#: how long a stream's commit (or a staging send) waits for a worker that died to come back
+REVIVE_WAIT = 30.0
 
 
 def owner(pid: int, workers: Iterable[str]) -> str:
@@ -72,10 +74,13 @@ class Target:
 class UdbSession:
     """A Dask client on the running cluster plus the partition map."""
 
+    #: inside ess stream: imports are staged for the stream to commit (ess.udb.commit)
+    stager: Any = None
+
     def __init__(self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0) -> None:
         from ess.cluster.provider import provider_for
         from ess.engine.client import SchedulerUnreachable, connect
-        from ess.udb.remote import connection_from_env
+        from ess.udb.conn import connection_from_env
 
         self.ws = ws
         # inside a command that ess stream/exec runs on a remote worker: that worker's cluster
@@ -137,7 +142,7 @@ class UdbSession:
                 f"{name} (partitions {', '.join(map(str, sorted(p)))})"
                 for name, p in sorted(missing.items())
             )
-            raise UdbError(
+            raise WorkerGone(
                 f"database {db}: worker(s) holding data are not running: {detail}; no partial "
                 "answer is given — bring them back ('ess cluster start') and retry"
             )
@@ -171,7 +176,7 @@ class UdbSession:
             address = self.pinned.get(id(fut))
             if address is not None and address not in self.addresses().values():
                 self.client.cancel(fut)
-                raise UdbError(
+                raise WorkerGone(
                     f"the worker at {address} stopped while running its part of this UDB "
                     "operation (that part may or may not have been applied; the rest of the "
                     "data is kept): check with 'aq_udb -cnt' and retry"
@@ -266,15 +271,29 @@ class UdbSession:
             combine=vector if vector is not None and vector.kind == "vector"
             and merge.combinable(vector) else None,
         )  # fmt: skip
-        total = 0
+        stager = self.stager
         ship = _Shipping(self, spec, target, premerged=cut.combine is not None)
         # Batches are cut (pre-merge, key hash, split) in threads, up to PREPARED_AHEAD ahead
         # of the one being shipped: the cutting is most of the client's work and largely
         # single-threaded, so overlapping it with the shipping and with the next batch's
         # uses a core that would otherwise wait. Stamps are reserved here, in batch order.
+        try:
+            refused = self._cut_and_ship(cut, ship, _prepared(spec, target, frames, ddef=ddef))
+        except BaseException:
+            if stager is not None:  # the part's manifest says "incomplete": never committed
+                stager.failed = True
+            raise
+        if refused is not None:
+            raise refused
+        return ship.rows
+
+    def _cut_and_ship(
+        self, cut: _Cutter, ship: _Shipping, batches: Iterator[pl.DataFrame]
+    ) -> Exception | None:
+        """Cut and ship every batch; returns the bad-input error that stopped the reading."""
+        stager = self.stager
         with ThreadPoolExecutor(max_workers=PREPARED_AHEAD) as pool, ship:
             ahead: deque[Future[dict[int, pa.Table]]] = deque()
-            batches = _prepared(spec, target, frames, ddef=ddef)
             refused: Exception | None = None
             while True:
                 try:
@@ -286,17 +305,19 @@ class UdbSession:
                     break
                 if batch.height == 0:
                     continue
-                base = self.client.run_on_scheduler(server.reserve_stamps, count=batch.height)
+                if stager is None:
+                    base = self.client.run_on_scheduler(server.reserve_stamps,
+                                                        count=batch.height)  # fmt: skip
+                else:  # offsets within this process's part; the commit shifts them
+                    base = stager.reserve(self.client, batch.height)
                 ahead.append(pool.submit(cut, batch, base))
-                total += batch.height
+                ship.rows += batch.height
                 if len(ahead) >= PREPARED_AHEAD:
                     ship(ahead.popleft().result())
             while ahead:
                 ship(ahead.popleft().result())
             ship.finish()
-        if refused is not None:
-            raise refused
-        return total
+        return refused
 
     # ------------------------------------------------------------------ queries
     def query(self, q: Query, *, all_partitions: bool = True) -> pl.DataFrame:
@@ -366,6 +387,10 @@ class UdbSession:
         self.gather([self._run(addrs[n], func, *args) for n in sorted(set(self.place.values()))])
 
 
+class WorkerGone(UdbError):
+    """A worker an operation needs is not running (it died, or has not come back yet)."""
+
+
 def _task_error(exc: Exception) -> UdbError:
     if isinstance(exc, UdbError):
         return exc
@@ -406,7 +431,7 @@ class _Cutter:
 
 class _Shipping:
     """Sends cut batches of one import to the owners of their partitions, one batch applied
-    before the next starts."""
+    (or, inside ess stream, staged) before the next starts."""
 
     def __init__(self, session: UdbSession, spec: DbSpec, target: str, *,
                  premerged: bool) -> None:  # fmt: skip
@@ -414,26 +439,77 @@ class _Shipping:
         self.premerged = premerged  # one row per key (the workers need not check)
         self.text = spec.text()
         self.pending: list[Any] = []  # the futures of the batch being applied
+        self.rows = 0
+        self.stager = session.stager
+        self.staged: tuple[int, dict[int, pa.Table], list[str]] | None = None  # in flight
 
     def __call__(self, parts: dict[int, pa.Table]) -> None:
-        s = self.session
         self.finish()  # the previous batch is applied before this one starts
+        seq = -1
+        if self.stager is not None:
+            seq, self.stager.seq = self.stager.seq, self.stager.seq + 1
+        self.staged = (seq, parts, []) if self.stager is not None else None
+        self._send(parts, seq)
+
+    def _send(self, parts: dict[int, pa.Table], seq: int) -> None:
+        s = self.session
         per_owner = s.by_owner(parts)
+        if self.staged is not None:
+            self.staged = (seq, parts, list(per_owner))
         addrs = s._require_workers(self.spec.name, parts)
-        self.pending = [
-            s._run(addrs[name], partial(server.w_import, premerged=self.premerged), self.text,
-                   self.spec.name, self.target,
-                   s.shipper.pack(addrs[name], {pid: parts[pid] for pid in pids}))
-            for name, pids in per_owner.items()
-        ]  # fmt: skip
+        task = self._task(seq)
+        self.pending = [s._run(addrs[name], task,
+                               s.shipper.pack(addrs[name], {pid: parts[pid] for pid in pids}))
+                        for name, pids in per_owner.items()]  # fmt: skip
+
+    def _task(self, seq: int) -> Any:
+        if self.stager is None:
+            return partial(server.w_import, self.text, self.spec.name, self.target,
+                           premerged=self.premerged)  # fmt: skip
+        meta = {"spec": self.text, "db": self.spec.name, "target": self.target,
+                "premerged": self.premerged}  # fmt: skip
+        return partial(staging.w_stage, self.stager.tag(seq), meta)
 
     def finish(self) -> None:
         """Wait for the batch being applied (raises its failure once all its tasks ended)."""
         pending, self.pending = self.pending, []
         try:
             self.session.gather(pending)
+        except WorkerGone:
+            if self.staged is None:
+                raise
+            self.session.shipper.done()
+            self._resend()
         finally:
             self.session.shipper.done()
+        if self.staged is not None and self.stager is not None:
+            seq, _, names = self.staged
+            for name in names:
+                self.stager.sent.setdefault(name, []).append(seq)
+            self.staged = None
+
+    def _resend(self) -> None:
+        """Staging only: a worker died while taking the batch. Wait for it to come back
+        (bounded) and send the batch again: a staged batch is written whole under its name or
+        not at all, so a resend cannot add it twice."""
+        assert self.staged is not None
+        seq, parts, _ = self.staged
+        deadline = time.monotonic() + REVIVE_WAIT
+        while True:
+            revive(self.session.ws)
+            try:
+                self._send(parts, seq)
+                pending, self.pending = self.pending, []
+                self.session.gather(pending)
+                return
+            except WorkerGone as exc:
+                self.pending = []
+                self.session.shipper.done()
+                if time.monotonic() > deadline:
+                    raise UdbError(
+                        f"{exc} (it did not come back within {REVIVE_WAIT:.0f} s)"
+                    ) from exc
+                time.sleep(1.0)
 
     def __enter__(self) -> _Shipping:
         return self
@@ -484,3 +560,16 @@ def import_frames(
         return session.import_frames(spec, tab, frames, ddef=ddef)
     with UdbSession(ws) as own:
         return own.import_frames(spec, tab, frames, ddef=ddef)
+
+
+def revive(ws: Workspace) -> None:
+    """Restart dead daemons of this work directory's cluster (a no-op where the platform
+    cannot, e.g. a command on a worker of another machine)."""
+    from ess.udb.conn import connection_from_env
+
+    if connection_from_env() is not None:
+        return
+    from ess.cluster.provider import provider_for
+
+    with contextlib.suppress(EssError):
+        provider_for(ws).connection(revive=True)

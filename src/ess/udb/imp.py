@@ -28,16 +28,32 @@ def shared_session(ws: Workspace) -> Any:
     key = str(ws.work_dir.resolve())
     if key not in _SESSIONS:
         from ess.udb.client import UdbSession
+        from ess.udb.commit import Stager
 
         if not _SESSIONS:
             atexit.register(close_sessions)
-        _SESSIONS[key] = UdbSession(ws)
+        session = UdbSession(ws)
+        session.stager = Stager.from_env()  # inside ess stream: staged, committed by it
+        _SESSIONS[key] = session
     return _SESSIONS[key]
 
 
 def close_sessions() -> None:
+    """Close the sessions; a staging one first tells the scheduler what it staged (the stream
+    commits the file from that). A failure to tell is this command's error: the file's rows
+    would not be committed."""
+    error: Exception | None = None
     while _SESSIONS:
-        _SESSIONS.popitem()[1].close()
+        session = _SESSIONS.popitem()[1]
+        try:
+            if session.stager is not None:
+                session.stager.register(session.client)
+        except Exception as exc:
+            error = error or exc
+        finally:
+            session.close()
+    if error is not None:
+        raise UdbError(f"cannot record the staged import for its stream: {error}") from error
 
 
 def imp_step(

@@ -35,19 +35,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ess.engine.connection import Connection
-from ess.engine.security import TlsFiles
 from ess.run.env import PipelineEnv, RunContext, register_env_provider
 from ess.run.pipeline import ENV_EXEC_NODE, WorkerHook
+from ess.udb.commit import stream_hooks
+from ess.udb.conn import (
+    ENV_ADDRESS,
+    ENV_CLUSTER,
+    ENV_TLS_DIR,
+    ENV_TLS_FILES,
+    ENV_WORKERS,
+    connection_from_env,
+)
 from ess.workspace import Workspace
 
-ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
-ENV_TLS_DIR = "ESS_TLS_DIR"
-ENV_WORKERS = "ESS_CLUSTER_WORKERS"
-ENV_CLUSTER = "ESS_CLUSTER_ID"
-#: The worker's own CA, certificate and key files (os.pathsep-separated): a worker of a cluster
-#: someone else runs (the dask platform) keeps them under names of its own.
-ENV_TLS_FILES = "ESS_TLS_FILES"
 #: Where a worker keeps the shipped spec files, inside its Dask scratch directory (removed with
 #: the worker): one directory per distinct set of definitions.
 SPEC_DIR = "ess-udb-specs"
@@ -56,6 +56,8 @@ SPEC_DIR = "ess-udb-specs"
 TOOLS = ("aq_pp", "aq_udb", "ess")
 TOOLS_DIR = "ess-bin"
 ACTIVE_FILE = "udb.active"
+__all__ = ["ENV_ADDRESS", "ENV_CLUSTER", "ENV_TLS_DIR", "ENV_TLS_FILES", "ENV_WORKERS",
+           "connection_from_env"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def pipeline_env(ctx: RunContext) -> PipelineEnv | None:
 
 
 register_env_provider("udb", pipeline_env)
+register_env_provider("udb-commit", stream_hooks)  # staged imports of ess stream, in file order
 
 
 def exec_follower(environ: Mapping[str, str] | None = None) -> bool:
@@ -170,21 +173,3 @@ def _tools_dir(scratch: Path) -> Path:
             os.symlink(target, tmp)
             os.replace(tmp, link)  # atomic: concurrent pipelines never see a half-made link
     return tools
-
-
-def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection | None:
-    """The cluster a command on a remote worker belongs to, or None outside such a command."""
-    env = os.environ if environ is None else environ
-    address, tls_dir = env.get(ENV_ADDRESS, ""), env.get(ENV_TLS_DIR, "")
-    if not address or not tls_dir:
-        return None
-    names = tuple(n for n in env.get(ENV_WORKERS, "").split(",") if n)
-    files = [Path(f) for f in env.get(ENV_TLS_FILES, "").split(os.pathsep) if f]
-    external = (files[0], files[1], files[2]) if len(files) == 3 else None
-    return Connection(
-        cluster_id=env.get(ENV_CLUSTER, "") or address,
-        address=address,
-        tls=TlsFiles(Path(tls_dir), client_identity="worker", external=external),
-        worker_names=names,
-        shared_filesystem=False,
-    )

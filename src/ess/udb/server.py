@@ -80,6 +80,9 @@ class UdbPlugin(WorkerPlugin):
         except Exception as exc:  # every task then names this instead of "not running"
             self.store.error = f"{type(exc).__name__}: {exc}"
             raise
+        from ess.udb.staging import sweep
+
+        sweep(self.store.root)  # staging left by streams that were killed long ago
         for damage in self.store.damaged:  # the worker's log keeps a trace too
             logger.error("UDB snapshot damaged, moved aside: %s", damage.line())
         preload()
@@ -224,6 +227,21 @@ def import_into(
             prefix = "t_" if target.kind == "table" else "v_"
             (part.tables if target.kind == "table" else part.vectors)[target.key] = merged
             store.write(db, pid, part, prefix + target.key, merged, base=True)
+    return rows
+
+
+def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, int]]) -> int:
+    """Apply the staged `batches` [(part, seq, stamp base)] of one file of a stream (its
+    chosen attempt), in order, then remove the file's staging here (ess.udb.staging)."""
+    from ess.udb import staging
+
+    store = _store()
+    rows = 0
+    for path, base in staging.check(store.root, run, file, attempt, batches, store.name):
+        parts, meta = staging.load(path, base)
+        rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
+                            premerged=bool(meta["premerged"]))  # fmt: skip
+    staging.done(store.root, run, file)
     return rows
 
 

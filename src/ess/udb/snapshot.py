@@ -198,7 +198,8 @@ class Store:
             return
         private_dir(self.root)
         os.chmod(self.root, DIR_MODE)  # made 0755 by earlier versions
-        for db_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        # dot folders are not databases (.staging: imports staged by a stream, ess.udb.staging)
+        for db_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[0] != "."):
             os.chmod(db_dir, DIR_MODE)
             state = self.db(db_dir.name)
             for pdir in sorted(db_dir.iterdir()):

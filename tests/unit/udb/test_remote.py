@@ -13,6 +13,7 @@ from ess.cluster.provider import Connection
 from ess.engine.pool import LocalPool
 from ess.engine.security import create_tls
 from ess.errors import ClusterError
+from ess.run.env import RunContext, RunKind, apply_env_providers, prepare_run
 from ess.run.pipeline import Pipeline
 from ess.udb import remote, spec
 from ess.workspace import Workspace
@@ -77,7 +78,25 @@ def test_connection_from_env_presents_the_workers_own_certificate(tmp_path: Path
 def test_pipelines_on_a_shared_filesystem_get_no_bundle(tmp_path: Path) -> None:
     pipelines = [Pipeline(index=0, label="x", command="true")]
     with LocalPool(threads=1) as pool:
-        assert remote.with_udb(workspace(tmp_path), pool, pipelines) == pipelines
+        ctx = RunContext(workspace(tmp_path), pool, None, RunKind.STREAM, command="aq_pp -imp a")
+        assert apply_env_providers(ctx, pipelines) == pipelines
+
+
+def test_a_stream_that_imports_is_staged_and_committed_by_the_master(tmp_path: Path) -> None:
+    pipelines = [Pipeline(index=0, label="x", command="true")]
+    conn = object()  # any running cluster
+    with LocalPool(threads=1) as pool:
+        ws = workspace(tmp_path)
+        out, hooks = prepare_run(RunContext(ws, pool, conn, RunKind.STREAM, "aq_pp -imp d:t"),
+                                 pipelines)  # fmt: skip
+        assert len(hooks) == 1 and hooks[0].after_file and hooks[0].finish
+        env = out[0].hooks[-1].fn(out[0].hooks[-1].payload)  # on a local thread: no worker
+        assert env["ESS_UDB_STAGE"] == out[0].hooks[-1].payload and env["ESS_UDB_ATTEMPT"]
+        assert env["ESS_UDB_ATTEMPT"] != out[0].hooks[-1].fn(out[0].hooks[-1].payload)[
+            "ESS_UDB_ATTEMPT"]  # a new attempt each time the command runs  # fmt: skip
+        for ctx in (RunContext(ws, pool, conn, RunKind.STREAM, "aq_pp -f x -o y"),
+                    RunContext(ws, pool, conn, RunKind.EXEC, "aq_pp -imp d:t")):  # fmt: skip
+            assert prepare_run(ctx, pipelines) == (pipelines, [])
 
 
 def test_tools_dir_holds_only_this_builds_tools(tmp_path: Path) -> None:

@@ -1,0 +1,205 @@
+"""Staged imports, client side: the importer's :class:`Stager` and the stream's committer.
+
+How staging works, and why, is in :mod:`ess.udb.staging` and docs/udb.md ("Imports inside
+ess stream"). This module holds:
+
+* :func:`stream_hooks`, the run-layer provider (:mod:`ess.run.env`, registered by
+  :mod:`ess.udb.remote`): for an ``ess stream`` whose command imports, it gives every command
+  the run token (``ESS_UDB_STAGE``), a per-execution attempt id and its worker's address
+  (computed on the worker, so a re-run gets a new one), and the master's hooks: commit each
+  file in file order, drop the run's staging at the end;
+* :class:`Stager`: what an ``aq_pp`` inside such a command stages under, and its manifest;
+* :class:`Committer`: the master's side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ess.errors import EssError, UdbError
+from ess.run.env import PipelineEnv, RunContext, RunHooks, RunKind
+from ess.run.pipeline import WorkerHook
+from ess.udb.client import REVIVE_WAIT, revive
+from ess.workspace import Workspace
+
+ENV_STAGE = "ESS_UDB_STAGE"
+ENV_ATTEMPT = "ESS_UDB_ATTEMPT"
+ENV_RUNNER = "ESS_UDB_RUNNER"
+ENV_FILE = "ESS_FILE_INDEX"
+#: words of a command line that may import (a stream whose command has none is not staged)
+IMPORT_WORDS = ("-imp", "-udb")
+
+
+@dataclass
+class Stager:
+    """One aq_pp process's staging: (run, file, attempt, part) and what it has staged."""
+
+    run: str
+    file: int
+    attempt: str
+    runner: str
+    part: int | None = None  # asked of the scheduler at the first batch
+    rows: int = 0  # stamps handed out (offsets within the part)
+    seq: int = 0
+    sent: dict[str, list[int]] = field(default_factory=dict)  # worker name -> seqs staged
+    failed: bool = False  # a batch could not be staged: the manifest says incomplete
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Stager | None:
+        env = os.environ if environ is None else environ
+        run, attempt, index = env.get(ENV_STAGE), env.get(ENV_ATTEMPT), env.get(ENV_FILE)
+        if not run or not attempt or not index or not index.isdigit():
+            return None
+        return cls(run=run, file=int(index), attempt=attempt, runner=env.get(ENV_RUNNER, ""))
+
+    def reserve(self, client: Any, count: int) -> int:
+        """`count` row stamps (offsets within this part); the first call asks for the part."""
+        from ess.udb.staging import s_part
+
+        if self.part is None:
+            self.part = int(client.run_on_scheduler(s_part, run=self.run, file=self.file,
+                                                    attempt=self.attempt))  # fmt: skip
+        base = self.rows
+        self.rows += count
+        return base
+
+    def tag(self, seq: int) -> tuple[str, int, str, int, int]:
+        assert self.part is not None
+        return (self.run, self.file, self.attempt, self.part, seq)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"part": self.part, "rows": self.rows, "workers": self.sent,
+                "complete": not self.failed, "runner": self.runner}  # fmt: skip
+
+    def register(self, client: Any) -> None:
+        """Tell the scheduler what this process staged (when it ends)."""
+        from ess.udb.staging import s_note
+
+        if self.part is not None:
+            client.run_on_scheduler(s_note, run=self.run, file=self.file,
+                                    attempt=self.attempt, manifest=self.manifest())  # fmt: skip
+
+
+def attempt_env(run: str) -> Mapping[str, str]:
+    """Worker hook: a new attempt id for each execution of a command, and its worker."""
+    from distributed import get_worker
+
+    try:
+        runner = str(get_worker().address)
+    except ValueError:  # a local pool thread (no Dask worker): nothing to tell apart
+        runner = ""
+    return {ENV_STAGE: run, ENV_ATTEMPT: uuid.uuid4().hex, ENV_RUNNER: runner}
+
+
+def stream_hooks(ctx: RunContext) -> PipelineEnv | None:
+    """Registered with the run layer: staged imports for a stream whose command imports."""
+    if ctx.kind is not RunKind.STREAM or ctx.connection is None:
+        return None
+    if not any(word in ctx.command for word in IMPORT_WORDS):
+        return None
+    run = uuid.uuid4().hex
+    committer = Committer(ws=ctx.ws, run=run)
+    hook = WorkerHook(fn=attempt_env, payload=run, failure="cannot start the UDB import")
+    return PipelineEnv(hook=hook, run=RunHooks(after_file=committer.commit,
+                                                finish=committer.finish))  # fmt: skip
+
+
+@dataclass
+class Committer:
+    """The master's side: commit each file's staged batches in file order."""
+
+    ws: Workspace
+    run: str
+    session: Any = None  # a UdbSession, opened at the first file that imported
+
+    def _client(self) -> Any:
+        from distributed import Client
+
+        if self.session is None:
+            from ess.udb.client import UdbSession
+
+            self.session = UdbSession(self.ws)
+        client = self.session.client
+        assert isinstance(client, Client)
+        return client
+
+    def commit(self, file: int, ok: bool) -> str | None:
+        """Apply file `file`'s staged import (None) or say why it failed."""
+        from ess.udb.staging import s_take
+
+        try:
+            chosen = self._client().run_on_scheduler(s_take, run=self.run, file=file)
+            if chosen is None:
+                return None
+            attempt, parts = chosen
+            self._apply(file, attempt, parts)
+        except EssError as exc:
+            self._drop(file)
+            return f"UDB import not applied: {exc}"
+        if not all(p["complete"] for p in parts):
+            return "UDB import not applied in full: a batch could not be staged"
+        return None
+
+    def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]]) -> None:
+        from ess.udb.server import reserve_stamps
+
+        s = self.session
+        total = sum(int(p["rows"]) for p in parts)
+        base = s.client.run_on_scheduler(reserve_stamps, count=max(total, 1))
+        plan: dict[str, list[tuple[int, int, int]]] = {}
+        offset = base
+        for p in parts:
+            for name, seqs in p["workers"].items():
+                plan.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
+            offset += int(p["rows"])
+        if not plan:
+            return
+        addrs = self._wait_for(sorted(plan))
+        from ess.udb.server import w_commit
+
+        s.gather([s._run(addrs[name], w_commit, self.run, file, attempt, batches)
+                  for name, batches in plan.items()])  # fmt: skip
+
+    def _wait_for(self, names: list[str]) -> dict[str, str]:
+        """Addresses of `names`, reviving dead workers (bounded: REVIVE_WAIT seconds)."""
+        s = self.session
+        deadline = time.monotonic() + REVIVE_WAIT
+        while True:
+            addrs = s.addresses()
+            missing = [n for n in names if n not in addrs]
+            if not missing:
+                return dict(addrs)
+            if time.monotonic() > deadline:
+                raise UdbError(
+                    f"worker(s) {', '.join(missing)} stopped and did not come back within "
+                    f"{REVIVE_WAIT:.0f} s: nothing of this file was applied"
+                )
+            revive(self.ws)
+            time.sleep(0.5)
+
+    def _drop(self, file: int | None) -> None:
+        from ess.udb.staging import w_drop
+
+        with contextlib.suppress(Exception):  # best effort: stale staging is swept later
+            self.session.each_worker(w_drop, self.run, file)
+
+    def finish(self, ok: bool) -> None:
+        """End of the stream: remove whatever staging is left (a stopped run, a re-run that
+        went on after its file was committed) and the scheduler's record of the run."""
+        if self.session is None:
+            return
+        from ess.udb.staging import s_forget
+
+        try:
+            self._drop(None)
+            with contextlib.suppress(Exception):
+                self.session.client.run_on_scheduler(s_forget, run=self.run)
+        finally:
+            self.session.close()
+            self.session = None

@@ -1,0 +1,37 @@
+"""The cluster a command run by ``ess stream``/``ess exec`` on a worker of another machine
+belongs to, from the variables :func:`ess.udb.remote.command_env` set (see that module)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ess.engine.connection import Connection
+from ess.engine.security import TlsFiles
+
+ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
+ENV_TLS_DIR = "ESS_TLS_DIR"
+ENV_WORKERS = "ESS_CLUSTER_WORKERS"
+ENV_CLUSTER = "ESS_CLUSTER_ID"
+#: The worker's own CA, certificate and key files (os.pathsep-separated): a worker of a cluster
+#: someone else runs (the dask platform) keeps them under names of its own.
+ENV_TLS_FILES = "ESS_TLS_FILES"
+
+
+def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection | None:
+    """The cluster a command on a remote worker belongs to, or None outside such a command."""
+    env = os.environ if environ is None else environ
+    address, tls_dir = env.get(ENV_ADDRESS, ""), env.get(ENV_TLS_DIR, "")
+    if not address or not tls_dir:
+        return None
+    names = tuple(n for n in env.get(ENV_WORKERS, "").split(",") if n)
+    files = [Path(f) for f in env.get(ENV_TLS_FILES, "").split(os.pathsep) if f]
+    external = (files[0], files[1], files[2]) if len(files) == 3 else None
+    return Connection(
+        cluster_id=env.get(ENV_CLUSTER, "") or address,
+        address=address,
+        tls=TlsFiles(Path(tls_dir), client_identity="worker", external=external),
+        worker_names=names,
+        shared_filesystem=False,
+    )

@@ -1,0 +1,223 @@
+"""Staged imports: what ``aq_pp -imp`` sends inside ``ess stream``, applied in file order.
+
+A stream runs its files in parallel, but the database must end as if they were imported one
+after the other (rows of a key in file order, ``+first``/``+last`` and float ``+add`` in that
+order), and a file re-run because its worker died must not be imported twice. So inside a
+stream an import does not apply its batches: each one is STAGED on the worker owning its
+partitions (an Arrow file on that worker's disk, beside its snapshots) under
+``(run, file, attempt, part, seq)``, and the master COMMITS the files in file order once each
+has finished (:mod:`ess.udb.commit`):
+
+* run: the stream's token; file: the file's index in the run; attempt: one execution of the
+  file's command (a re-run after a worker died is a new attempt); part: one ``aq_pp`` process
+  of that command (several ``aq_pp -imp`` in one command line), numbered in the order they
+  first import; seq: the batch within the part.
+* Row stamps in a staged batch are offsets within its part; the commit of a file reserves one
+  stamp range for the whole file and shifts them, so stamps follow file order, then part, then
+  row order, whatever order the files ran in.
+* Each part registers a manifest on the scheduler when its process ends (rows, which batches
+  went to which worker, whether every batch was staged). The commit picks one attempt per
+  file, applies exactly its batches in order and removes every attempt's staging of the file.
+
+Staged files are written before the staging task returns (a temporary name, then a rename),
+so a worker that is killed and comes back still has every batch it acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from ess.errors import UdbError
+
+STAGING = ".staging"  # under a worker's store root (the store's loader skips dot folders)
+APPLYING = "applying"  # a commit on this worker started (and has not finished)
+PART_COL = "__p"
+#: staging folders of runs older than this are removed when a worker starts (a stream killed
+#: before it could drop its own)
+STALE_AFTER = 7 * 86400
+
+
+def _store() -> Any:
+    from ess.udb.snapshot import worker_store
+
+    return worker_store()
+
+
+def file_dir(root: Path, run: str, file: int) -> Path:
+    return root / STAGING / run / f"f{file}"
+
+
+def batch_path(root: Path, run: str, file: int, attempt: str, part: int, seq: int) -> Path:
+    return file_dir(root, run, file) / attempt / f"{part:04d}-{seq:08d}.arrow"
+
+
+# ---------------------------------------------------------------------- worker tasks
+
+
+def w_stage(tag: tuple[str, int, str, int, int], meta: dict[str, Any], parts: Any) -> int:
+    """Write one cut batch ({partition: table}, or a batch in shared memory) as a staged
+    file; `tag` = (run, file, attempt, part, seq). Idempotent: a resend replaces it."""
+    from ess.udb.handoff import unpack
+
+    store = _store()
+    tables = [
+        t.append_column(PART_COL, pa.array([pid] * t.num_rows, pa.int32()))
+        for pid, t in sorted(unpack(parts).items())
+    ]
+    table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    table = table.replace_schema_metadata({"ess": json.dumps(meta)})
+    path = batch_path(store.root, *tag)
+    from ess.udb.snapshot import private_dir
+
+    private_dir(path.parent)
+    tmp = path.with_suffix(".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+    return table.num_rows
+
+
+def check(root: Path, run: str, file: int, attempt: str, batches: list[tuple[int, int, int]],
+          worker: str) -> list[tuple[Path, int]]:  # fmt: skip
+    """The staged files of `batches` [(part, seq, stamp base)] with their bases; refuses
+    (before anything is applied) when one is missing, or when an earlier commit of this file
+    on this worker stopped half-way. Marks the commit as started."""
+    fdir = file_dir(root, run, file)
+    marker = fdir / APPLYING
+    if marker.exists():
+        raise UdbError(
+            f"worker {worker}: an earlier commit of file #{file} of this run stopped while "
+            "applying it (the worker died): its rows may be partly applied here"
+        )
+    paths = [(batch_path(root, run, file, attempt, p, s), base) for p, s, base in batches]
+    missing = [str(p) for p, _ in paths if not p.exists()]
+    if missing:
+        raise UdbError(
+            f"worker {worker}: {len(missing)} staged batch(es) of file #{file} are missing "
+            f"(e.g. {missing[0]}): nothing of that file was applied"
+        )
+    marker.write_text(str(os.getpid()))
+    return paths
+
+
+def load(path: Path, base: int) -> tuple[dict[int, pa.Table], dict[str, Any]]:
+    """A staged batch, its stamps shifted by `base`, split by partition; and its metadata."""
+    table, meta = _read(path)
+    return _split(_shift(table, base)), meta
+
+
+def done(root: Path, run: str, file: int) -> None:
+    shutil.rmtree(file_dir(root, run, file), ignore_errors=True)
+
+
+def w_drop(run: str, file: int | None = None) -> None:
+    """Remove the staging of one file of `run`, or of the whole run."""
+    store = _store()
+    path = store.root / STAGING / run if file is None else file_dir(store.root, run, file)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep(root: Path, *, now: float | None = None) -> None:
+    """Remove staging folders of runs not touched for STALE_AFTER (worker start)."""
+    base = root / STAGING
+    if not base.is_dir():
+        return
+    limit = (time.time() if now is None else now) - STALE_AFTER
+    for run in base.iterdir():
+        try:
+            if run.stat().st_mtime < limit:
+                shutil.rmtree(run, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _read(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    with pa.OSFile(str(path), "rb") as src:
+        table = ipc.open_file(src).read_all()
+    meta = json.loads((table.schema.metadata or {})[b"ess"])
+    return table.replace_schema_metadata(None), meta
+
+
+def _shift(table: pa.Table, base: int) -> pa.Table:
+    from ess.udb.merge import R
+
+    i = table.schema.get_field_index(R)
+    return table.set_column(i, R, pc.add(table.column(R), pa.scalar(base, pa.int64())))
+
+
+def _split(table: pa.Table) -> dict[int, pa.Table]:
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return {
+        int(k[0]): v.to_arrow()
+        for k, v in frame.partition_by(PART_COL, as_dict=True, include_key=False).items()
+    }
+
+
+# ---------------------------------------------------------------------- scheduler registry
+
+
+def _runs(dask_scheduler: Any) -> dict[str, Any]:
+    if not hasattr(dask_scheduler, "_ess_udb_runs"):
+        dask_scheduler._ess_udb_runs = {}
+    runs: dict[str, Any] = dask_scheduler._ess_udb_runs
+    return runs
+
+
+def s_part(dask_scheduler: Any, run: str, file: int, attempt: str) -> int:
+    """Run on the scheduler: the next part number of an attempt (its processes in the order
+    they first import)."""
+    reg = _runs(dask_scheduler).setdefault(run, {"done": set(), "parts": {}})
+    key = (file, attempt)
+    reg["parts"][key] = reg["parts"].get(key, -1) + 1
+    return int(reg["parts"][key])
+
+
+def s_note(
+    dask_scheduler: Any, run: str, file: int, attempt: str, manifest: dict[str, Any]
+) -> None:
+    """Run on the scheduler: one part's manifest (rows, worker name -> seqs, complete,
+    runner: the address of the worker whose command it was)."""
+    reg = _runs(dask_scheduler).setdefault(run, {"done": set(), "parts": {}})
+    if file in reg["done"]:
+        return  # an attempt still running after its file was committed (its worker died)
+    parts = reg.setdefault("files", {}).setdefault(file, {}).setdefault(attempt, {})
+    parts[manifest["part"]] = manifest
+
+
+def s_take(dask_scheduler: Any, run: str, file: int) -> tuple[str, list[dict[str, Any]]] | None:
+    """Run on the scheduler: the attempt to commit for `file` and its parts in order (None:
+    nothing was imported), and mark the file done. Preferred: an attempt whose every part
+    staged all its batches and whose worker is still there (an attempt of a worker that died
+    is the one that was re-run), the one with most parts (a re-run that has not reached its
+    later processes yet has fewer), then the earliest."""
+    reg = _runs(dask_scheduler).setdefault(run, {"done": set(), "parts": {}})
+    reg["done"].add(file)
+    attempts = reg.get("files", {}).pop(file, {})
+    if not attempts:
+        return None
+    alive = set(dask_scheduler.workers)
+
+    def rank(item: tuple[str, dict[int, dict[str, Any]]]) -> tuple[int, int, int]:
+        _, parts = item
+        complete = all(p["complete"] for p in parts.values())
+        here = all(p["runner"] in alive for p in parts.values())
+        return (-int(complete), -int(here), -len(parts))
+
+    attempt, parts = min(attempts.items(), key=rank)
+    return attempt, [parts[k] for k in sorted(parts)]
+
+
+def s_forget(dask_scheduler: Any, run: str) -> None:
+    _runs(dask_scheduler).pop(run, None)
