@@ -167,6 +167,61 @@ def test_worker_killed_during_an_import(box: Sandbox) -> None:
     assert {i for i in after if i < 1_000_000} == before - lost
 
 
+#: trials of the stream kill test (ESS_UDB_KILL_TRIALS=10 for the full check)
+KILL_TRIALS = int(os.environ.get("ESS_UDB_KILL_TRIALS", "3"))
+STREAM_FILES, STREAM_ROWS = 60, 2_000
+
+
+def test_worker_killed_during_a_stream_import(box: Sandbox, tmp_path: Path) -> None:
+    """A worker SIGKILLed while `ess stream ... aq_pp -imp` runs (its files are re-run on the
+    other worker, its staged batches wait for it to come back): every row imported exactly
+    once, the vector's +add totals exact, the stream succeeds within a bound."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for f in range(STREAM_FILES):
+        i = pl.int_range(f * STREAM_ROWS, (f + 1) * STREAM_ROWS, eager=True)
+        pl.DataFrame({"k": "u" + (i % 997).cast(pl.String), "id": i, "v": i % 5}).write_csv(
+            parts / f"p_{f:03d}.csv", include_header=False
+        )
+    box.run(f"ess create vector vec s,pkey:k i,+add:v && ess select local && "
+            f"ess category add parts '{parts}/p_*'")  # fmt: skip
+    total = STREAM_FILES * STREAM_ROWS
+    i = pl.int_range(0, total, eager=True)
+    want = (
+        pl.DataFrame({"k": "u" + (i % 997).cast(pl.String), "v": i % 5})
+        .group_by("k")
+        .agg(pl.col("v").sum())
+    )
+    command = "aq_pp -f - -d s:k i:id i:v -imp db:tab -imp db:vec"
+    for trial in range(KILL_TRIALS):
+        box.run("aq_udb -clr db")
+        proc = subprocess.Popen(
+            ["bash", "-c", f"ess stream parts '*' '*' '{command}'"],
+            env=box.env, cwd=box.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        staging = box.root / ".ess" / "udb"
+        deadline = time.monotonic() + 120
+        # busy: batches staged (or applied, were imports not staged)
+        while not list(staging.glob("*/*/.staging/*/f*/*/*.arrow")) and not _segments(
+            box, "t_tab.*.arrow"
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5 * trial)  # later and later in the run
+        victim = box.pids()["worker-2"]
+        os.kill(victim, signal.SIGKILL)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=600)
+        print(f"trial {trial}: stream ended {time.monotonic() - start:.1f} s after the kill, "
+              f"exit {proc.returncode}")  # fmt: skip
+        assert proc.returncode == 0, err.decode()[-3000:]
+        assert b"Traceback" not in err
+        assert sorted(_ids(box)) == list(range(total))  # each row once: none lost or doubled
+        assert _count(box) == total
+        got = pl.read_csv(box.run("aq_udb -exp db:vec").stdout, schema_overrides={"k": pl.String})
+        assert got.sort("k").equals(want.sort("k").select(got.columns)), trial
+
+
 def test_stop_after_cluster_stop_start_clears_the_snapshots(box: Sandbox) -> None:
     _load(box, 0, 3_000, batches=1)
     box.run("ess cluster stop && ess cluster start")

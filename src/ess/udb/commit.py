@@ -138,12 +138,13 @@ class Committer:
             if chosen is None:
                 return None
             attempt, parts = chosen
+            if not all(p["complete"] for p in parts):
+                self._drop(file)
+                return "UDB import not applied: a batch of it could not be staged"
             self._apply(file, attempt, parts)
         except EssError as exc:
             self._drop(file)
             return f"UDB import not applied: {exc}"
-        if not all(p["complete"] for p in parts):
-            return "UDB import not applied in full: a batch could not be staged"
         return None
 
     def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]]) -> None:
@@ -158,18 +159,30 @@ class Committer:
             for name, seqs in p["workers"].items():
                 plan.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
             offset += int(p["rows"])
-        if not plan:
-            return
-        addrs = self._wait_for(sorted(plan))
+        from ess.udb.client import WorkerGone
         from ess.udb.server import w_commit
 
-        s.gather([s._run(addrs[name], w_commit, self.run, file, attempt, batches)
-                  for name, batches in plan.items()])  # fmt: skip
-
-    def _wait_for(self, names: list[str]) -> dict[str, str]:
-        """Addresses of `names`, reviving dead workers (bounded: REVIVE_WAIT seconds)."""
-        s = self.session
         deadline = time.monotonic() + REVIVE_WAIT
+        while plan:  # a worker that died before it applied its part: again once it is back
+            addrs = self._wait_for(sorted(plan), deadline)
+            futures = {name: s._run(addrs[name], w_commit, self.run, file, attempt, batches)
+                       for name, batches in plan.items()}  # fmt: skip
+            gone: list[str] = []
+            errors: list[Exception] = []
+            for name, future in futures.items():
+                try:
+                    s.gather([future])
+                except WorkerGone:
+                    gone.append(name)
+                except Exception as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+            plan = {name: plan[name] for name in gone}
+
+    def _wait_for(self, names: list[str], deadline: float) -> dict[str, str]:
+        """Addresses of `names`, reviving dead workers (until `deadline`)."""
+        s = self.session
         while True:
             addrs = s.addresses()
             missing = [n for n in names if n not in addrs]
@@ -178,7 +191,7 @@ class Committer:
             if time.monotonic() > deadline:
                 raise UdbError(
                     f"worker(s) {', '.join(missing)} stopped and did not come back within "
-                    f"{REVIVE_WAIT:.0f} s: nothing of this file was applied"
+                    f"{REVIVE_WAIT:.0f} s: their part of this file was not applied"
                 )
             revive(self.ws)
             time.sleep(0.5)
