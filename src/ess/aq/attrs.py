@@ -46,7 +46,7 @@ def _sep_value(text: str, where: str) -> str:
         value = value[1:-1]
     if value.lower().startswith("\\x") and len(value) == 4:
         try:
-            return chr(int(value[2:], 16))
+            value = chr(int(value[2:], 16))
         except ValueError:
             raise AqSyntaxError(f"{where}: sep={value}: \\xHH needs two hex digits") from None
     if len(value) != 1:

@@ -41,7 +41,7 @@ from ess.aq.rules import (
 )  # fmt: skip
 from ess.aq.runner import Job
 from ess.aq.syntax import decode_strings, parse
-from ess.aq.values import assign_value, default_value, truthy
+from ess.aq.values import assign_value, default_value, truthy, wrap_constant
 from ess.aq.varscan import var_update
 from ess.aq.writer import write_rows
 from ess.errors import AqSyntaxError, NotSupportedError
@@ -365,8 +365,10 @@ def _var_value(rule: VarDef) -> object:
             return decode_strings(text)
         return text
     try:
-        return float(text) if typ == "F" else int(float(text)) if "." in text else int(text)
-    except ValueError:
+        if typ == "F":
+            return float(text)
+        return wrap_constant(int(float(text)) if "." in text else int(text), typ)
+    except (ValueError, OverflowError):
         raise AqSyntaxError(f"-var {rule.spec.name}: bad initial value {text!r}") from None
 
 

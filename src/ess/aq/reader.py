@@ -142,8 +142,11 @@ def _too_many_fields(chunk: Chunk, attrs: InputAttrs, width: int) -> list[int] |
 
     if not _has_long_records(chunk.data, attrs, width):
         return None
-    text = chunk.data.decode("utf-8", errors="replace")
+    # a lone CR is data to Polars, but ends a line for csv (which then refuses the record)
+    text = chunk.data.decode("utf-8", errors="replace").replace("\r", " ")
     quote = '"' if attrs.quoted else None
+    # records have no size limit (spec: bz= is ignored); csv refuses fields over 128 KB
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(
         io.StringIO(text),
         delimiter=attrs.sep,
@@ -285,6 +288,8 @@ def fast_typed(
         schema[f"f{i}"] = polars_dtype(spec.typ) if numeric else pl.String()
     if not any(dtype != pl.String() for dtype in schema.values()):
         return None
+    if attrs.quoted and chunk.raw[-1:] == b'"':  # a quote opened at the very end makes this
+        return None  # Polars reader panic (1.x-2.1); the general path reports the record
     try:
         frame = _read_typed(chunk.data, attrs, specs, schema)
     except pl.exceptions.ComputeError:  # e.g. an unterminated quote: the general path says so

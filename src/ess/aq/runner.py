@@ -54,14 +54,7 @@ class Job:
             frames = self.batches(st, err)
             if os.environ.get("ESS_AQ_PREFETCH", "1") != "0":  # knob for measuring the thread
                 frames = prefetch(frames)
-            steps = tuple(zip(self.plan.steps, self.plan.labels, strict=True))
-            for frame, lines in frames:
-                for step, label in steps:
-                    try:  # free unless raised (3.11): the one run-time mapping point
-                        frame = step(frame, st)
-                    except failures.VALUE_ERRORS as exc:
-                        where = f"{lines}: {label}" if label else lines
-                        raise AqDataError(f"{where}: {failures.message(exc)}") from None
+            self.run_steps(frames, st)
             self.write_ovars(st)
         finally:
             for sink in st.sinks.values():
@@ -69,6 +62,21 @@ class Job:
         if self.prog.stat:
             err.write(f"aq_pp: rec={st.records} err={st.errors} out={st.out_rows}\n")
         return 0
+
+    def run_steps(self, frames: Iterator[tuple[pl.DataFrame, str]], st: RunState) -> None:
+        """Every batch through every step: the run-time mapping points of Polars errors (a
+        try costs nothing unless raised, Python 3.11)."""
+        steps = tuple(zip(self.plan.steps, self.plan.labels, strict=True))
+        try:
+            for frame, lines in frames:
+                for step, label in steps:
+                    try:
+                        frame = step(frame, st)
+                    except failures.VALUE_ERRORS as exc:
+                        where = f"{lines}: {label}" if label else lines
+                        raise AqDataError(f"{where}: {failures.message(exc)}") from None
+        except failures.VALUE_ERRORS as exc:  # from the readers: input they cannot handle
+            raise AqDataError(f"input error: {failures.message(exc)}") from None
 
     def write_ovars(self, st: RunState) -> None:
         for rule, cols in self.plan.ovars:

@@ -80,6 +80,16 @@ def to_i64(value: pl.Expr) -> pl.Expr:
     return value.cast(pl.Int64, wrap_numerical=True)
 
 
+_BITS = {"I": (32, False), "IS": (32, True), "L": (64, False), "LS": (64, True)}
+
+
+def wrap_constant(value: int, typ: str) -> int:
+    """A Python integer stored in an integer column of type `typ`, wrapped like a C cast."""
+    bits, signed = _BITS.get(typ.upper(), (64, True))
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if signed and value >= 1 << (bits - 1) else value
+
+
 def wrap_int(value: pl.Expr, typ: str) -> pl.Expr:
     """C-cast wrap-around into the declared integer type (values held as Int64, L as UInt64)."""
     if typ == "I":

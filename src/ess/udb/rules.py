@@ -16,11 +16,12 @@ from typing import Any
 
 import polars as pl
 
+from ess.aq import failures
 from ess.aq.colspec import kind as kind_of
 from ess.aq.expr import compile_expr
 from ess.aq.syntax import parse
-from ess.aq.values import Typed, lit_float, lit_int, lit_str, truthy
-from ess.errors import AqSyntaxError, NotSupportedError
+from ess.aq.values import Typed, lit_float, lit_int, lit_str, truthy, wrap_constant
+from ess.errors import AqDataError, AqSyntaxError, NotSupportedError
 from ess.udb.merge import K, R, key_order
 from ess.udb.spec import Column, DbSpec, Target
 
@@ -267,7 +268,10 @@ class _Runner:
     def _rules(self, frame: pl.DataFrame, rules: list[Rule], cond: pl.Expr) -> pl.DataFrame:
         for rule in rules:
             live = pl.col(ALIVE) & ~pl.col(DEL) & cond
-            frame = self._rule(frame, rule, live)
+            try:  # the one mapping point of aq_udb's rules (ess.aq.failures)
+                frame = self._rule(frame, rule, live)
+            except failures.VALUE_ERRORS as exc:
+                raise AqDataError(f"{describe(rule)}: {failures.message(exc)}") from None
         return frame
 
     def _rule(self, frame: pl.DataFrame, rule: Rule, live: pl.Expr) -> pl.DataFrame:
@@ -361,6 +365,14 @@ class _Runner:
         return frame.with_columns((cur + total).cast(col.dtype).alias(_v(col)))
 
 
+def describe(rule: Rule) -> str:
+    """A rule as the user wrote it, for an error message."""
+    if rule.op in ("eval", "filt"):
+        *names, text = rule.args
+        return " ".join([f"-{rule.op}", *names, f"'{text}'"])
+    return " ".join([f"-{rule.op}", *rule.args])
+
+
 def _increment(text: str, var: str) -> str | None:
     """`var + X` / `X + var` → X (textually), when X does not mention var."""
     import re
@@ -381,8 +393,11 @@ def _literal(text: str, col: Column) -> Any:
             return text[1:-1]
         return text
     try:
-        return float(text) if col.typ == "F" else int(float(text))
-    except ValueError:
+        if col.typ == "F":
+            return float(text)
+        return wrap_constant(int(text) if text.lstrip("+-").isdigit() else int(float(text)),
+                             col.typ)  # fmt: skip
+    except (ValueError, OverflowError):
         raise AqSyntaxError(f"bad value {text!r} for {col.text()}") from None
 
 

@@ -246,3 +246,68 @@ def test_unknown_option_and_unterminated_string() -> None:
     assert req.var_sets == [("counter", "-1")] and req.out_attrs.sep == ","
     with pytest.raises(AqSyntaxError, match="unterminated string at position 7"):
         plan(["-eval", "extra", '"x" + "y']).run(frame(), SPEC, writer=None)
+
+
+# ---------------------------------------------------------------- fuzz (docs/reliability.md)
+HOSTILE_SPEC = parse_spec(
+    "@PKey:\n s:k\n@Table:t\n s:s\n i:i\n is:si\n l:l\n ls:sl\n f:f\n ip:ip\n"
+    "@Var:\n i:cnt\n f:fv\n",
+    name="db",
+    source="test",
+)
+_INTS = [0, 1, 4294967295, 2**31, 7]
+_LONGS = [2**64 - 1, 2**63, 0, 1, 18446744073709551615]
+_SIGNED = [-(2**63), 2**63 - 1, -1, 0, 5]
+_FLOATS = [float("nan"), float("inf"), -0.0, 1e308, -1e-320]
+_TEXTS = ["", "\x00", "caf\ufffd", "2014.02.30.00.00.00", "x" * 70000]
+
+
+def hostile_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "k": ["a", "a", "b", "b", "c"],
+            "s": _TEXTS,
+            "i": pl.Series(_INTS, dtype=pl.UInt32),
+            "si": pl.Series([-(2**31), 2**31 - 1, -1, 0, 3], dtype=pl.Int32),
+            "l": pl.Series(_LONGS, dtype=pl.UInt64),
+            "sl": pl.Series(_SIGNED, dtype=pl.Int64),
+            "f": _FLOATS,
+            "ip": ["1.2.3.4", "", "::1", "300.1.1.1", "x"],
+            K: [1, 1, 2, 2, 3],
+            R: [1, 2, 3, 4, 5],
+        }
+    )
+
+
+def _udb_rules() -> st.SearchStrategy[list[str]]:
+    from tests.unit.aq.fuzzing import expressions, typed_expressions
+
+    cols = ["s", "i", "si", "l", "sl", "f", "ip", "cnt", "fv", "$RowNum"]
+    expr = st.one_of(
+        typed_expressions(["i", "si", "l", "sl", "f", "cnt", "fv"], ["s", "ip"]), expressions(cols)
+    )
+    target = st.sampled_from(["s", "i", "si", "l", "sl", "f", "ip", "cnt", "fv", "k", "nope"])
+    bvar_values = st.sampled_from(["0", "1e400", "nan", "x", "18446744073709551616"])
+    rule = st.one_of(
+        st.tuples(st.just("-eval"), target, expr),
+        st.tuples(st.just("-filt"), expr),
+        st.tuples(st.just("-bvar"), st.sampled_from(["cnt", "fv", "s"]), bvar_values),
+        st.tuples(st.just("-if"), st.just("-filt"), expr, st.just("-del_row"), st.just("-endif")),
+        st.tuples(st.just("-goto"), st.sampled_from(["next_key", "next_row", "bogus"])),
+    )
+    return st.lists(rule, max_size=3).map(lambda rules: [w for r in rules for w in r])
+
+
+@settings(deadline=None, max_examples=600, derandomize=True, database=None)
+@given(_udb_rules())
+def test_fuzz_rules_fail_only_with_ess_errors(words: list[str]) -> None:
+    """The rules aq_udb runs on the workers, over hostile stored values: a frame out, or an
+    EssError (one line with its exit code), never another exception."""
+    from ess.errors import EssError
+
+    try:
+        req = parse_argv(["-exp", "db:t", *words])
+        plan = RulePlan("t", req.pp, req.rules, req.bvars, {"cnt": 0, "fv": 0.0})
+        plan.run(hostile_frame(), HOSTILE_SPEC, writer=None)
+    except EssError as exc:
+        assert "\n" not in str(exc).split("\n  ")[0], str(exc)  # the caret lines are indented
