@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import os
+import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +25,54 @@ def _api() -> ModuleType:
     from ess.warm import local as _warm  # noqa: F401 - so does the local warm service
 
     return api
+
+
+#: Signals that stop a run like ^C does (exit status 128 + the signal's number).
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like ^C, so the run is cancelled on the way out."""
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise in the main thread, so the run layer cancels the
+    command run everywhere (queued tasks dropped, running pipelines' process groups ended)
+    before ``ess`` exits. A second signal while that cleanup runs exits at once; the cluster
+    side still cancels the run when it sees the connection close."""
+    got: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if got:
+            os._exit(128 + got[0])
+        got.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _cancellable(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """``handler`` under :func:`_stoppable`: ^C exits 130 (ess's usual interrupt), SIGTERM 143
+    and SIGHUP 129, after the run was cancelled."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        with _stoppable():
+            try:
+                return handler(args)
+            except _Stopped as stop:
+                sys.stderr.write("ess: terminated\n")
+                return 128 + int(stop.args[0])
+
+    return run
 
 
 class _Bar:
@@ -138,7 +191,7 @@ def register(subparsers: Any) -> None:
         "push",
         help="copy files from the master to every worker",
         example="ess file push data.csv --dest in/",
-        handler=_file_push,
+        handler=_cancellable(_file_push),
     )
     q.add_argument("--dest", help="directory on the workers (default: working directory)")
     q.add_argument("files", nargs="*", help="local files to copy")
@@ -147,7 +200,7 @@ def register(subparsers: Any) -> None:
         "get",
         help="fetch files or folders from the workers",
         example="ess file get out/result.csv",
-        handler=_file_get,
+        handler=_cancellable(_file_get),
     )
     q.add_argument("name", nargs="*", help="files or folders on the workers")
     q = add_command(
@@ -155,7 +208,7 @@ def register(subparsers: Any) -> None:
         "mkdir",
         help="create a directory on every worker",
         example="ess file mkdir in",
-        handler=_file_mkdir,
+        handler=_cancellable(_file_mkdir),
     )
     q.add_argument("name", help="directory to create")
 
@@ -165,7 +218,7 @@ def register(subparsers: Any) -> None:
         help="stream category files through a command",
         example="ess stream browse 2014-09-01 2014-09-07 'wc -l'\n"
         "ess stream browse '*' '*' 'bzip2 -c > ./bz2/%file.bz2' --progress",
-        handler=_stream,
+        handler=_cancellable(_stream),
         description="Pipe each file of CATEGORY dated within [lower, upper] ('*' = open), "
         "decompressed by content, into COMMAND (bash, set -o pipefail). Outputs are printed "
         "whole and in file order. Tokens: %file %FILE %path %cols %delim %num_nodes %node_id "
@@ -202,7 +255,7 @@ def register(subparsers: Any) -> None:
         "exec",
         help="run a command on every worker (or the master)",
         example="ess exec 'hostname'\ness exec --master 'aq_udb -cnt wood:usersales'",
-        handler=_exec,
+        handler=_cancellable(_exec),
     )
     p.add_argument("--master", action="store_true", help="run only on the master")
     p.add_argument("--debug", action="store_true", help="echo the command before running it")

@@ -12,7 +12,9 @@ Security is the cluster's: TLS only, and a client certificate signed by the clus
 required, exactly like the scheduler's own port -- so a pickled request comes from a holder of
 the cluster's client key, the same trust Dask gives pickled tasks. Frames are an 8-byte
 big-endian length followed by a pickle. When a connection closes, its unfinished tasks are
-cancelled.
+cancelled, and so are the command runs it announced (``run``) -- on every worker, through
+:func:`ess.engine.runs.cancel` -- so an ``ess`` killed without a chance to clean up (SIGKILL)
+leaves no pipeline running or starting.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ess.engine.pool import SLOTS, WORKER_THREADS, Outcome, TaskPool
+from ess.engine.pool import POLL, SLOTS, WORKER_THREADS, Outcome, TaskPool, wait_all
 from ess.engine.security import TlsFiles
 from ess.errors import ClusterError, EssError
 
@@ -39,6 +41,8 @@ if TYPE_CHECKING:  # asyncio is imported lazily (keeps `ess --help` fast)
 _HEADER = struct.Struct(">Q")
 MAX_FRAME = 1 << 34
 WORKER_WAIT = 60.0
+#: seconds the gateway gives the workers to acknowledge a cancelled run
+CANCEL_WAIT = 10.0
 
 
 def gateway_file(tls: TlsFiles) -> Path:
@@ -126,10 +130,21 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                 )
             await asyncio.sleep(0.05)
 
+    async def cancel_runs(run_ids: Iterable[str]) -> None:
+        from ess.engine import runs
+
+        c = await get_client()
+        for run_id in run_ids:
+            with contextlib.suppress(Exception):  # a worker that is going away stops anyway
+                await asyncio.wait_for(
+                    c.run(runs.cancel, run_id, on_error="ignore"), timeout=CANCEL_WAIT
+                )
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         send_lock = asyncio.Lock()
         futures: dict[int, Any] = {}
         watchers: set[asyncio.Task[None]] = set()
+        run_ids: set[str] = set()  # command runs whose tasks this connection submits
 
         async def send(obj: Any) -> None:
             async with send_lock:
@@ -204,12 +219,19 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                     doomed = [futures[t] for t in message[1] if t in futures]
                     if doomed:
                         await (await get_client()).cancel(doomed)
+                elif kind == "run":
+                    run_ids.add(message[1])
+                elif kind == "cancel_run":
+                    run_ids.discard(message[1])
+                    await cancel_runs([message[1]])
         except (ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
             if futures and client is not None:
+                # the client went away with work unfinished (^C, killed): stop its runs
                 with contextlib.suppress(Exception):
                     await client.cancel(list(futures.values()))
+                await cancel_runs(sorted(run_ids))
             writer.close()
 
     server = await asyncio.start_server(handle, host=host, port=0, ssl=_server_context(tls))
@@ -240,6 +262,7 @@ class GatewayPool(TaskPool):
         self._resources = {"slots": SLOTS // self.threads_per_node}
         self._pending: dict[int, Future[Any]] = {}
         self._tid_of: dict[int, int] = {}
+        self._runs: set[str] = set()
         self._ids = itertools.count(1)
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -260,7 +283,13 @@ class GatewayPool(TaskPool):
     def _call(self, coro: Any) -> Any:
         import asyncio
 
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        while True:  # in short waits: ^C must not wait for the network (see pool.POLL)
+            try:
+                return future.result(timeout=POLL)
+            except TimeoutError:
+                if future.done():  # done meanwhile, or the coroutine's own TimeoutError
+                    return future.result()
 
     async def _open(
         self, host: str, port: int, tls: TlsFiles, expected: tuple[str, ...]
@@ -333,9 +362,7 @@ class GatewayPool(TaskPool):
         return result
 
     def wait(self, futures: list[Any]) -> None:
-        from concurrent.futures import wait
-
-        wait(futures)
+        wait_all(futures)
 
     def cancel(self, futures: Iterable[Any]) -> None:
         tids = []
@@ -347,6 +374,18 @@ class GatewayPool(TaskPool):
         if tids and not self._closed:
             with contextlib.suppress(Exception):
                 self._call(self._send(("cancel", tids)))
+
+    def begin_run(self, run_id: str) -> None:
+        if run_id and run_id not in self._runs and not self._closed:
+            self._runs.add(run_id)
+            with contextlib.suppress(Exception):  # a lost connection fails the tasks anyway
+                self._call(self._send(("run", run_id)))
+
+    def cancel_run(self, run_id: str) -> None:
+        if run_id and not self._closed:
+            self._runs.discard(run_id)
+            with contextlib.suppress(Exception):  # then closing the connection cancels it
+                self._call(self._send(("cancel_run", run_id)))
 
     def close(self) -> None:
         if self._closed:

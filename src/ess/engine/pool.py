@@ -85,11 +85,50 @@ class TaskPool(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def begin_run(self, run_id: str) -> None:
+        """Tasks submitted from now on run pipelines of command run ``run_id``: a pool whose
+        other end can outlive this process (the gateway) cancels the run when it loses us."""
+        return None  # the other pools end with this process
+
+    def cancel_run(self, run_id: str) -> None:
+        """Stop command run ``run_id`` everywhere its pipelines run: none starts any more and
+        the running ones' process groups are ended (see :mod:`ess.engine.runs`). Here: this
+        process's own pipelines."""
+        from ess.engine import runs
+
+        runs.cancel(run_id)
+
     def __enter__(self) -> TaskPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Longest uninterrupted block of the main thread: a signal (^C, SIGTERM) the kernel hands to
+#: another thread (an event loop, a pipeline's reader) interrupts no wait of the main thread,
+#: so its handler runs only when the main thread next wakes up.
+POLL = 0.2
+
+
+def _get(q: queue.SimpleQueue[Any], timeout: float | None) -> Any:
+    if timeout is not None:
+        return q.get(timeout=timeout)
+    while True:
+        try:
+            return q.get(timeout=POLL)
+        except queue.Empty:
+            continue
+
+
+def wait_all(futures: Iterable[Future[Any]]) -> None:
+    """``concurrent.futures.wait`` that lets the main thread's signal handlers run."""
+    from concurrent.futures import wait
+
+    pending = list(futures)
+    while pending:
+        _, not_done = wait(pending, timeout=POLL)
+        pending = list(not_done)
 
 
 class Completions:
@@ -103,7 +142,7 @@ class Completions:
 
     def wait(self, timeout: float | None = None) -> list[Any]:
         """Block until at least one future is done; return every future done so far."""
-        done = [self._queue.get(timeout=timeout)]
+        done = [_get(self._queue, timeout)]
         while True:
             try:
                 done.append(self._queue.get_nowait())
@@ -136,9 +175,7 @@ class LocalPool(TaskPool):
         return result
 
     def wait(self, futures: list[Any]) -> None:
-        from concurrent.futures import wait
-
-        wait(futures)
+        wait_all(futures)
 
     def cancel(self, futures: Iterable[Any]) -> None:
         for f in futures:
@@ -200,6 +237,12 @@ class DaskPool(TaskPool):
         futures = list(futures)
         if futures:
             self.client.cancel(futures)
+
+    def cancel_run(self, run_id: str) -> None:
+        from ess.engine import runs
+
+        with contextlib.suppress(Exception):  # a worker that cannot be told is going away
+            self.client.run(runs.cancel, run_id, on_error="ignore")
 
     def close(self) -> None:
         self.client.close()

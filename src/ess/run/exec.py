@@ -95,6 +95,8 @@ def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResu
     A node that cannot run its command at all (e.g. it died) fails the whole exec at once,
     without waiting for the other nodes.
     """
+    run_id = pipelines[0].run_id if pipelines else ""
+    pool.begin_run(run_id)
     futures = [
         pool.submit(run_pipeline, p, node=name)
         for p, name in zip(pipelines, exec_nodes(pool), strict=True)
@@ -116,5 +118,8 @@ def run_exec(pool: TaskPool, pipelines: list[Pipeline]) -> Iterator[PipelineResu
                 if outcome.error is not None:
                     raise ClusterError(f"exec failed: {outcome.error}")
                 ready[index[id(f)]] = outcome.value
+    except BaseException:  # ^C, SIGTERM, a failed node, or the caller stopped iterating
+        pool.cancel_run(run_id)
+        raise
     finally:
         pool.cancel(futures)

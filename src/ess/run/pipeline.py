@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ess.engine import runs
 from ess.errors import EssError
 
 CHUNK = 1 << 20
@@ -201,6 +202,8 @@ def _widen(fd: int) -> None:
 
 # -- run -------------------------------------------------------------------------------------
 def run_pipeline(p: Pipeline) -> PipelineResult:
+    if runs.is_cancelled(p.run_id):  # the caller is gone (^C): start nothing more of its run
+        raise runs.RunCancelled(f"{p.label}: the command was cancelled")
     node, node_num = current_node()
     with _thread_slot(p.run_id) as thread_id:
         command = p.command.replace(NODE_ID, str(node_num)).replace(THREAD_ID, str(thread_id))
@@ -232,6 +235,7 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
             stdin = r
             feeder = threading.Thread(target=_feed, args=(w, p.sources, errors), daemon=True)
         try:
+            # its own process group: cancelling the run ends the whole pipeline (ess.engine.runs)
             proc = subprocess.Popen(
                 ["bash", "-c", script],
                 stdin=stdin,
@@ -239,6 +243,7 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
                 stderr=subprocess.PIPE,
                 cwd=p.cwd or None,
                 env=env,
+                process_group=0,
             )
         except OSError as exc:
             if feeder is not None:
@@ -251,11 +256,15 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
                 os.close(stdin)
             elif hasattr(stdin, "close"):
                 stdin.close()
-        if feeder is not None:
-            feeder.start()
-        out, err = proc.communicate()
-        if feeder is not None:
-            feeder.join()
+        runs.track(p.run_id, proc.pid)
+        try:
+            if feeder is not None:
+                feeder.start()
+            out, err = proc.communicate()
+            if feeder is not None:
+                feeder.join()
+        finally:
+            runs.untrack(p.run_id, proc.pid)
     if p.output is not None and proc.returncode == 0 and not errors:
         from ess.datastore.api import open_store
 

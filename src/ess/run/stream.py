@@ -216,6 +216,8 @@ def run_ordered(
     ready: dict[int, list[PipelineResult]] = {}
     next_submit = next_yield = 0
     stop_at: int | None = None  # batch holding the failure that stops the stream
+    run_id = batches[0][0].run_id if batches and batches[0] else ""
+    pool.begin_run(run_id)
     try:
         while next_yield < len(batches):
             while (
@@ -259,6 +261,10 @@ def run_ordered(
             next_yield += 1
             if stop_at is not None and next_yield > stop_at:
                 return
+    except BaseException:  # ^C, SIGTERM, an error, or the caller stopped iterating
+        if in_flight:
+            pool.cancel_run(run_id)  # also the pipelines already running
+        raise
     finally:
         pool.cancel(in_flight.values())
 
