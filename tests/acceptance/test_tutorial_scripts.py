@@ -26,14 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # runs scripts for m
 
 SCRIPTS = ACCEPTANCE / "scripts"
 TIMEOUT = 1200  # seconds per script; the machine is shared, 3-database.sh takes minutes
-#: The 3-database export lists keys in first-insertion order; a parallel ess stream imports the
-#: files as they finish, so keys (and a key's rows) arrive in another order than Essentia's
-#: one-file-after-another local run (docs/udb.md, "Parallel imports"). Everything else matches.
-KEY_ORDER = (
-    "ess stream imports files in parallel: the table export's key order is arrival order, not "
-    "the recording's file order (docs/udb.md 'Parallel imports'); rows and totals match, see "
-    "test_database_prints_every_row_once_with_exact_totals"
-)
 
 
 def readme_order() -> list[str]:
@@ -127,11 +119,7 @@ def test_readme_lists_every_script() -> None:
     assert ORDER[0] == "woodworking/1-datastore.sh"
 
 
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=KEY_ORDER))
-     if s == "woodworking/3-database.sh" else s for s in ORDER],
-)  # fmt: skip
+@pytest.mark.parametrize("script", ORDER)
 def test_script_prints_its_recording(runs: dict[str, Ran], script: str) -> None:
     ran = runs[script]
     assert ran.returncode == 0, ran.stderr[-2000:]
