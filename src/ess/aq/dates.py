@@ -53,45 +53,56 @@ def date_regex(fmt: str) -> tuple[str, list[str]]:
 
 
 def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
-    """Seconds since the epoch of date strings in `fmt` (null when one does not parse); local
-    time (TZ) unless `gm` or the format has a zone offset."""
+    """Seconds since the epoch of date strings in `fmt` (null when one does not parse or names
+    an impossible date); local time (TZ) unless `gm` or the format has a zone offset.
+
+    Each stage adds fields to one struct, so the regex runs once per value (eager frames do
+    not share common subexpressions)."""
     regex, fields = date_regex(fmt)
-    groups = value.str.extract_groups(regex)
+    names = [f"g{i}" for i in range(len(fields))]
+    groups = value.str.extract_groups(regex).struct.rename_fields(names)
+    field = pl.field
+
+    def raw(code: str) -> pl.Expr:
+        return field(names[fields.index(code)])
 
     def part(code: str, default: int) -> pl.Expr:
         if code not in fields:
             return pl.lit(default, dtype=pl.Int64)
-        raw = groups.struct[fields.index(code)]
         if code == "b":
-            return raw.str.to_lowercase().replace_strict(_MONTHS, default=None,
-                                                          return_dtype=pl.Int64)  # fmt: skip
-        return raw.str.to_integer(strict=False)
+            return raw(code).str.to_lowercase().replace_strict(_MONTHS, default=None,
+                                                               return_dtype=pl.Int64)  # fmt: skip
+        return raw(code).str.to_integer(strict=False)
 
     year = part("Y", 1970) if "Y" in fields else part("y", 70)
     if "y" in fields:
         year = pl.when(year < 69).then(year + 2000).otherwise(year + 1900)
-    month = part("b", 1) if "b" in fields else part("m", 1)
     hour = part("H", 0) if "H" in fields else part("I", 0)
     if "p" in fields:
-        pm = groups.struct[fields.index("p")].str.to_lowercase() == "pm"
-        hour = (hour % 12) + pm.cast(pl.Int64) * 12
-    tz = "UTC" if gm or "z" in fields else local_tz()
-    day, minute, second = part("d", 1), part("M", 0), part("S", 0)
-    # an impossible date (Feb 30, hour 25) is a null, as a date that does not parse: Polars
-    # would raise for the whole batch. A local time skipped by a DST change is null too, one
-    # that occurs twice is the earlier
-    valid = (
-        month.is_between(1, 12) & day.is_between(1, _days_in_month(year, month))
-        & hour.is_between(0, 23) & minute.is_between(0, 59) & second.is_between(0, 60)
+        hour = (hour % 12) + (raw("p").str.to_lowercase() == "pm").cast(pl.Int64) * 12
+    parts = groups.struct.with_fields(
+        year=year, month=part("b", 1) if "b" in fields else part("m", 1), day=part("d", 1),
+        hour=hour, minute=part("M", 0), second=part("S", 0),
     )  # fmt: skip
-    y, mo, d, h, mi, sec = (pl.when(valid).then(p) for p in (year, month, day, hour, minute,
-                                                              second.clip(0, 59)))  # fmt: skip
-    # a leap second (S = 60) is the next minute's first, as mktime() normalises it
-    naive = pl.datetime(y, mo, d, h, mi, sec) + pl.duration(seconds=(second == 60).cast(pl.Int64))
+    # an impossible date (Feb 30, hour 25) is a null, as a date that does not parse: Polars
+    # would raise for the whole batch (a null part gives a null date instead)
+    valid = (
+        field("month").is_between(1, 12)
+        & field("day").is_between(1, _days_in_month(field("year"), field("month")))
+        & field("hour").is_between(0, 23) & field("minute").is_between(0, 59)
+        & field("second").is_between(0, 60)
+    )  # fmt: skip
+    parts = parts.struct.with_fields(day=pl.when(valid).then(field("day")))
+    # a leap second (S = 60) is the next minute's first, as mktime() normalises it; a local
+    # time skipped by a DST change is null too, one that occurs twice is the earlier
+    naive = pl.datetime(field("year"), field("month"), field("day"), field("hour"),
+                        field("minute"), field("second").clip(0, 59))  # fmt: skip
+    naive = naive + pl.duration(seconds=(field("second") == 60).cast(pl.Int64))
+    tz = "UTC" if gm or "z" in fields else local_tz()
     stamp = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     seconds = stamp.dt.epoch("s")
     if "z" in fields:
-        z = groups.struct[fields.index("z")]
+        z = raw("z")
         sign = pl.when(z.str.starts_with("-")).then(-1).otherwise(1)
         hh = z.str.slice(1, 2).str.to_integer(strict=False)
         mm = z.str.slice(3, 2).str.to_integer(strict=False)
@@ -99,10 +110,10 @@ def date_to_epoch(value: pl.Expr, fmt: str, *, gm: bool) -> pl.Expr:
     frac = [f for f in fields if f.startswith("F")]
     if frac:
         digits = int(frac[0][1:])
-        raw = groups.struct[fields.index(frac[0])].fill_null("")
-        scaled = (raw + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
+        text = raw(frac[0]).fill_null("")
+        scaled = (text + "000000000").str.slice(0, digits).str.to_integer(strict=False).fill_null(0)
         seconds = seconds * (10**digits) + (scaled if digits else 0)
-    return seconds.cast(pl.Int64)
+    return parts.struct.with_fields(seconds=seconds).struct.field("seconds").cast(pl.Int64)
 
 
 def _days_in_month(year: pl.Expr, month: pl.Expr) -> pl.Expr:

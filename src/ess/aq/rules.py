@@ -19,6 +19,7 @@ from ess.aq.attrs import (
 )  # fmt: skip
 from ess.aq.colspec import ColSpec, looks_like_colspec, parse_colspec
 from ess.aq.options import Occurrence, OptionTable, OptSpec, looks_like_option
+from ess.aq.values import wrap_constant
 from ess.errors import AqSyntaxError, NotSupportedError
 
 # ---------------------------------------------------------------- rules
@@ -440,9 +441,11 @@ def _setter(**values: object) -> Callable[[_PPArgv, Occurrence], None]:
     return handler
 
 
-def _int_setter(name: str) -> Callable[[_PPArgv, Occurrence], None]:
+def _int_setter(name: str, typ: str) -> Callable[[_PPArgv, Occurrence], None]:
+    """An integer setting, wrapped into its C type (`typ`) like Essentia's strtoul/strtol."""
+
     def handler(p: _PPArgv, occ: Occurrence) -> None:
-        setattr(p.prog, name, _int(occ.args[0], occ.where))
+        setattr(p.prog, name, wrap_constant(_int(occ.args[0], occ.where), typ))
 
     return handler
 
@@ -459,7 +462,7 @@ HANDLERS: dict[str, Callable[[_PPArgv, Occurrence], None]] = {
     "-var": _on_var,
     "-alias": lambda p, occ: p.add(Alias(occ.args[0], occ.args[1], False)),
     "-renam": lambda p, occ: p.add(Alias(occ.args[0], occ.args[1], True)),
-    "-seed": _int_setter("seed"), "-rownum": _int_setter("rownum_start"),
+    "-seed": _int_setter("seed", "L"), "-rownum": _int_setter("rownum_start", "LS"),
     "-o": _on_output, "-ovar": _on_output, "-notitle": _on_notitle, "-c": _on_c,
     "-imp": lambda p, occ: p.add(Imp(occ.args[0], occ.attrs + p.pending_imp_attrs)),
     "-udb": _ignore, "-ddef": _setter(ddef=True), "-stat": _setter(stat=True),

@@ -179,3 +179,11 @@ def test_a_step_error_names_the_input_lines_and_the_rule(tmp_path: Path) -> None
         job.run()
     assert str(info.value) == f"{data}, lines 1-3: -eval t 'a + 1': boom"
     assert info.value.exit_code == 8
+
+
+def test_seed_and_rownum_settings_wrap_like_c() -> None:
+    argv = ["-f", "-", "-d", "I:a", "-seed", "99999999999999999999999", "-rownum", "-3",
+            "-eval", "ls:n", "$RowNum", "-eval", "i:r", "$Random",
+            "-o,notitle", "-", "-c", "n"]  # fmt: skip
+    res = pp(argv, b"1\n2\n")
+    assert res.code == 0 and lines(res) == ["-3", "-2"]
