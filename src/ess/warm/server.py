@@ -31,6 +31,8 @@ from ess.warm.request import Request, receive_request
 
 #: Exit code of a server that found its sources changed: the supervisor restarts it at once.
 EXIT_STALE = 75
+#: Seconds between checks of the loaded sources while no command arrives.
+STALE_CHECK = 2.0
 #: Python's own start-up variables: a command with other values runs cold.
 PYTHON_VARS = ("PYTHONHASHSEED", "PYTHONPATH", "PYTHONHOME", "PYTHONUTF8", "PYTHONIOENCODING",
                "PYTHONWARNINGS", "PYTHONDEVMODE", "PYTHONSAFEPATH", "PYTHONNOUSERSITE")  # fmt: skip
@@ -64,16 +66,26 @@ def preload() -> None:
     gc.freeze()  # the children's collections skip (and so do not copy) the parent's objects
 
 
-def fingerprint(root: Path) -> tuple[int, int]:
-    """(newest mtime, count) of the package's sources: a change means this server is stale."""
-    newest, count = 0, 0
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for name in files:
-            if name.endswith((".py", ".c", ".lark")):
-                newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime_ns)
-                count += 1
-    return newest, count
+def loaded_sources(root: Path) -> tuple[str, ...]:
+    """The files of ess this server has loaded (modules, the C helper's sources, the grammar):
+    an edit to one of them makes it stale; an edit elsewhere (a module it never imported)
+    reaches the children anyway, since they import it from disk."""
+    files = {str(f) for f in root.rglob("*") if f.suffix in (".c", ".lark")}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(str(root)):
+            files.add(path)
+    return tuple(sorted(files))
+
+
+def fingerprint(files: tuple[str, ...]) -> tuple[int, ...]:
+    stamps = []
+    for path in files:
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return tuple(stamps)
 
 
 @dataclass
@@ -85,7 +97,9 @@ class Server:
     sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
 
     def __post_init__(self) -> None:
-        self.stamp = fingerprint(self.root)
+        self.sources = loaded_sources(self.root)
+        self.stamp = fingerprint(self.sources)
+        self.checked = time.monotonic()
         self.python_env = {k: os.environ.get(k, "") for k in PYTHON_VARS}
         self.last = time.monotonic()
         self.served = 0
@@ -111,6 +125,8 @@ class Server:
                 else:
                     self._from_launcher(key.data, key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            if not code and time.monotonic() - self.checked > STALE_CHECK and self._stale():
+                code = EXIT_STALE  # restart now, not when the next command finds out
             if code and self.listener.fileno() >= 0:
                 self._stop_listening()  # stale: running commands finish on the old code
             if (code and not self.jobs) or self._idle_over():
@@ -122,6 +138,10 @@ class Server:
         self.sel.unregister(self.listener)
         _unlink_own(self.path, self.listener)
         self.listener.close()
+
+    def _stale(self) -> bool:
+        self.checked = time.monotonic()
+        return fingerprint(self.sources) != self.stamp
 
     def _idle_over(self) -> bool:
         return bool(self.idle) and not self.jobs and time.monotonic() - self.last > self.idle
@@ -162,7 +182,7 @@ class Server:
             conn.sendall(p.number(p.STARTED, self.served))
             conn.close()
             return 0
-        if fingerprint(self.root) != self.stamp:
+        if self._stale():
             _refuse(conn, p.STALE)
             return EXIT_STALE
         if len(fds) != 3 or _python_env(req) != self.python_env:
