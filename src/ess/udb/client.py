@@ -449,7 +449,12 @@ class _Shipping:
         if self.stager is not None:
             seq, self.stager.seq = self.stager.seq, self.stager.seq + 1
         self.staged = (seq, parts, []) if self.stager is not None else None
-        self._send(parts, seq)
+        try:
+            self._send(parts, seq)
+        except WorkerGone:
+            if self.staged is None:
+                raise
+            self._resend()
 
     def _send(self, parts: dict[int, pa.Table], seq: int) -> None:
         s = self.session

@@ -49,14 +49,33 @@ class Stager:
     seq: int = 0
     sent: dict[str, list[int]] = field(default_factory=dict)  # worker name -> seqs staged
     failed: bool = False  # a batch could not be staged: the manifest says incomplete
+    direct: bool = False  # not in a stream: this process commits its own import at its end
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Stager | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Stager:
+        """Inside a stream that commits: its run, this file, this attempt. Otherwise a direct
+        import's own (run, attempt), committed by :meth:`close`."""
         env = os.environ if environ is None else environ
         run, attempt, index = env.get(ENV_STAGE), env.get(ENV_ATTEMPT), env.get(ENV_FILE)
         if not run or not attempt or not index or not index.isdigit():
-            return None
+            own = uuid.uuid4().hex
+            return cls(run=own, file=0, attempt=own, runner="", part=0, direct=True)
         return cls(run=run, file=int(index), attempt=attempt, runner=env.get(ENV_RUNNER, ""))
+
+    def close(self, session: Any) -> None:
+        """At the end of the process: register the manifest for the stream's commit, or
+        commit a direct import (all of it, or nothing if a batch could not be staged)."""
+        if not self.direct:
+            self.register(session.client)
+            return
+        if not self.sent and not self.failed:
+            return
+        committer = Committer(ws=session.ws, run=self.run, session=session)
+        try:
+            if not self.failed:
+                committer._apply(0, self.attempt, [self.manifest()])
+        finally:
+            committer._drop(None)
 
     def reserve(self, client: Any, count: int) -> int:
         """`count` row stamps (offsets within this part); the first call asks for the part."""

@@ -33,27 +33,31 @@ def shared_session(ws: Workspace) -> Any:
         if not _SESSIONS:
             atexit.register(close_sessions)
         session = UdbSession(ws)
-        session.stager = Stager.from_env()  # inside ess stream: staged, committed by it
+        # batches are staged on the workers and committed at the end: by this process's
+        # close, or inside ess stream by the stream, in file order (ess.udb.commit)
+        session.stager = Stager.from_env()
         _SESSIONS[key] = session
     return _SESSIONS[key]
 
 
 def close_sessions() -> None:
-    """Close the sessions; a staging one first tells the scheduler what it staged (the stream
-    commits the file from that). A failure to tell is this command's error: the file's rows
-    would not be committed."""
+    """Close the sessions, each after committing its import (or, inside ess stream, telling
+    the scheduler what it staged for the stream to commit). A failure there is this command's
+    error: its rows are not in the database."""
     error: Exception | None = None
     while _SESSIONS:
         session = _SESSIONS.popitem()[1]
         try:
             if session.stager is not None:
-                session.stager.register(session.client)
+                session.stager.close(session)
         except Exception as exc:
             error = error or exc
         finally:
             session.close()
     if error is not None:
-        raise UdbError(f"cannot record the staged import for its stream: {error}") from error
+        if isinstance(error, UdbError):
+            raise error
+        raise UdbError(f"the import could not be committed: {error}") from error
 
 
 def imp_step(
