@@ -224,7 +224,8 @@ def _on_limit(p: _UdbArgv, occ: Occurrence) -> None:
     text = occ.args[0]
     if not text.isdigit():
         raise AqSyntaxError(f"{occ.key}: expected a number, got {text!r}")
-    setattr(p.req, occ.key[1:], int(text))
+    # a limit beyond any row count means no limit (Polars takes at most a 64-bit count)
+    setattr(p.req, occ.key[1:], min(int(text), 2**63 - 1))
 
 
 def _on_output(p: _UdbArgv, occ: Occurrence) -> None:

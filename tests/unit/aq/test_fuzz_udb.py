@@ -6,10 +6,9 @@ tests/unit/udb/test_query.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from ess.udb import spec
@@ -89,14 +88,16 @@ def udb_commands(draw: st.DrawFn) -> list[str]:
     return argv
 
 
-@fuzz_settings(120)
-@given(udb_commands())
-def test_fuzz_aq_udb_inprocess(box: Sandbox, argv: list[str]) -> None:
-    check_result(run_udb(box, argv), "aq_udb", argv)
-
-
-def test_the_db_holds_hostile_values(box: Sandbox, tmp_path: Path) -> None:
-    """The fuzz above ran over data (not an empty table): exports print the stored rows."""
+def test_the_db_holds_hostile_values(box: Sandbox) -> None:
+    """The fuzz below runs over data, not an empty table (runs first: file order)."""
     res = run_udb(box, ["-exp", "db:t", "-o,notitle", "-"])
     check_result(res, "aq_udb", [])
-    assert res.code == 0 and len(res.out.splitlines()) > 10
+    assert res.code == 0 and len(res.out.splitlines()) >= 8
+
+
+@fuzz_settings(300)
+@given(udb_commands())
+def test_fuzz_aq_udb_inprocess(box: Sandbox, argv: list[str]) -> None:
+    res = run_udb(box, argv)
+    event(f"exit {res.code}")  # --hypothesis-show-statistics: how many reach the workers
+    check_result(res, "aq_udb", argv)

@@ -311,3 +311,10 @@ def test_fuzz_rules_fail_only_with_ess_errors(words: list[str]) -> None:
         plan.run(hostile_frame(), HOSTILE_SPEC, writer=None)
     except EssError as exc:
         assert "\n" not in str(exc).split("\n  ")[0], str(exc)  # the caret lines are indented
+
+
+def test_huge_limits_mean_no_limit() -> None:
+    """`-top 99999999999999999999` used to end in OverflowError when the frame was cut."""
+    req = parse_argv(["-exp", "db:t", "-top", "99999999999999999999", "-lim_rec", "1" + "0" * 30])
+    assert req.top == req.lim_rec == 2**63 - 1
+    assert frame().head(req.top).height == 5
