@@ -222,6 +222,48 @@ def test_worker_killed_during_a_stream_import(box: Sandbox, tmp_path: Path) -> N
         assert got.sort("k").equals(want.sort("k").select(got.columns)), trial
 
 
+def test_worker_killed_during_a_direct_import_is_all_or_nothing(box: Sandbox) -> None:
+    """A worker SIGKILLed while a direct `aq_pp -imp` stages its batches (ESS_UDB_KILL_TRIALS
+    trials, at different moments): the command ends within 60 s, and its rows are in the
+    database exactly once, all of them (the worker came back in time) or none (exit non-zero,
+    the worker named) - never part of the import."""
+    _load(box, 0, 3_000, batches=1)
+    before = _ids(box)
+    rows = 400_000
+    for trial in range(KILL_TRIALS):
+        start_id = 1_000_000 * (trial + 1)
+        path = box.root / f"direct{trial}.csv"
+        i = pl.int_range(start_id, start_id + rows, eager=True)
+        pl.DataFrame({"k": "u" + (i % 997).cast(pl.String), "id": i, "v": i % 7}).write_csv(
+            path, include_header=False
+        )
+        argv = [str(BIN / "aq_pp"), "-f", str(path), "-d", "s:k", "i:id", "i:v", "-imp", "db:tab"]
+        proc = subprocess.Popen(argv, env=box.env, cwd=box.root, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        staging = box.root / ".ess" / "udb"
+        while not list(staging.glob("*/*/.staging/*/f*/*/*.arrow")) and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3 * trial)
+        os.kill(box.pids()["worker-2"], signal.SIGKILL)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=90)
+        took = time.monotonic() - start
+        print(f"trial {trial}: import ended {took:.1f} s after the kill, exit {proc.returncode}")
+        assert took < 60
+        assert b"Traceback" not in err
+        ids = _ids(box)
+        assert {x for x in ids if x < start_id} == before  # what was there is intact
+        new = {x for x in ids if x >= start_id}
+        if proc.returncode == 0:
+            assert new == set(range(start_id, start_id + rows))
+            before |= new
+        else:
+            assert b"worker-2" in err, err
+            assert new == set()
+        assert _count(box) == len(before)
+
+
 def test_stop_after_cluster_stop_start_clears_the_snapshots(box: Sandbox) -> None:
     _load(box, 0, 3_000, batches=1)
     box.run("ess cluster stop && ess cluster start")
