@@ -397,3 +397,62 @@ def test_terminate_leaves_no_process_behind(cluster: EssEnv) -> None:
     # without a cluster, stream and exec still run here
     r = cluster.ess("exec", "echo %node_id/%num_nodes", check=True)
     assert r.stdout == "1/1\n"
+
+
+def _daemon_rows(env: EssEnv) -> dict[int, tuple[str, str]]:
+    """``ess cluster status --all``: pid -> (state, directory) of every listed daemon."""
+    r = env.ess("cluster", "status", "--all", check=True)
+    rows = {}
+    for line in r.stdout.splitlines()[2:]:
+        cols = line.split()
+        state = " ".join(cols[6:-1]) if cols[-1] != "(gone)" else " ".join(cols[6:-2])
+        directory = cols[-1] if cols[-1] != "(gone)" else cols[-2]
+        rows[int(cols[0])] = (state, directory)
+    return rows
+
+
+def test_status_all_and_terminate_orphans(tmp_path: Path) -> None:
+    # two clusters of two work dirs; one loses its work dir while its daemons are stopped
+    # (SIGSTOP: their pid-file watch cannot end them), so only a census finds them
+    keep, lose = make_env(tmp_path / "keep"), make_env(tmp_path / "lose")
+    keep.root.mkdir()
+    lose.root.mkdir()
+    seen: dict[str, int] = {}
+    try:
+        for env in (keep, lose):
+            env.ess("select", "local", check=True)
+            env.ess("cluster", "create", "--number", "1", check=True, timeout=120)
+        kept = set(daemon_pids(keep).values())
+        lost = set(daemon_pids(lose).values())
+        seen.update({f"k{p}": p for p in kept} | {f"l{p}": p for p in lost})
+        rows = _daemon_rows(keep)
+        assert kept | lost <= set(rows)
+        for pid in kept | lost:
+            assert rows[pid][0] == "ok"
+        lose_dir = str(lose.work_dir / "cluster")
+        lost |= {pid for pid, (_, d) in rows.items() if d == lose_dir}  # its warm service too
+        assert len(lost) == 3
+        seen.update({f"l{p}": p for p in lost})
+        for pid in lost:
+            os.kill(pid, signal.SIGSTOP)
+        subprocess.run(["rm", "-rf", str(lose.work_dir)], check=True)
+        rows = _daemon_rows(keep)
+        assert {rows[p][0] for p in lost} == {"orphan: work dir gone"}
+        assert {rows[p][0] for p in kept} == {"ok"}
+        r = keep.ess("cluster", "terminate", "--orphans", check=True)
+        ended = {int(line.split(" pid ")[1].split()[0]) for line in r.stderr.splitlines()}
+        assert lost <= ended and not kept & ended
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in lost) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in lost)
+        assert all(_alive(p) for p in kept)
+        # the cluster that kept its work dir still works
+        r = keep.ess("exec", "echo %num_nodes", check=True)
+        assert r.stdout == "1\n"
+    finally:
+        for pid in seen.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        keep.ess("cluster", "terminate", "-y", timeout=60)
+        _kill_all(seen)

@@ -116,7 +116,54 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(question: str, *, yes: bool, refusal: str) -> bool:
+    """True when the user agreed (or gave -y); no one to ask (CI, cron) is a usage error."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        from ess.errors import UsageError
+
+        raise UsageError(refusal)
+    return input(question).strip().lower() in ("y", "yes")
+
+
+def _terminate_daemons(args: argparse.Namespace) -> int:
+    """--orphans: end this user's ess daemons that nothing can find any more; --every-daemon:
+    all of this user's ess daemons on this machine, whatever their work dir (asks first)."""
+    from ess.cluster import census
+
+    daemons = census.find_daemons()
+    if args.orphans:
+        daemons = [d for d in daemons if d.orphan is not None]
+    if not daemons:
+        note("no orphan ess daemons" if args.orphans else "no ess daemons")
+        return 0
+    if args.every_daemon and not _confirm(
+        f"end all {len(daemons)} ess daemons of this user on this machine? [y/N] ",
+        yes=args.y,
+        refusal="terminate --every-daemon ends every cluster of yours here: confirm with -y",
+    ):
+        note("nothing terminated")
+        return 1
+    ended = set(census.end_daemons(daemons))
+    for d in daemons:
+        if d.pid in ended:
+            why = f" ({d.orphan})" if d.orphan else ""
+            note(f"ended {d.role} {d.name} pid {d.pid}{why} {d.directory}")
+    return 0
+
+
 def _terminate(args: argparse.Namespace) -> int:
+    if args.orphans and args.every_daemon:
+        from ess.errors import UsageError
+
+        raise UsageError("--orphans and --every-daemon exclude each other")
+    if args.orphans or args.every_daemon:
+        if args.all:
+            from ess.errors import UsageError
+
+            raise UsageError("--all applies to the selected cluster, not to --orphans")
+        return _terminate_daemons(args)
     provider = _provider()
     if args.all and not args.y and not sys.stdin.isatty():
         # No one can answer the prompt (CI, cron): refuse rather than hang or assume yes.
@@ -133,7 +180,40 @@ def _terminate(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.all:
+        return _print_daemons()
     return _print_status(_provider().status())
+
+
+def _print_daemons() -> int:
+    """Every ess daemon of this user on this machine, whichever work dir it belongs to."""
+    from tabulate import tabulate
+
+    from ess.cluster import census
+
+    daemons = census.find_daemons()
+    if not daemons:
+        note("no ess daemons of this user on this machine")
+        return 0
+    rows = [
+        [
+            d.pid,
+            d.role,
+            d.name,
+            d.cluster_id,
+            census.age(d.started),
+            census.mib(d.rss),
+            f"orphan: {d.orphan}" if d.orphan else "ok",
+            d.directory + ("" if d.directory_exists else " (gone)"),
+        ]
+        for d in daemons
+    ]
+    headers = ["PID", "role", "name", "cluster", "age", "RSS", "state", "directory"]
+    out(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    orphans = sum(d.orphan is not None for d in daemons)
+    if orphans:
+        note(f"{orphans} orphan daemon(s): end them with 'ess cluster terminate --orphans'")
+    return 0
 
 
 def _reset(args: argparse.Namespace) -> int:
@@ -240,11 +320,22 @@ def register(subparsers: Any) -> None:
         sub,
         "terminate",
         help="stop the workers and remove the cluster",
-        example="ess cluster terminate -y",
+        example="ess cluster terminate -y\ness cluster terminate --orphans",
         handler=_terminate,
     )
     p.add_argument(
         "--all", action="store_true", help="also forget keys and security groups (cloud)"
+    )
+    p.add_argument(
+        "--orphans",
+        action="store_true",
+        help="instead: end this user's ess daemons on this machine whose work dir or pid "
+        "file is gone (see status --all)",
+    )
+    p.add_argument(
+        "--every-daemon",
+        action="store_true",
+        help="instead: end all of this user's ess daemons on this machine, any work dir (asks; -y)",
     )
     p.add_argument("-y", action="store_true", help="do not ask for confirmation")
     _add_auth(p)
@@ -265,12 +356,18 @@ def register(subparsers: Any) -> None:
         handler=_start,
     )
     _add_auth(p)
-    add_command(
+    p = add_command(
         sub,
         "status",
         help="summarize master and workers",
-        example="ess cluster status",
+        example="ess cluster status\ness cluster status --all",
         handler=_status,
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every ess daemon of this user on this machine (any work dir): pid, "
+        "role, cluster, age, RSS, orphan or not, directory",
     )
     add_command(
         sub,
