@@ -108,7 +108,9 @@ class ExprCompiler:
         if value.kind not in NUMERIC:
             raise self.error("unary minus needs a number", node)
         const = -value.const if isinstance(value.const, int | float) else None
-        return Typed(-value.expr, value.kind, const)
+        # integers negate as int64_t (an unsigned column has no `neg` in Polars)
+        expr = -to_i64(value.expr) if value.kind == "I" else -value.expr
+        return Typed(expr, value.kind, const)
 
     def _not_(self, node: Tree) -> Typed:
         return Typed(~truthy(self.compile(node.children[1])), "B")

@@ -141,8 +141,26 @@ def _b64(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     value = arg_value(comp, args[0], "S").expr
     if str(node.children[0]).lower() == "base64enc":
         return Typed(value.str.encode("base64"), "S")
-    decoded = value.str.replace_all(r"[^A-Za-z0-9+/]", "").str.decode("base64", strict=False)
-    return Typed(decoded.cast(pl.String, strict=False).fill_null(""), "S")
+    # non-base64 bytes (padding too) are skipped; the rest decodes as far as it goes
+    clean = value.str.replace_all(r"[^A-Za-z0-9+/]", "")
+    size = clean.str.len_bytes().cast(pl.Int64)
+    clean = pl.when(size % 4 == 1).then(clean.str.slice(0, size - 1)).otherwise(clean)
+    clean = clean + pl.lit("==").str.slice(0, (4 - size % 4) % 4 % 3)
+    decoded = clean.str.decode("base64", strict=False)
+    # the row index keeps a constant's result full length (a batch function sees one row)
+    pair = pl.struct(decoded.alias("v"), pl.int_range(pl.len()).alias("i"))
+    text = pair.map_batches(lambda s: _utf8_lossy(s.struct.field("v")), return_dtype=pl.String)
+    return Typed(text.fill_null(""), "S")
+
+
+def _utf8_lossy(raw: pl.Series) -> pl.Series:
+    """Bytes as text, invalid UTF-8 replaced by U+FFFD like input fields (docs/aq_pp.md);
+    Polars refuses the whole batch instead, so only such a batch is decoded row by row."""
+    try:
+        return raw.cast(pl.String)
+    except pl.exceptions.PolarsError:
+        rows = [None if b is None else b.decode("utf-8", "replace") for b in raw.to_list()]
+        return pl.Series(raw.name, rows, dtype=pl.String)
 
 
 _CLIP = re.compile(r"^(!?)(\d+)(-?)([<>])(.*)$", re.S)
@@ -193,7 +211,7 @@ def _minmax(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     check_nargs(comp, args, node, 2, 999)
     values = [arg_value(comp, a, "N") for a in args]
     is_float = any(v.kind == "F" for v in values)
-    exprs = [v.expr.cast(pl.Float64 if is_float else pl.Int64) for v in values]
+    exprs = [v.expr.cast(pl.Float64) if is_float else to_i64(v.expr) for v in values]
     horizontal = pl.min_horizontal if str(node.children[0]).lower() == "min" else pl.max_horizontal
     return Typed(horizontal(exprs), "F" if is_float else "I")
 

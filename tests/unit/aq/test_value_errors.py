@@ -187,3 +187,16 @@ def test_seed_and_rownum_settings_wrap_like_c() -> None:
             "-o,notitle", "-", "-c", "n"]  # fmt: skip
     res = pp(argv, b"1\n2\n")
     assert res.code == 0 and lines(res) == ["-3", "-2"]
+
+
+def test_unsigned_columns_in_functions_and_unary_minus() -> None:
+    argv = ["-f", "-", "-d", "L:a", "I:b", "-eval", "ls:n", "-a", "-eval", "ls:m", "-b",
+            "-eval", "l:x", "Max(a, 1)", "-o,notitle", "-", "-c", "n", "m", "x"]  # fmt: skip
+    res = pp(argv, b"18446744073709551615,5\n")
+    assert lines(res) == ["1,-5,1"]  # a is the int64_t -1: -a is 1, Max(-1, 1) is 1
+
+
+def test_base64dec_padding_and_invalid_utf8() -> None:
+    argv = ["-f", "-", "-d", "S:a", "-eval", "s:t", "Base64Dec(a)", "-o,notitle", "-", "-c", "t"]
+    res = pp(argv, b"aGVsbG8=\naGVsbG8\n/w==\n")
+    assert lines(res) == ['"hello"', '"hello"', '"\ufffd"']
