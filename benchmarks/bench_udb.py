@@ -9,6 +9,10 @@ the same run.
    export of the vector (``aq_udb -exp``, CSV bytes) — beside Polars ``group_by().sum()`` and
    DuckDB ``GROUP BY`` of the same in-memory data (the limit: no distribution, no durability).
 2. table import: the same rows plus an int and a float column into a table, then its export.
+3. stream import: the first ``--stream-rows`` rows as ``--stream-files`` CSV files of a
+   category, imported by ``ess stream ... 'aq_pp -f - ... -imp bench:sevents -imp bench:sprice'``
+   (a table and a float ``+add`` vector) on the cluster: the user's path, files in parallel
+   (staged and committed in file order, docs/udb.md). Wall time of the whole command.
 
 Targets (2 workers): import >= 1M rows/s, export >= 3M rows/s, vector import+export within 3x
 of Polars. Input generation is not timed. Writes benchmarks/results/udb.json and prints a table
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -85,12 +90,33 @@ class Meter:
         return wall, result
 
 
+def stream_import(box: Any, tmp: Path, data: pl.DataFrame, files: int) -> float:
+    """Seconds of `ess stream` importing `data` cut into `files` files (checked after)."""
+    folder = tmp / "sparts"
+    folder.mkdir()
+    per = -(-data.height // files)
+    for f in range(files):
+        data.slice(f * per, per).write_csv(folder / f"p_{f:03d}.csv", include_header=False)
+    box.run(
+        "ess create table sevents s,pkey:word i:count i:t f:price && "
+        "ess create vector sprice s,pkey:word f,+add:price && "
+        f"ess select local && ess category add sparts '{folder}/p_*'"
+    )
+    command = "aq_pp -f - -d s:word i:count i:t f:price -imp bench:sevents -imp bench:sprice"
+    wall, _ = timed(lambda: box.run(f"ess stream sparts '*' '*' '{command}'", timeout=1800))
+    count = box.run("aq_udb -cnt bench:sevents").stdout.decode().splitlines()[-1]
+    assert count.split(",")[1] == str(data.height), count
+    return wall
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--batch", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stream-files", type=int, default=24)
+    parser.add_argument("--stream-rows", type=int, default=2_000_000)
     args = parser.parse_args()
 
     from tests.unit.udb.harness import cluster
@@ -164,6 +190,7 @@ def main() -> int:
             tab_lines = target.read_bytes().count(b"\n") - 1
             top10 = ["-exp", "bench:wc", "-sort,dec", "count", "-top", "10"]
             t_top, _ = meter("vector_top10", lambda: run(ws, top10, session=s))
+        t_stream = stream_import(box, Path(tmp), data.head(args.stream_rows), args.stream_files)
     assert n == args.rows and vec_lines == distinct and tab_lines == args.rows
     results.update(
         distinct_keys=distinct,
@@ -179,6 +206,8 @@ def main() -> int:
         table_export_s=t_texp,
         table_export_rows_per_s=args.rows / t_texp,
         vector_top10_s=t_top,
+        stream_import_s=t_stream,
+        stream_import_rows_per_s=min(args.stream_rows, args.rows) / t_stream,
         cpu_s={"polars_group_by": cpu_polars, "duckdb_group_by": cpu_duck, **meter.cpu},
         client_cpu_s=meter.client_cpu,
         vector_import_export_vs_polars_cpu=(meter.cpu["vector_import"] + meter.cpu["vector_export"])
@@ -214,6 +243,8 @@ def main() -> int:
          used("table_export")),
         ("UDB -sort,dec -top 10 of the vector", f"{t_top:.2f} s", "",
          used("vector_top10")),
+        (f"ess stream ... aq_pp -imp (table + float +add vector, {args.stream_files} files)",
+         f"{t_stream:.2f} s", f"{min(args.stream_rows, rows) / t_stream / 1e6:.2f} M rows/s", ""),
     ]  # fmt: skip
     print(f"| measure ({rows:,} rows, {distinct:,} keys, {args.workers} workers) | time | rate "
           "| CPU s (client + cluster) |")  # fmt: skip
