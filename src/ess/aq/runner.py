@@ -76,7 +76,7 @@ class Job:
                         where = f"{lines}: {label}" if label else lines
                         raise AqDataError(f"{where}: {failures.message(exc)}") from None
         except failures.VALUE_ERRORS as exc:  # from the readers: input they cannot handle
-            raise AqDataError(f"input error: {failures.message(exc)}") from None
+            raise AqDataError(f"input error: reading failed: {failures.message(exc)}") from None
 
     def write_ovars(self, st: RunState) -> None:
         for rule, cols in self.plan.ovars:

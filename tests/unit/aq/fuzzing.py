@@ -12,6 +12,7 @@ import contextlib
 import gc
 import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,13 @@ def check_result(res: Result, tool: str, argv: list[str]) -> None:
         assert line.startswith(f"{tool}: ") or (i > 0 and line.startswith("  ")), shown
     if res.code != 0:
         assert sum(line.startswith(f"{tool}: ") for line in lines) >= 1, shown
+    # the run-time safety nets (ess.aq.failures) are for bugs: a value must not reach them
+    assert not SAFETY_NET.search(res.err), shown
+    assert not (tool == "aq_udb" and res.code == 8), shown
+
+
+#: what the run-time mapping points print (aq_pp: a step over a batch; a reader)
+SAFETY_NET = re.compile(r"lines \d+-\d+: |the batch from line \d+: |reading failed: ")
 
 
 @contextlib.contextmanager
