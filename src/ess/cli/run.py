@@ -51,7 +51,9 @@ def _stoppable() -> Iterator[None]:
             raise KeyboardInterrupt
         raise _Stopped(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING}
+    # a signal ignored when ess started (nohup, `cmd &` in a script) stays ignored
+    wanted = [sig for sig in STOPPING if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, on_signal) for sig in wanted}
     try:
         yield
     finally:
