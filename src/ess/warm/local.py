@@ -16,12 +16,14 @@ from ess.warm import service
 from ess.warm.paths import ENV_SOCKET, runtime_dir, warm_enabled
 
 _counter = itertools.count()
+#: Seconds a stream waits for its service before starting commands (cold until it is up).
+READY_WAIT = 10.0
 
 
 def local_provider(ctx: RunContext) -> PipelineEnv | None:
     """A service for the files of one ``ess stream`` run on this machine without a cluster
     (the stream's commands run as this process's children): it lives as long as this process.
-    The first files run cold while it starts; ``ess exec`` (one command) starts none."""
+    The stream waits for it (up to READY_WAIT s); ``ess exec`` (one command) starts none."""
     if ctx.kind is not RunKind.STREAM or ctx.connection is not None or not warm_enabled():
         return None  # a cluster's workers have their own services
     base = runtime_dir(create=True)
@@ -33,6 +35,9 @@ def local_provider(ctx: RunContext) -> PipelineEnv | None:
     except OSError:
         return None
     atexit.register(svc.stop)
+    # wait for it (about a second of imports): commands started meanwhile would run cold and
+    # compete with those imports for the CPU; bounded, so a slow start costs little
+    svc.ready(timeout=READY_WAIT)
     return PipelineEnv(env=((ENV_SOCKET, sock),))
 
 

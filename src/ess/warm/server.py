@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ess.warm import protocol as p
+from ess.warm.child import become  # imported here, once, not in every child
 from ess.warm.request import Request, receive_request
 
 #: Exit code of a server that found its sources changed: the supervisor restarts it at once.
@@ -193,8 +194,6 @@ class Server:
                     *(s.fileno() for s in self.jobs.values()), _selector_fd(self.sel)]  # fmt: skip
         pid = os.fork()
         if pid == 0:
-            from ess.warm.child import become
-
             signal.set_wakeup_fd(-1)
             become(req, fds, server_pid=server_pid, close=[fd for fd in keep_out if fd >= 0])
         conn.settimeout(None)
