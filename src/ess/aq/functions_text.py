@@ -144,7 +144,7 @@ def _b64(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     # non-base64 bytes (padding too) are skipped; the rest decodes as far as it goes
     clean = value.str.replace_all(r"[^A-Za-z0-9+/]", "")
     size = clean.str.len_bytes().cast(pl.Int64)
-    clean = pl.when(size % 4 == 1).then(clean.str.slice(0, size - 1)).otherwise(clean)
+    clean = pl.when(size % 4 == 1).then(clean.str.slice(0, (size - 1).clip(0))).otherwise(clean)
     clean = clean + pl.lit("==").str.slice(0, (4 - size % 4) % 4 % 3)
     decoded = clean.str.decode("base64", strict=False)
     # the row index keeps a constant's result full length (a batch function sees one row)

@@ -197,6 +197,7 @@ def test_unsigned_columns_in_functions_and_unary_minus() -> None:
 
 
 def test_base64dec_padding_and_invalid_utf8() -> None:
-    argv = ["-f", "-", "-d", "S:a", "-eval", "s:t", "Base64Dec(a)", "-o,notitle", "-", "-c", "t"]
+    argv = ["-f", "-", "-d", "S:a", "-eval", "s:t", "Base64Dec(a)", "-eval", "s:e",
+            'Base64Dec("")', "-o,notitle", "-", "-c", "t", "e"]  # fmt: skip
     res = pp(argv, b"aGVsbG8=\naGVsbG8\n/w==\n")
-    assert lines(res) == ['"hello"', '"hello"', '"\ufffd"']
+    assert lines(res) == ['"hello",', '"hello",', '"\ufffd",']
