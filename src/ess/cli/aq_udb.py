@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # a bug: still one line, never a traceback (docs/udb.md)
+    except Exception as exc:  # a bug: still one line, never a traceback (docs/reliability.md)
         sys.stdout.flush()
         first = next(iter(str(exc).splitlines()), "")
         sys.stderr.write(f"aq_udb: internal error: {type(exc).__name__}: {first}\n")
