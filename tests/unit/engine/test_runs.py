@@ -30,9 +30,14 @@ def test_cancel_ends_the_whole_process_group() -> None:
     assert not runs.is_cancelled("run-b")
 
 
-def test_a_group_that_ignores_sigterm_is_killed_after_the_grace() -> None:
-    proc = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 30; true"], process_group=0)
-    time.sleep(0.3)  # the trap is set
+def test_a_group_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    ready = tmp_path / "trapped"
+    script = f"trap '' TERM; touch {ready}; sleep 30; true"
+    proc = subprocess.Popen(["bash", "-c", script], process_group=0)
+    deadline = time.monotonic() + 30
+    while not ready.exists():  # the trap is set
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     runs.track("run-c", proc.pid)
     started = time.monotonic()
     runs.cancel("run-c")
