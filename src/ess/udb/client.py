@@ -263,7 +263,10 @@ class UdbSession:
             target = tgt.name
         elif target == "var" and spec.var is None:
             raise UdbError(f"database {spec.name} has no variable (ess create variable ...)")
-        self.check_placement()
+        if self.stager is None:
+            self.check_placement()
+        else:  # a worker that died meanwhile is waited for, as a staging send does
+            _reviving(self, self.check_placement)
         vector = spec.target(target) if target not in (".", "var") else None
         cut = _Cutter(
             target=target,
@@ -499,22 +502,15 @@ class _Shipping:
         not at all, so a resend cannot add it twice."""
         assert self.staged is not None
         seq, parts, _ = self.staged
-        deadline = time.monotonic() + REVIVE_WAIT
-        while True:
-            revive(self.session.ws)
-            try:
-                self._send(parts, seq)
-                pending, self.pending = self.pending, []
-                self.session.gather(pending)
-                return
-            except WorkerGone as exc:
-                self.pending = []
-                self.session.shipper.done()
-                if time.monotonic() > deadline:
-                    raise UdbError(
-                        f"{exc} (it did not come back within {REVIVE_WAIT:.0f} s)"
-                    ) from exc
-                time.sleep(1.0)
+
+        def send() -> None:
+            self.pending = []
+            self.session.shipper.done()
+            self._send(parts, seq)
+            pending, self.pending = self.pending, []
+            self.session.gather(pending)
+
+        _reviving(self.session, send)
 
     def __enter__(self) -> _Shipping:
         return self
@@ -565,6 +561,19 @@ def import_frames(
         return session.import_frames(spec, tab, frames, ddef=ddef)
     with UdbSession(ws) as own:
         return own.import_frames(spec, tab, frames, ddef=ddef)
+
+
+def _reviving(session: UdbSession, step: Any) -> Any:
+    """`step()`, again while a worker it needs is down, reviving it (REVIVE_WAIT at most)."""
+    deadline = time.monotonic() + REVIVE_WAIT
+    while True:
+        try:
+            return step()
+        except WorkerGone as exc:
+            if time.monotonic() > deadline:
+                raise UdbError(f"{exc} (it did not come back within {REVIVE_WAIT:.0f} s)") from exc
+            revive(session.ws)
+            time.sleep(1.0)
 
 
 def revive(ws: Workspace) -> None:

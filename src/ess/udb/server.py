@@ -237,10 +237,10 @@ def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, in
 
     store = _store()
     rows = 0
-    for path, base in staging.check(store.root, run, file, attempt, batches, store.name):
-        parts, meta = staging.load(path, base)
+    paths = staging.check(store.root, run, file, attempt, batches, store.name)
+    for parts, meta, premerged in staging.groups(paths):
         rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
-                            premerged=bool(meta["premerged"]))  # fmt: skip
+                            premerged=premerged)  # fmt: skip
     staging.done(store.root, run, file)
     return rows
 

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from ess.errors import UdbError
 STAGING = ".staging"  # under a worker's store root (the store's loader skips dot folders)
 APPLYING = "applying"  # a commit on this worker started (and has not finished)
 PART_COL = "__p"
+#: rows of consecutive staged batches a commit applies in one merge
+GROUP_ROWS = 2_000_000
 #: staging folders of runs older than this are removed when a worker starts (a stream killed
 #: before it could drop its own)
 STALE_AFTER = 7 * 86400
@@ -69,15 +72,19 @@ def w_stage(tag: tuple[str, int, str, int, int], meta: dict[str, Any], parts: An
     from ess.udb.handoff import unpack
 
     store = _store()
+    return write_batch(batch_path(store.root, *tag), unpack(parts), meta)
+
+
+def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) -> int:
+    """`parts` as one Arrow file at `path` (written whole, then renamed); returns rows."""
+    from ess.udb.snapshot import private_dir
+
     tables = [
         t.append_column(PART_COL, pa.array([pid] * t.num_rows, pa.int32()))
-        for pid, t in sorted(unpack(parts).items())
+        for pid, t in sorted(parts.items())
     ]
     table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
     table = table.replace_schema_metadata({"ess": json.dumps(meta)})
-    path = batch_path(store.root, *tag)
-    from ess.udb.snapshot import private_dir
-
     private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
@@ -113,6 +120,39 @@ def load(path: Path, base: int) -> tuple[dict[int, pa.Table], dict[str, Any]]:
     """A staged batch, its stamps shifted by `base`, split by partition; and its metadata."""
     table, meta = _read(path)
     return _split(_shift(table, base)), meta
+
+
+def groups(
+    paths: list[tuple[Path, int]], *, max_rows: int = GROUP_ROWS
+) -> Iterator[tuple[dict[int, pa.Table], dict[str, Any], bool]]:
+    """The staged batches as (parts, metadata, premerged), consecutive batches for the same
+    target joined (up to `max_rows`): one merge and one snapshot segment per partition
+    instead of one per batch. Rows keep their order, so the merges give the same result; a
+    join of pre-merged batches has a key more than once, so it is not "premerged" any more."""
+    pending: list[tuple[dict[int, pa.Table], dict[str, Any]]] = []
+    size = 0
+    for path, base in paths:
+        parts, meta = load(path, base)
+        rows = sum(t.num_rows for t in parts.values())
+        if pending and (pending[0][1] != meta or size + rows > max_rows):
+            yield _joined(pending)
+            pending, size = [], 0
+        pending.append((parts, meta))
+        size += rows
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(
+    batches: list[tuple[dict[int, pa.Table], dict[str, Any]]],
+) -> tuple[dict[int, pa.Table], dict[str, Any], bool]:
+    meta = batches[0][1]
+    if len(batches) == 1:
+        return batches[0][0], meta, bool(meta["premerged"])
+    pids = sorted({pid for parts, _ in batches for pid in parts})
+    joined = {pid: pa.concat_tables([parts[pid] for parts, _ in batches if pid in parts])
+              for pid in pids}  # fmt: skip
+    return joined, meta, False
 
 
 def done(root: Path, run: str, file: int) -> None:

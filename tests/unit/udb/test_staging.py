@@ -1,0 +1,107 @@
+"""Staged imports (ess.udb.staging): which attempt of a file is committed, the checks before a
+commit applies anything, and how staged batches are joined for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from ess.errors import UdbError
+from ess.udb import staging
+
+
+def manifest(part: int, *, runner: str, complete: bool = True, rows: int = 10) -> dict[str, Any]:
+    return {"part": part, "rows": rows, "workers": {"w1": [0]}, "complete": complete,
+            "runner": runner}  # fmt: skip
+
+
+def scheduler(*alive: str) -> Any:
+    return SimpleNamespace(workers=dict.fromkeys(alive))
+
+
+def test_the_attempt_of_a_live_worker_wins_over_the_one_of_a_dead_worker() -> None:
+    s = scheduler("tls://b")
+    staging.s_note(s, "r", 3, "old", manifest(0, runner="tls://a"))  # its worker died
+    staging.s_note(s, "r", 3, "new", manifest(0, runner="tls://b"))  # the re-run
+    chosen = staging.s_take(s, "r", 3)
+    assert chosen is not None
+    attempt, parts = chosen
+    assert attempt == "new" and parts == [manifest(0, runner="tls://b")]
+    staging.s_note(s, "r", 3, "late", manifest(0, runner="tls://b"))  # after the commit
+    assert staging.s_take(s, "r", 3) is None  # nothing applied twice
+    assert staging.s_take(s, "r", 4) is None  # a file that imported nothing
+
+
+def test_a_complete_attempt_wins_then_the_one_with_most_parts_then_the_first() -> None:
+    s = scheduler("tls://a", "tls://b")
+    staging.s_note(s, "r", 0, "broken", manifest(0, runner="tls://a", complete=False))
+    staging.s_note(s, "r", 0, "short", manifest(0, runner="tls://a"))
+    staging.s_note(s, "r", 0, "full", manifest(0, runner="tls://b"))
+    staging.s_note(s, "r", 0, "full", manifest(1, runner="tls://b"))
+    staging.s_note(s, "r", 0, "twin", manifest(0, runner="tls://b"))
+    staging.s_note(s, "r", 0, "twin", manifest(1, runner="tls://b"))
+    chosen = staging.s_take(s, "r", 0)
+    assert chosen is not None
+    attempt, parts = chosen
+    assert attempt == "full" and [p["part"] for p in parts] == [0, 1]
+    assert [staging.s_part(s, "r", 5, "x") for _ in range(3)] == [0, 1, 2]
+    staging.s_forget(s, "r")
+    assert staging.s_part(s, "r", 5, "x") == 0
+
+
+def batch(pid: int, stamps: list[int], key: str = "a") -> dict[int, pa.Table]:
+    n = len(stamps)
+    return {pid: pa.table({"k": [key] * n, "__r": pa.array(stamps, pa.int64())})}
+
+
+def test_commit_refuses_missing_batches_and_a_half_applied_commit(tmp_path: Path) -> None:
+    meta = {"spec": "", "db": "d", "target": "t", "premerged": False}
+    staging.write_batch(staging.batch_path(tmp_path, "r", 1, "at", 0, 0), batch(3, [0, 1]), meta)
+    with pytest.raises(UdbError, match=r"1 staged batch\(es\) of file #1 are missing"):
+        staging.check(tmp_path, "r", 1, "at", [(0, 0, 100), (0, 1, 100)], "w1")
+    assert not (staging.file_dir(tmp_path, "r", 1) / staging.APPLYING).exists()
+    paths = staging.check(tmp_path, "r", 1, "at", [(0, 0, 100)], "w1")
+    assert len(paths) == 1  # the commit started: a second one is refused
+    with pytest.raises(UdbError, match="stopped while applying it"):
+        staging.check(tmp_path, "r", 1, "at", [(0, 0, 100)], "w1")
+    staging.done(tmp_path, "r", 1)
+    assert not staging.file_dir(tmp_path, "r", 1).exists()
+
+
+def test_consecutive_batches_of_a_target_are_joined_in_order_with_shifted_stamps(
+    tmp_path: Path,
+) -> None:
+    t = {"spec": "", "db": "d", "target": "t", "premerged": True}
+    v = {**t, "target": "v"}
+    staged = [(batch(1, [0, 1]), t, 100), (batch(1, [2]) | batch(2, [3], "b"), t, 100),
+              (batch(1, [4]), v, 100), (batch(2, [0]), t, 200)]  # fmt: skip
+    paths = []
+    for seq, (parts, meta, base) in enumerate(staged):
+        path = staging.batch_path(tmp_path, "r", 0, "at", 0, seq)
+        staging.write_batch(path, parts, meta)
+        paths.append((path, base))
+    got = list(staging.groups(paths))
+    assert [(g[1]["target"], g[2]) for g in got] == [("t", False), ("v", True), ("t", True)]
+    first = got[0][0]
+    assert first[1].column("__r").to_pylist() == [100, 101, 102]  # batch order kept
+    assert first[2].column("__r").to_pylist() == [103]
+    assert got[2][0][2].column("__r").to_pylist() == [200]
+    assert "__p" not in first[1].column_names
+    small = list(staging.groups(paths[:2], max_rows=2))  # a group stays under max_rows
+    assert [sum(t.num_rows for t in g[0].values()) for g in small] == [2, 2]
+
+
+def test_sweep_removes_only_old_runs(tmp_path: Path) -> None:
+    old = tmp_path / staging.STAGING / "old"
+    new = tmp_path / staging.STAGING / "new"
+    old.mkdir(parents=True)
+    new.mkdir()
+    import os
+
+    os.utime(old, (0, 0))
+    staging.sweep(tmp_path)
+    assert not old.exists() and new.exists()
