@@ -3,14 +3,16 @@ file order does (docs/udb.md, "Imports inside ess stream"), on 1 and 2 workers: 
 byte for byte, and the snapshots' contents (row stamps compared by rank: they are wall-clock
 based, so two sequential runs differ in their values, never in their order).
 
-Input: generated files whose keys recur across files, with float ``+add`` (values whose sum
-depends on the order), ``+first`` and ``+last``. ``ESS_UDB_DETERMINISM_ROWS`` sets the total
+Inputs: the tutorial's woodworking month (its allsales table and a usersales vector with float
+``+add``), and generated files whose keys recur across files, with float ``+add`` (values whose
+sum depends on the order), ``+first`` and ``+last``. ``ESS_UDB_DETERMINISM_ROWS`` sets the total
 (default 240,000 rows, ~1 min; 2000000 for the full check).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import polars as pl
 import pytest
 
 from ess.udb.snapshot import SEG_RE, read_segment
+from tests.conftest import DATA
 from tests.unit.udb.harness import Sandbox, cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -60,11 +63,11 @@ def exports(box: Sandbox) -> dict[str, bytes]:
     return {t: box.run(f"aq_udb -exp {t}").stdout for t in TARGETS}
 
 
-def snapshot(box: Sandbox) -> dict[tuple[str, str, str], pl.DataFrame]:
+def snapshot(box: Sandbox, db: str = "db") -> dict[tuple[str, str, str], pl.DataFrame]:
     """Every partition's rows per (worker, partition, segment name), as loading would see
     them, stamps replaced by their rank among all stamps of the database."""
     frames: dict[tuple[str, str, str], list[tuple[int, bool, pl.DataFrame]]] = {}
-    for path in sorted((box.root / ".ess" / "udb").glob("*/*/db/p*/*.arrow")):
+    for path in sorted((box.root / ".ess" / "udb").glob(f"*/*/{db}/p*/*.arrow")):
         m = SEG_RE.match(path.name)
         assert m is not None, path
         frame, why = read_segment(path)
@@ -115,3 +118,39 @@ def test_parallel_stream_import_equals_the_sequential_one(box: Sandbox) -> None:
         assert got_snap[key].equals(frame), key
     leftovers = list((box.root / ".ess" / "udb").glob("*/*/.staging/*"))
     assert leftovers == []  # the stream's staging is gone once it committed
+
+
+WOOD = DATA / "woodworking" / "diy_woodworking"
+WOOD_IMPORT = (
+    "aq_pp -f,+1,eok,qui - -d %cols -eval i:ptime 'DateToTime(purchaseDate,\"Y.m.d.H.M.S\")'"
+    " -eval f:total price -imp wood:allsales -imp wood:usersales"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_woodworking_month_parallel_equals_sequential(tmp_path: Path, workers: int) -> None:
+    """The tutorial's month of purchases (30 files) into its allsales table and the usersales
+    vector (`f,+add:total`, `+last`), parallel vs one file after the other."""
+    with cluster(tmp_path / "c", workers=workers) as box:
+        box.run(
+            "ess create database wood && ess create table allsales s,pkey:userid i,tkey:ptime"
+            " i:articleid f:price i:refid && ess create vector usersales s,pkey:userid"
+            " i,+last:articleid f,+add:total && ess udbd restart && ess select local && "
+            f"ess category add purchase '{WOOD}/*purchase_*' && ess category change columnspec "
+            "purchase 'S:purchaseDate S:userID I:articleID f:price I:refID'"
+        )
+        targets = ("wood:allsales", "wood:usersales")
+        command = shlex.quote(WOOD_IMPORT)
+        box.run(f"ess stream purchase 2014-09-01 2014-09-30 {command}", timeout=600)
+        got = {t: box.run(f"aq_udb -exp {t}").stdout for t in targets}
+        got_snap = snapshot(box, "wood")
+        box.run("aq_udb -clr wood && ess udbd restart")
+        box.run(f"ess stream --master purchase 2014-09-01 2014-09-30 {command}", timeout=600)
+        want = {t: box.run(f"aq_udb -exp {t}").stdout for t in targets}
+        want_snap = snapshot(box, "wood")
+    assert got["wood:allsales"].count(b"\n") > 10_000
+    for target in targets:
+        assert got[target] == want[target], target
+    assert got_snap.keys() == want_snap.keys() and got_snap
+    for key, frame in want_snap.items():
+        assert got_snap[key].equals(frame), key
