@@ -161,9 +161,10 @@ class Committer:
                 self._drop(file)
                 return "UDB import not applied: a batch of it could not be staged"
             self._apply(file, attempt, parts)
-        except EssError as exc:
+        except Exception as exc:  # the file fails with one line, the stream goes on
             self._drop(file)
-            return f"UDB import not applied: {exc}"
+            why = str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}"
+            return f"UDB import not applied: {why}"
         return None
 
     def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]]) -> None:
