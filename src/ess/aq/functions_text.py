@@ -25,9 +25,19 @@ from ess.aq.values import Typed, as_number, lit_int, to_i64
 def _shash(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     check_nargs(comp, args, node, 1)
     value = arg_value(comp, args[0], "S")
-    if isinstance(value.const, str):  # a batch function over a literal would give one row
+    if isinstance(value.const, str):
         return lit_int(_djb2(pl.Series([value.const], dtype=pl.String)).item())
-    return Typed(value.expr.map_batches(_djb2, return_dtype=pl.Int64), "I")
+    return Typed(full_length(value.expr, _djb2, pl.Int64()), "I")
+
+
+def full_length(
+    value: pl.Expr, op: Callable[[pl.Series], pl.Series], dtype: pl.DataType
+) -> pl.Expr:
+    """`op` over each batch of `value`. A batch function over a constant (`ToS(2.5)`,
+    `SHash(ToUpper("a"))`) sees one row, which the frame refuses; paired with the row index
+    it sees the frame's rows."""
+    pair = pl.struct(value.alias("v"), pl.int_range(pl.len()).alias("i"))
+    return pair.map_batches(lambda s: op(s.struct.field("v")), return_dtype=dtype)
 
 
 def _djb2(series: pl.Series) -> pl.Series:
@@ -51,12 +61,13 @@ def _sleng(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
 
 @fn("ToS")
 def _tos(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
-    from ess.aq.numfmt import format_float
+    from ess.aq.numfmt import format_series
 
     check_nargs(comp, args, node, 1)
     value = as_number(arg_value(comp, args[0]))
     if value.kind == "F":
-        return Typed(format_float(value.expr), "S")
+        floats = value.expr.cast(pl.Float64)
+        return Typed(full_length(floats, lambda s: format_series(s, 17), pl.String()), "S")
     return Typed(value.expr.cast(pl.String), "S")
 
 
@@ -147,10 +158,7 @@ def _b64(comp: Compiling, args: list[Tree], node: Tree) -> Typed:
     clean = pl.when(size % 4 == 1).then(clean.str.slice(0, (size - 1).clip(0))).otherwise(clean)
     clean = clean + pl.lit("==").str.slice(0, (4 - size % 4) % 4 % 3)
     decoded = clean.str.decode("base64", strict=False)
-    # the row index keeps a constant's result full length (a batch function sees one row)
-    pair = pl.struct(decoded.alias("v"), pl.int_range(pl.len()).alias("i"))
-    text = pair.map_batches(lambda s: _utf8_lossy(s.struct.field("v")), return_dtype=pl.String)
-    return Typed(text.fill_null(""), "S")
+    return Typed(full_length(decoded, _utf8_lossy, pl.String()).fill_null(""), "S")
 
 
 def _utf8_lossy(raw: pl.Series) -> pl.Series:

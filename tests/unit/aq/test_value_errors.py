@@ -201,3 +201,12 @@ def test_base64dec_padding_and_invalid_utf8() -> None:
             'Base64Dec("")', "-o,notitle", "-", "-c", "t", "e"]  # fmt: skip
     res = pp(argv, b"aGVsbG8=\naGVsbG8\n/w==\n")
     assert lines(res) == ['"hello",', '"hello",', '"\ufffd",']
+
+
+def test_batch_functions_over_constants_fill_the_frame() -> None:
+    """A batch function over a constant saw one row: 'length 1 doesn't match the height'."""
+    argv = ["-f", "-", "-d", "I:a", "-eval", "s:t", "ToS(2.5)", "-eval", "s:u", "ToS(2.5 * 2)",
+            "-eval", "i:h", 'SHash(ToUpper("abc"))',
+            "-o,notitle", "-", "-c", "t", "u", "h"]  # fmt: skip
+    assert lines(pp(argv, b"1\n2\n")) == ['"2.5","5",193485963'] * 2
+    assert pp(argv, b"\r\n").out == b""  # no record at all: still no error
