@@ -202,7 +202,7 @@ def test_sigkill_of_the_launcher_kills_the_command(warm: service.Service) -> Non
 
 def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Path) -> None:
     proc, child = _start_blocked(warm)
-    time.sleep(0.5)  # let the child reach its read
+    time.sleep(2)  # let the child reach its read (an interrupt during start-up ends differently)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert _gone(child)
