@@ -247,8 +247,11 @@ FORMATS = ['"Y.m.d.H.M.S"', '"%Y-%m-%d"', '"%Q"', '"d.b.Y.H.M.S.z"', '"Y.m.d"', 
 
 
 @st.composite
-def typed_expressions(draw: st.DrawFn, nums: list[str], strs: list[str], depth: int = 2) -> str:
-    """A numeric expression whose calls have arguments of the right kinds."""
+def typed_expressions(
+    draw: st.DrawFn, nums: list[str], strs: list[str], depth: int = 2, kind: str = "N"
+) -> str:
+    """A numeric (`kind` N) or string (S) expression whose calls have arguments of the right
+    kinds."""
 
     def num(d: int) -> str:
         if d <= 0 or draw(st.integers(0, 2)) == 0:
@@ -270,7 +273,7 @@ def typed_expressions(draw: st.DrawFn, nums: list[str], strs: list[str], depth: 
                 out = out.replace(slot, make(), 1)
         return out
 
-    return num(depth)
+    return num(depth) if kind == "N" else text(depth)
 
 
 @st.composite
@@ -287,9 +290,13 @@ def pp_commands(draw: st.DrawFn) -> tuple[list[str], bytes]:
     for i in range(draw(st.integers(0, 3))):
         rule = draw(st.sampled_from(["eval", "eval", "filt", "if", "map", "var"]))
         typed = draw(st.integers(0, 3)) > 0
-        expr = draw(typed_expressions(nums, strs) if typed else expressions(made))
+        text = draw(st.booleans())
+        expr = draw(typed_expressions(nums, strs, kind="S" if text else "N") if typed
+                    else expressions(made))  # fmt: skip
         if rule == "eval":
-            kinds = ["i", "is", "l", "ls", "f"] if typed else [t.lower() for t in TYPES[:6]]
+            kinds = [t.lower() for t in TYPES[:6]]
+            if typed:
+                kinds = ["s"] if text else ["i", "is", "l", "ls", "f"]
             target = f"{draw(st.sampled_from(kinds))}:n{i}"
             argv += ["-eval", target, expr]
             made.append(f"n{i}")

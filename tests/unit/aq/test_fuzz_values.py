@@ -24,6 +24,7 @@ from tests.unit.aq.fuzzing import (
     pp_commands,
     run_pp,
     run_subprocess,
+    typed_expressions,
 )
 
 # every type over every hostile value, one column per type: the expression fuzz reads them all
@@ -38,9 +39,18 @@ def test_fuzz_commands_inprocess(case: tuple[list[str], bytes]) -> None:
     check_result(run_pp(argv, data), "aq_pp", argv)
 
 
+NAMES = [c.split(":")[1] for c in EXPR_COLUMNS]
+NUM_NAMES = [n for n in NAMES if n[:-1].upper() not in ("S", "IP")]
+STR_NAMES = [n for n in NAMES if n not in NUM_NAMES]
+
+
 @fuzz_settings(2000)
 @given(
-    expressions([c.split(":")[1] for c in EXPR_COLUMNS], depth=3),
+    st.one_of(
+        expressions(NAMES, depth=3),
+        typed_expressions(NUM_NAMES, STR_NAMES, depth=3),
+        typed_expressions(NUM_NAMES, STR_NAMES, depth=3, kind="S"),
+    ),
     st.sampled_from(["s", "i", "is", "l", "ls", "f", "ip", "-", "filt"]),
     st.sampled_from([",eok", ""]),
 )
