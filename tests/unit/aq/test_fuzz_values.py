@@ -8,7 +8,10 @@ In-process through `ess.cli.aq_pp.main(argv)` (thousands of cases), a smaller se
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +29,20 @@ from tests.unit.aq.fuzzing import (
     run_subprocess,
     typed_expressions,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_a_scratch_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Fuzzed command lines name output files (`-o if`): they land in a scratch directory,
+    never in the checkout. Module-scoped: hypothesis refuses function-scoped fixtures."""
+    scratch = tmp_path_factory.mktemp("fuzz-cwd")
+    before = Path.cwd()
+    os.chdir(scratch)
+    try:
+        yield scratch
+    finally:
+        os.chdir(before)
+
 
 # every type over every hostile value, one column per type: the expression fuzz reads them all
 EXPR_COLUMNS = [f"{t}:{t.lower()}x" for t in TYPES]
