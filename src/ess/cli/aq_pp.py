@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except BrokenPipeError:
         code = 0
+    except KeyboardInterrupt:  # Ctrl-C: the shell's status for it, no traceback (as aq_udb)
+        code = 130
     except Exception as exc:  # a bug: still one line, never a traceback (docs/aq_pp.md)
         sys.stdout.flush()
         sys.stderr.write(f"aq_pp: internal error: {type(exc).__name__}: {_first_line(exc)}\n")
