@@ -1,0 +1,30 @@
+"""Ctrl-C of a running aq_pp: exit 130 and no traceback (cold start: the warm path relays the
+signal to a child that runs the same main)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+AQ_PP = str(Path(sys.executable).parent / "aq_pp")
+
+
+def test_sigint_while_busy_exits_130_quietly(tmp_path: Path) -> None:
+    data = tmp_path / "big.csv"
+    with data.open("w") as f:
+        for i in range(0, 3_000_000, 100_000):
+            f.write("".join(f"{j},x{j}\n" for j in range(i, i + 100_000)))
+    argv = [AQ_PP, "-f", str(data), str(data), str(data), "-d", "i:a", "s:b"]
+    argv += ["-eval", "s:d", "ToS(a*2)+b", "-o", os.devnull]
+    env = {**os.environ, "ESS_WARM": "0"}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env)
+    time.sleep(1.0)  # past start-up, into the batches
+    assert proc.poll() is None, "the run ended before the signal: make the input bigger"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
