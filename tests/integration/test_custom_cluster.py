@@ -119,7 +119,8 @@ def add_pem(env: EssEnv, sshd: SshdHosts, name: str = "dev") -> None:
 
 
 def node_dirs(sshd: SshdHosts, cluster: str) -> list[Path]:
-    return sorted((sshd.home / ".ess-node" / cluster).glob("*"))
+    # directories only: a node's warm service keeps NODE.warm.sock/.log beside its directory
+    return sorted(p for p in (sshd.home / ".ess-node" / cluster).glob("*") if p.is_dir())
 
 
 def alive(pid: int) -> bool:

@@ -214,7 +214,7 @@ def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Pat
     cold.send_signal(signal.SIGINT)
     _, cold_err = cold.communicate(timeout=30)
     assert proc.returncode == cold.returncode == -signal.SIGINT, (err, cold_err)
-    assert err.splitlines()[-1:] == cold_err.splitlines()[-1:] == [b"KeyboardInterrupt"]
+    assert err == cold_err == b""  # no traceback either way
 
 
 def test_a_crashed_server_comes_back(warm: service.Service, tmp_path: Path) -> None:

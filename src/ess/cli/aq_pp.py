@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except BrokenPipeError:
         code = 0
-    except KeyboardInterrupt:  # Ctrl-C: the shell's status for it, no traceback (as aq_udb)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; a command dies of SIGINT (finish)
+        if argv is not None:
+            raise  # in-process callers (the warm service's child) decide themselves
         code = 130
     except Exception as exc:  # a bug: still one line, never a traceback (docs/aq_pp.md)
         sys.stdout.flush()
@@ -145,6 +147,11 @@ def finish(code: int, *, fast: bool) -> NoReturn:
         import atexit
 
         atexit._run_exitfuncs()  # what a normal exit runs first (e.g. leftover UDB sessions)
+        if code == 130:  # Ctrl-C: die of SIGINT as an uncaught one would (a shell loop stops)
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -71,8 +71,7 @@ def _run(main: object) -> None:
         main(sys.argv[1:])  # type: ignore[operator]  # an argv: main does not hand off again
     except SystemExit as exc:
         code = _exit_code(exc.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
+    except KeyboardInterrupt:  # as the cold command: no traceback, death by SIGINT
         _at_exit()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
