@@ -111,7 +111,12 @@ def remove_node(node: NodeDir) -> str:
     cluster_dir, _, _ = node.path.rpartition("/")
     top, _, _ = cluster_dir.rpartition("/")
     rmdirs = " ".join(NodeDir(d).shell for d in (cluster_dir, top) if d)
-    return stop_worker(node) + f"rm -rf {node.shell}\nrmdir {rmdirs} 2>/dev/null || true\n"
+    # the node's warm service (ess.warm) keeps NODE.warm.sock/.log beside the node directory
+    # and ends by itself once the worker is gone
+    warm = f"{node.shell}.warm.sock {node.shell}.warm.log"
+    return stop_worker(node) + (
+        f"rm -rf {node.shell}\nrm -f {warm}\nrmdir {rmdirs} 2>/dev/null || true\n"
+    )
 
 
 _STATUS = r"""

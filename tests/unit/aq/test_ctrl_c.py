@@ -1,5 +1,5 @@
-"""Ctrl-C of a running aq_pp: it dies of SIGINT, as a shell expects, with no traceback (cold start: the warm path relays the
-signal to a child that runs the same main)."""
+"""Ctrl-C of a running aq_pp: it dies of SIGINT, as a shell expects, with no traceback (cold
+start; the warm path relays the signal to a child that runs the same main)."""
 
 from __future__ import annotations
 
