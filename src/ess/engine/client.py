@@ -28,6 +28,10 @@ def quiet_logs() -> None:
     # about a worker that was just killed and whose tasks are being re-run) are not for them.
     for name in ("distributed", "distributed.client", "distributed.worker", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # When a worker dies mid-gather, Dask's client leaves a task whose AllExit nobody retrieves;
+    # asyncio then logs "Task exception was never retrieved" with a traceback on the user's
+    # stderr. The failure itself reaches us through the gather; the log line is noise.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def connect(
