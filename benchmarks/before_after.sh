@@ -3,8 +3,9 @@
 # once on the sources of REV (default: the first parent of HEAD) and once on the working tree,
 # interleaved in one run, and keeps both JSON files in benchmarks/results/before_after/.
 # Usage: bash benchmarks/before_after.sh [REV]
-# The benchmarks themselves write results/<name>.json and README sections; this script restores
-# those files afterwards, so only before_after/ changes.
+# Each side runs its own revision's benchmark script (an interface may have changed) with this
+# venv's Python; the scripts write results/<name>.json and README sections of their own tree,
+# and this script restores the working tree's copies afterwards, so only before_after/ changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REV=${1:-HEAD~1}
@@ -13,11 +14,12 @@ BASE=$(mktemp -d /tmp/ess-base.XXXXXX)
 trap 'git worktree remove --force "$BASE" >/dev/null 2>&1 || true' EXIT
 git worktree add --detach "$BASE" "$REV" >/dev/null
 mkdir -p "$OUT"
-run() {  # run NAME SRC ARGS...: one benchmark with ess imported from SRC
-  local name=$1 label=$2 src=$3; shift 3
-  echo "== $name ($label: $src)"
-  PYTHONPATH="$src" .venv/bin/python "benchmarks/bench_$name.py" "$@" >"$OUT/$name.$label.txt"
-  cp "benchmarks/results/$name.json" "$OUT/$name.$label.json"
+run() {  # run NAME LABEL TREE ARGS...: TREE's benchmark NAME with ess imported from TREE/src
+  local name=$1 label=$2 tree=$3; shift 3
+  echo "== $name ($label: $tree)"
+  PYTHONPATH="$tree/src" .venv/bin/python "$tree/benchmarks/bench_$name.py" "$@" \
+    >"$OUT/$name.$label.txt"
+  cp "$tree/benchmarks/results/$name.json" "$OUT/$name.$label.json"
 }
 for name in stream aq_pp udb; do
   case $name in
@@ -25,8 +27,8 @@ for name in stream aq_pp udb; do
     aq_pp) args=(--rows 3000000 --repeat 2) ;;
     udb) args=(--rows 2000000) ;;
   esac
-  run "$name" before "$BASE/src" "${args[@]}"
-  run "$name" after "$PWD/src" "${args[@]}"
+  run "$name" before "$BASE" "${args[@]}"
+  run "$name" after "$PWD" "${args[@]}"
 done
 git checkout -- benchmarks/results/stream.json benchmarks/results/aq_pp.json \
   benchmarks/results/udb.json benchmarks/README.md
