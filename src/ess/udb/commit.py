@@ -25,7 +25,6 @@ from typing import Any
 from ess.errors import EssError, UdbError
 from ess.run.env import PipelineEnv, RunContext, RunHooks, RunKind
 from ess.run.pipeline import WorkerHook
-from ess.udb.client import REVIVE_WAIT, revive
 from ess.workspace import Workspace
 
 ENV_STAGE = "ESS_UDB_STAGE"
@@ -179,7 +178,7 @@ class Committer:
             for name, seqs in p["workers"].items():
                 plan.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
             offset += int(p["rows"])
-        from ess.udb.client import WorkerGone
+        from ess.udb.client import REVIVE_WAIT, WorkerGone
         from ess.udb.server import w_commit
 
         deadline = time.monotonic() + REVIVE_WAIT
@@ -202,6 +201,10 @@ class Committer:
 
     def _wait_for(self, names: list[str], deadline: float) -> dict[str, str]:
         """Addresses of `names`, reviving dead workers (until `deadline`)."""
+        # the UDB client (and Dask) only when a stream really commits: ess.udb.remote imports
+        # this module in every ess stream/exec, whose start-up must not pay ~0.5 s for Dask
+        from ess.udb.client import REVIVE_WAIT, revive
+
         s = self.session
         while True:
             addrs = s.addresses()
