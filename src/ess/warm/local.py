@@ -23,9 +23,12 @@ READY_WAIT = 10.0
 def local_provider(ctx: RunContext) -> PipelineEnv | None:
     """A service for the files of one ``ess stream`` run on this machine without a cluster
     (the stream's commands run as this process's children): it lives as long as this process.
-    The stream waits for it (up to READY_WAIT s); ``ess exec`` (one command) starts none."""
+    The stream waits for it (up to READY_WAIT s); ``ess exec`` (one command) and streams whose
+    command names neither aq_pp nor aq_udb start none (a script that calls them runs cold)."""
     if ctx.kind is not RunKind.STREAM or ctx.connection is not None or not warm_enabled():
         return None  # a cluster's workers have their own services
+    if ctx.command and not any(tool in ctx.command for tool in ("aq_pp", "aq_udb")):
+        return None  # nothing to start warm (wc -l, grep ...): do not pay the service's start
     base = runtime_dir(create=True)
     if base is None:
         return None
