@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from readme_section import replace_section
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -395,13 +396,7 @@ def update_readme(table: str) -> None:
         "jobs' answers (exported CSV) are compared with DuckDB's: counts exactly, sums "
         "within 1e-9 relative.\n"
     )
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"## end to end\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    readme.write_text(text)
+    replace_section(readme, "end to end", section)
 
 
 if __name__ == "__main__":

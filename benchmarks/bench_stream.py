@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from readme_section import replace_section
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 ESS = str(BIN / "ess")
@@ -439,13 +441,7 @@ def update_readme(table: str) -> None:
         "`localget | wc -l` must pay). Latencies are whole processes; they suffer most from "
         "a busy machine (quiet runs: `ess exec true` about 0.4 s, `ess --help` about 0.14 s).\n"
     )
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"## stream and exec\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    readme.write_text(text)
+    replace_section(readme, "stream and exec", section)
 
 
 if __name__ == "__main__":
