@@ -200,11 +200,22 @@ def test_sigkill_of_the_launcher_kills_the_command(warm: service.Service) -> Non
     proc.stdin.close()
 
 
+def _drain(proc: subprocess.Popen[bytes]) -> bytes:
+    """The stderr of an ended process (its pipes closed)."""
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    proc.stdin.close()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return err
+
+
 def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Path) -> None:
     proc, child = _start_blocked(warm)
     time.sleep(2)  # let the child reach its read (an interrupt during start-up ends differently)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    proc.wait(timeout=30)  # stdin stays open: an EOF would end the command before the signal
+    err = _drain(proc)
     assert _gone(child)
     cold = subprocess.Popen(
         [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"], env=_env(warm, warm=False),
@@ -212,7 +223,8 @@ def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Pat
     )  # fmt: skip
     time.sleep(3)  # past its imports, into the read
     cold.send_signal(signal.SIGINT)
-    _, cold_err = cold.communicate(timeout=30)
+    cold.wait(timeout=30)
+    cold_err = _drain(cold)
     assert proc.returncode == cold.returncode == -signal.SIGINT, (err, cold_err)
     assert err == cold_err == b""  # no traceback either way
 

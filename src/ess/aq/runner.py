@@ -230,6 +230,7 @@ def prefetch(frames: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     worker = threading.Thread(target=produce, name="aq_pp-reader", daemon=True)
     worker.start()
+    interrupted = False
     try:
         while True:
             kind, item = box.get()
@@ -238,9 +239,14 @@ def prefetch(frames: Iterator[T], depth: int = 1) -> Iterator[T]:
             if kind == "error":
                 raise item  # type: ignore[misc]
             yield item  # type: ignore[misc]
+    except KeyboardInterrupt:
+        # Ctrl-C: the producer may be blocked reading a terminal or a pipe that never ends;
+        # waiting for it would hang the interrupt. It is a daemon and ends with the process.
+        interrupted = True
+        raise
     finally:
         stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
+        while worker.is_alive() and not interrupted:  # unblock a producer on a full queue
             try:
                 box.get_nowait()
             except queue.Empty:

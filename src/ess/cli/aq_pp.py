@@ -103,8 +103,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         gc.disable()
         try:
+            from ess.aq.interrupts import python_handles_ctrl_c
             from ess.aq.pp import compile_program, uses_imports
             from ess.aq.rules import parse_argv
+
+            python_handles_ctrl_c()
 
             prog = parse_argv(args)
             if uses_imports(prog):  # -imp: the UDB registers its import sink (ess.aq.sinks)
@@ -146,7 +149,10 @@ def finish(code: int, *, fast: bool) -> NoReturn:
     if fast:
         import atexit
 
-        atexit._run_exitfuncs()  # what a normal exit runs first (e.g. leftover UDB sessions)
+        try:
+            atexit._run_exitfuncs()  # what a normal exit runs first (e.g. leftover UDB sessions)
+        except KeyboardInterrupt:  # Ctrl-C while finishing: as one during the work
+            code = 130
         if code == 130:  # Ctrl-C: die of SIGINT as an uncaught one would (a shell loop stops)
             import signal
 

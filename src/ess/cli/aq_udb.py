@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     if exec_follower():  # `ess exec` runs aq_udb on its first node only (docs/udb.md)
         sys.exit(0)
     try:
+        from ess.aq.interrupts import python_handles_ctrl_c
         from ess.udb.query import parse_argv, run_parts
         from ess.workspace import Workspace
+
+        python_handles_ctrl_c()
 
         req = parse_argv(args)  # once: the request carries everything run_parts needs
         parts = run_parts(Workspace.from_env(), req)

@@ -73,14 +73,19 @@ def _run(main: object) -> None:
         code = _exit_code(exc.code)
     except KeyboardInterrupt:  # as the cold command: no traceback, death by SIGINT
         _at_exit()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        code = 130
+        _die_of_sigint()
     except BaseException:
         traceback.print_exc()
         code = 1
-    _at_exit()
+    if _at_exit():  # a Ctrl-C while finishing ends the command as one during its work
+        _die_of_sigint()
     _flush_and_exit(code)
+
+
+def _die_of_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    _flush_and_exit(130)
 
 
 def _exit_code(code: object) -> int:
@@ -92,11 +97,15 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _at_exit() -> None:
+def _at_exit() -> bool:
+    """Run the exit functions; True when a Ctrl-C interrupted them."""
     try:
         atexit._run_exitfuncs()
+    except KeyboardInterrupt:
+        return True
     except BaseException:
         traceback.print_exc()
+    return False
 
 
 def _flush_and_exit(code: int) -> None:
