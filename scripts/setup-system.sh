@@ -3,7 +3,10 @@
 set -euo pipefail
 need=()
 # gcc + libc6-dev: aq_pp builds its C helper (src/ess/aq/_native.c) on first use
-for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv gcc libc6-dev unzip; do
+# postgresql: `ess redshift` tests run a real server (initdb/pg_ctl in a temporary directory)
+# chromium + chromium-driver: the `ess ui` pages are tested in a real headless browser
+for pkg in bzip2 xz-utils zstd parallel mawk openssh-server python3-venv gcc libc6-dev unzip \
+  postgresql chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
