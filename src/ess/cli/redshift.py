@@ -1,4 +1,4 @@
-"""`ess query` and `ess redshift` (placeholder until the SQL issues land)."""
+"""`ess redshift`: load data into Redshift or PostgreSQL (placeholder until issue 17 lands)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from ess.cli._unsupported import register_unsupported
 
 
 def register(subparsers: Any) -> None:
-    register_unsupported(
-        subparsers,
-        "query",
-        "SQL-like query on raw category data",
-        "ess query 'select count(*) from browse:*:*'",
-    )
     register_unsupported(
         subparsers,
         "redshift",
