@@ -36,7 +36,8 @@ def _configure() -> None:
             "distributed.worker.memory.pause": False,
             "distributed.worker.memory.terminate": False,
             "distributed.logging.distributed": "info",
-            # no dashboard: the HTTP server keeps only its bare routes, on the loopback address
+            # the HTTP server keeps only its bare routes; the dashboard (bokeh, when installed)
+            # is added by the scheduler itself, on the loopback address (see _scheduler)
             "distributed.scheduler.http.routes": [],
             # idle daemons should not burn CPU the commands need: event-loop health checks and
             # the system monitor run at a relaxed pace (Dask's defaults: 20 ms and 500 ms)
@@ -54,14 +55,21 @@ async def _scheduler(args: argparse.Namespace) -> None:
     from distributed import Scheduler
 
     tls = TlsFiles(Path(args.tls_dir))
+    dashboard = dashboard_available()
     async with Scheduler(
         host=args.host,
         port=args.port,
         protocol="tls",
         security=tls.dask_security("scheduler"),
-        dashboard=False,
-        dashboard_address=f"{args.host}:0",
+        dashboard=dashboard,
+        # plain HTTP without a login: only this machine may reach it (users tunnel over SSH)
+        dashboard_address="127.0.0.1:0" if dashboard else f"{args.host}:0",
     ) as scheduler:
+        if dashboard and args.address_file and "dashboard" in scheduler.services:
+            port = scheduler.services["dashboard"].port
+            link = dashboard_file(Path(args.address_file))
+            link.with_suffix(".tmp").write_text(f"http://127.0.0.1:{port}/status\n")
+            os.replace(link.with_suffix(".tmp"), link)
         gateway = None
         if args.gateway_file:
             from ess.engine import gateway as gw
@@ -77,6 +85,18 @@ async def _scheduler(args: argparse.Namespace) -> None:
         finally:
             if gateway is not None:
                 gateway.close()
+
+
+def dashboard_available() -> bool:
+    """Dask's dashboard needs bokeh, which ess does not depend on."""
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_file(address_file: Path) -> Path:
+    """Where a scheduler with a dashboard writes its URL (beside its address file)."""
+    return address_file.with_name("dashboard.url")
 
 
 async def _worker(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from ess.run import files as _files
 from ess.run.env import RunContext, RunHooks, RunKind, apply_env_providers, prepare_run
 from ess.run.exec import ExecRequest, exec_pipelines, run_exec
 from ess.run.pipeline import PipelineResult
+from ess.run.progress import RunRecorder
 from ess.run.stream import (
     Resolved,
     StreamRequest,
@@ -127,9 +128,20 @@ def _stream(
         batches = make_batches(pipelines, sizes, slots=pool.total_slots)
         if progress is not None:
             progress.start(len(pipelines))
-        on_done = progress.advance if progress is not None else None
+        size_of = {f.path: f.size for f in resolved.files}
+        record = RunRecorder.start(
+            ws, kind="stream", command=req.command, detail=f"{req.category} {req.lower} "
+            f"{req.upper}", labels=[p.label for p in pipelines],
+            sizes=[sum(size_of.get(s.path, 0) for s in p.sources) for p in pipelines],
+        )  # fmt: skip
+
+        def on_done(n: int) -> None:
+            record.completed(n)
+            if progress is not None:
+                progress.advance(n)
+
         results = run_ordered(pool, batches, quitonerror=req.quitonerror, on_done=on_done)
-        for r in _after_each(results, hooks):
+        for r in _recorded(_after_each(results, hooks), record):
             paths = tuple(s.path for s in pipelines[r.index].sources)
             echo = debug_line(paths, r.command) if req.debug else None
             yield FileResult(
@@ -148,6 +160,19 @@ def _stream(
                 failed.append(r)
     if failed:
         raise failure(failed, total=len(pipelines))
+
+
+def _recorded(results: Iterator[PipelineResult], record: RunRecorder) -> Iterator[PipelineResult]:
+    """``results``, each one noted in the run's record (``ess ui`` shows it) as it passes."""
+    finished = False
+    try:
+        for r in results:
+            record.file_done(r.index, ok=r.ok, node=r.node, returncode=r.returncode,
+                             error=r.error, stderr=r.stderr)  # fmt: skip
+            yield r
+        finished = True
+    finally:
+        record.finish(finished)
 
 
 def _after_each(
@@ -187,7 +212,10 @@ def _execute(ws: Workspace, req: ExecRequest, output: Any) -> Iterator[NodeResul
     with _session(ws, master=req.master) as (pool, conn):
         pipelines = exec_pipelines(pool, req.command, output=output)
         pipelines = apply_env_providers(RunContext(ws, pool, conn, RunKind.EXEC), pipelines)
-        for r in run_exec(pool, pipelines):
+        record = RunRecorder.start(
+            ws, kind="exec", command=req.command, labels=[p.label for p in pipelines]
+        )
+        for r in _recorded(run_exec(pool, pipelines), record):
             yield r
             if not r.ok:
                 failed.append(r)
