@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ess.cli.common import add_command, note, out
+from ess.cli.common import add_command, add_json_option, note, out, out_json
 from ess.workspace import Workspace
 
 if TYPE_CHECKING:  # keeps the provider modules out of `ess --help`
@@ -63,8 +63,11 @@ def format_status(status: ClusterStatus) -> str:
     return f"Summary for cluster {status.cluster_id}\n\n{table}"
 
 
-def _print_status(status: ClusterStatus) -> int:
-    out(format_status(status))
+def _print_status(status: ClusterStatus, *, as_json: bool = False) -> int:
+    if as_json:  # the problems are in the document, and still on stderr for the user
+        out_json(status)
+    else:
+        out(format_status(status))
     for problem in status.problems:
         note(problem)
     return 1 if status.problems else 0
@@ -181,17 +184,23 @@ def _terminate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     if args.all:
-        return _print_daemons()
-    return _print_status(_provider().status())
+        return _print_daemons(as_json=args.json)
+    return _print_status(_provider().status(), as_json=args.json)
 
 
-def _print_daemons() -> int:
+def _print_daemons(*, as_json: bool = False) -> int:
     """Every ess daemon of this user on this machine, whichever work dir it belongs to."""
     from tabulate import tabulate
 
     from ess.cluster import census
 
     daemons = census.find_daemons()
+    if as_json:
+        from dataclasses import asdict
+
+        found = [{**asdict(d), "directory_exists": d.directory_exists} for d in daemons]
+        out_json({"daemons": found})
+        return 0
     if not daemons:
         note("no ess daemons of this user on this machine")
         return 0
@@ -223,7 +232,11 @@ def _reset(args: argparse.Namespace) -> int:
 
 def _iplist(args: argparse.Namespace) -> int:
     kind = "private" if args.private else "public" if args.public else None
-    for ip in _provider().iplist(kind=kind):
+    addresses = _provider().iplist(kind=kind)
+    if args.json:
+        out_json({"kind": kind, "addresses": addresses})
+        return 0
+    for ip in addresses:
         out(ip)
     return 0
 
@@ -360,7 +373,7 @@ def register(subparsers: Any) -> None:
         sub,
         "status",
         help="summarize master and workers",
-        example="ess cluster status\ness cluster status --all",
+        example="ess cluster status\ness cluster status --all\ness cluster status --json",
         handler=_status,
     )
     p.add_argument(
@@ -369,6 +382,7 @@ def register(subparsers: Any) -> None:
         help="list every ess daemon of this user on this machine (any work dir): pid, "
         "role, cluster, age, RSS, orphan or not, directory",
     )
+    add_json_option(p, "cluster-status")
     add_command(
         sub,
         "reset",
@@ -380,9 +394,10 @@ def register(subparsers: Any) -> None:
         sub,
         "iplist",
         help="print the workers' IP addresses",
-        example="ess cluster iplist --private",
+        example="ess cluster iplist --private\ness cluster iplist --json",
         handler=_iplist,
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--private", action="store_true", help="private addresses (default)")
     group.add_argument("--public", action="store_true", help="public addresses")
+    add_json_option(p, "cluster-iplist")

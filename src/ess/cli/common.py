@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -40,3 +42,21 @@ def out(text: str = "") -> None:
 def note(text: str) -> None:
     """Informational text goes to stderr, so scripts that capture stdout see only results."""
     sys.stderr.write(text + "\n")
+
+
+def add_json_option(parser: Any, schema: str) -> None:
+    """``--json``: the same result as one JSON document on stdout, described by
+    docs/json-schemas/<schema>.json (``parser`` may be a mutually exclusive group)."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print one JSON document instead (schema: docs/json-schemas/{schema}.json)",
+    )
+
+
+def out_json(data: Any) -> None:
+    """Print a result as JSON: dataclasses become objects, tuples arrays. One document, ended
+    by a newline, keys in the dataclasses' order so the output diffs well."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ess.cli.common import add_command, note, out
+from ess.cli.common import add_command, add_json_option, note, out, out_json
 from ess.workspace import Workspace
 
 LABEL_HELP = "datastore label (default: the selected one)"
@@ -19,9 +19,10 @@ def register(subparsers: Any) -> None:
         subparsers,
         "repository",
         help="list the registered datastores",
-        example="ess repository",
+        example="ess repository\ness repository --json",
         handler=cmd_repository,
     )
+    add_json_option(p, "repository")
     p = add_command(
         subparsers,
         "purge",
@@ -103,6 +104,14 @@ def cmd_repository(args: argparse.Namespace) -> int:
 
     registry = Registry(Workspace.from_env())
     current = registry.current_label()
+    if args.json:
+        stores = [
+            {"label": label, "kind": d.kind, "root": d.root, "region": d.region,
+             "location": d.describe(), "selected": label == current}
+            for label, d in sorted(registry.all().items())
+        ]  # fmt: skip
+        out_json({"selected": current, "datastores": stores})
+        return 0
     rows = [
         ["*" if label == current else "", label, d.kind, d.describe()]
         for label, d in sorted(registry.all().items())
@@ -123,12 +132,14 @@ def _register_summary(subparsers: Any) -> None:
         subparsers,
         "summary",
         help="summarize a datastore, a category or one attribute",
-        example="ess summary\ness summary browse\ness summary browse columnspec",
+        example="ess summary\ness summary browse\ness summary browse columnspec\n"
+        "ess summary --json",
         handler=cmd_summary,
     )
     p.add_argument("--label", nargs="?", help=LABEL_HELP)
     p.add_argument("--scan", action="store_true", help="rescan the datastore first")
     p.add_argument("--short", action="store_true", help="with --scan: only totals")
+    add_json_option(p, "summary")
     p.add_argument("category", nargs="?", help="summarize only this category")
     p.add_argument(
         "attribute",
@@ -146,12 +157,18 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.category:
         category = catalog.get(args.category)
         if args.attribute:
-            sys.stdout.write(summary.attribute(category, args.attribute))
+            if args.json:
+                value = summary.attribute_value(category, args.attribute)
+                out_json({"category": category.name, "attribute": args.attribute, "value": value})
+            else:
+                sys.stdout.write(summary.attribute(category, args.attribute))
             return 0
         files = catalog.files(category.name, refresh=args.scan or None)
-        sys.stdout.write(
-            summary.category_summary(category, summary.CategoryStats.of(category.name, files))
-        )
+        category_stats = summary.CategoryStats.of(category.name, files)
+        if args.json:
+            out_json(summary.category_json(category, category_stats))
+        else:
+            sys.stdout.write(summary.category_summary(category, category_stats))
         return 0
     stats = [
         summary.CategoryStats.of(
@@ -160,6 +177,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         )
         for name in catalog.all()
     ]
+    if args.json:  # the totals are in the document: --short changes nothing
+        out_json(summary.datastore_json(catalog.datastore.label, stats))
+        return 0
     sys.stdout.write(summary.datastore_summary(catalog.datastore.label, stats, short=args.short))
     return 0
 
@@ -170,7 +190,7 @@ def _register_ls(subparsers: Any) -> None:
         subparsers,
         "ls",
         help="list datastore files (name, size, date; tab-separated)",
-        example='ess ls -r "$PWD/diy_woodworking/*browse*"\ness ls --cat browse',
+        example='ess ls -r "$PWD/diy_woodworking/*browse*"\ness ls --cat browse --json',
         handler=cmd_ls,
     )
     p.add_argument("--exclude", nargs="?", help="glob(s) of files to leave out")
@@ -183,6 +203,7 @@ def _register_ls(subparsers: Any) -> None:
     shape.add_argument("--nameonly", action="store_true", help="names only")
     shape.add_argument("--nosize", action="store_true", help="names and dates")
     shape.add_argument("--nodate", action="store_true", help="names and sizes")
+    add_json_option(shape, "ls")
     p.add_argument("pattern", nargs="?", help="glob(s) or a directory (default: the root)")
 
 
@@ -201,6 +222,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
             limit=args.limit,
         ),
     )
+    if args.json:  # a directory has no size (-1 in the text) and no date
+        files = [
+            {"path": e.path, "directory": e.size < 0, "size": e.size if e.size >= 0 else None,
+             "date": e.date or None}
+            for e in entries
+        ]  # fmt: skip
+        out_json({"files": files})
+        return 0
     for entry in entries:
         if args.nameonly:
             out(entry.path)

@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ess.cli import cluster, datastore, instance, query, redshift, run, udb, ui
+    from ess.cli import cluster, completion, datastore, instance, query, redshift, run, udb, ui
 
     parser = _Parser(
         prog="ess",
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="{command}")
-    for module in (datastore, cluster, instance, run, udb, query, redshift, ui):
+    for module in (datastore, cluster, instance, run, udb, query, redshift, ui, completion):
         module.register(subparsers)
     return parser
 

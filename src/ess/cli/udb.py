@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ess.cli.common import add_command, note, out
+from ess.cli.common import add_command, add_json_option, note, out, out_json
 from ess.workspace import Workspace
 
 
@@ -13,11 +13,21 @@ def _ws() -> Workspace:
     return Workspace.from_env()
 
 
+def _json_only_for(args: argparse.Namespace, command: str, action: str) -> None:
+    if args.json and args.action != action:
+        from ess.errors import UsageError
+
+        raise UsageError(f"--json applies to 'ess {command} {action}' only")
+
+
 def _server(args: argparse.Namespace) -> int:
     from ess.udb import spec, udbd
 
+    _json_only_for(args, "server", "summary")
     ws = _ws()
-    if args.action == "reset":
+    if args.action == "summary" and args.json:
+        out_json(spec.summary_json(ws, args.name))
+    elif args.action == "reset":
         udbd.stop_quietly(ws)  # silently, as Essentia did
         spec.reset(ws)
     elif args.action == "restart":
@@ -64,7 +74,11 @@ def _use(args: argparse.Namespace) -> int:
 def _udbd(args: argparse.Namespace) -> int:
     from ess.udb import udbd
 
+    _json_only_for(args, "udbd", "status")
     ws = _ws()
+    if args.json:
+        out_json(udbd.status_info(ws))
+        return 0
     changes = {"start": udbd.start, "stop": udbd.stop, "restart": udbd.restart}
     reports = {"status": udbd.status, "ckmem": udbd.ckmem, "cklog": udbd.cklog}
     if args.action in changes:  # damage found at load, data out of reach: said on stderr
@@ -78,12 +92,14 @@ def _udbd(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = add_command(subparsers, "server", help="UDB definitions and service housekeeping",
-                    example="ess server reset", handler=_server)  # fmt: skip
+                    example="ess server reset\ness server summary --json",
+                    handler=_server)  # fmt: skip
     p.add_argument("action", choices=["reset", "restart", "commit", "summary"],
                    help="reset: stop the service, delete definitions and data; restart: flush "
                    "the data, keep definitions; commit: send definitions to the workers; "
                    "summary: show definitions")  # fmt: skip
     p.add_argument("--name", nargs="?", help="summary: only this database")
+    add_json_option(p, "server-summary")
 
     p = add_command(subparsers, "create", help="define UDB databases, tables, vectors, variables",
                     example="ess create database wood\n"
@@ -126,7 +142,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("dbname", help="database name")
 
     p = add_command(subparsers, "udbd", help="start/stop/check the UDB service on the cluster",
-                    example="ess udbd restart", handler=_udbd)  # fmt: skip
+                    example="ess udbd restart\ness udbd status --json", handler=_udbd)  # fmt: skip
     p.add_argument("action", choices=["start", "stop", "restart", "status", "ckmem", "cklog"],
                    help="what to do with the service")  # fmt: skip
     p.add_argument("--ports", nargs="*", help="ignored (one service serves all ports)")
+    add_json_option(p, "udbd-status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ess.datastore.category import Category, CategoryFile
 from ess.datastore.dates import NONE_STAMP, display_date
@@ -41,6 +42,23 @@ class CategoryStats:
             display_date(max(stamps)),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """``ess summary --json``: sizes in bytes; no file, no dates (null, not 1970-01-01)."""
+        first, last = (self.first, self.last) if self.count else (None, None)
+        return {"name": self.name, "files": self.count, "bytes": self.size,
+                "first": first, "last": last}  # fmt: skip
+
+
+def datastore_json(label: str, stats: list[CategoryStats]) -> dict[str, Any]:
+    """The document of ``ess summary --json`` (docs/json-schemas/summary.json)."""
+    ordered = sorted(stats, key=lambda s: s.name)
+    return {
+        "label": label,
+        "files": sum(s.count for s in stats),
+        "bytes": sum(s.size for s in stats),
+        "categories": [s.to_json() for s in ordered],
+    }
+
 
 def datastore_summary(label: str, stats: list[CategoryStats], *, short: bool = False) -> str:
     from tabulate import tabulate
@@ -74,9 +92,36 @@ def _field(label: str, value: object) -> str:
     return (label.ljust(13) + ("" if value is None or value == "" else str(value))).rstrip()
 
 
+def _date_format(category: Category) -> str:
+    return category.dateformat or ("" if category.dateregex else "auto")
+
+
+def category_json(category: Category, stats: CategoryStats) -> dict[str, Any]:
+    """``ess summary CATEGORY --json``: the fields of the text summary, values unformatted."""
+    columnspec = category.effective_columnspec
+    return {
+        "name": category.name,
+        "pattern": category.pattern,
+        "exclude": category.exclude,
+        "dateformat": _date_format(category) or None,
+        "dateregex": category.dateregex,
+        "archive": category.archive,
+        "compression": category.effective_compression,
+        "delimiter": category.effective_delimiter,
+        **{k: v for k, v in stats.to_json().items() if k != "name"},
+        "columnspec": columnspec,
+        "columns": columnspec.split(),
+        "preprocess": category.preprocess,
+        "usecache": category.usecache,
+        "comment": category.comment,
+        "pkey": category.pkey,
+        "sample_lines": list(category.probe.sample_lines) if category.probe else [],
+    }
+
+
 def category_summary(category: Category, stats: CategoryStats) -> str:
     probe = category.probe
-    date_format = category.dateformat or ("" if category.dateregex else "auto")
+    date_format = _date_format(category)
     columnspec = category.effective_columnspec
     lines = [
         _field("Name:", category.name),
@@ -104,6 +149,10 @@ def category_summary(category: Category, stats: CategoryStats) -> str:
 
 def attribute(category: Category, name: str) -> str:
     """``ess summary CAT ATTR``: the raw value only."""
+    return attribute_value(category, name) + "\n"
+
+
+def attribute_value(category: Category, name: str) -> str:
     values = {
         "pkey": category.pkey or "",
         "columnspec": category.effective_columnspec,
@@ -112,4 +161,4 @@ def attribute(category: Category, name: str) -> str:
         "compression": category.effective_compression,
         "preprocess": category.preprocess or "",
     }
-    return values[name] + "\n"
+    return values[name]

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -423,12 +424,37 @@ class Summary:
     lines: list[str] = field(default_factory=list)
 
 
+def defined(ws: Workspace, name: str | None = None) -> list[DbSpec]:
+    """The definitions `ess server summary` shows: every database, or only `name`."""
+    return [load(ws, db) for db in list_databases(ws) if not name or db.lower() == name.lower()]
+
+
+def summary_json(ws: Workspace, name: str | None) -> dict[str, Any]:
+    """``ess server summary --json`` (docs/json-schemas/server-summary.json)."""
+
+    def column(c: Column) -> dict[str, Any]:
+        return {"name": c.name, "type": c.typ, "attributes": list(c.attrs), "spec": c.text()}
+
+    def target(t: Target) -> dict[str, Any]:
+        kind = "variable" if t.kind == "var" else t.kind
+        return {"kind": kind, "name": t.name, "columns": [column(c) for c in t.columns]}
+
+    try:
+        current: str | None = active(ws)
+    except UdbError:
+        current = None
+    chosen = (current or "").lower()
+    databases = [
+        {"name": d.name, "ports": list(d.ports), "active": d.name.lower() == chosen,
+         "pkey": [column(c) for c in d.pkey], "targets": [target(t) for t in d.targets]}
+        for d in defined(ws, name)
+    ]  # fmt: skip
+    return {"active": current, "databases": databases}
+
+
 def summary(ws: Workspace, name: str | None) -> list[str]:
     out: list[str] = []
-    for db in list_databases(ws):
-        if name and db.lower() != name.lower():
-            continue
-        spec = load(ws, db)
+    for spec in defined(ws, name):
         out.append(f"database {spec.name} (ports {' '.join(map(str, spec.ports))})")
         out.append("  pkey: " + " ".join(c.text() for c in spec.pkey))
         for t in spec.targets:

@@ -18,6 +18,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,11 @@ def _require_healthy(s: Any, action: str, *, all_workers: bool = True) -> None:
         )
 
 
+DAMAGED = "damaged snapshot moved aside, its rows are not loaded"
+
+
 def _damage_lines(s: Any) -> list[str]:
-    return [f"{name}: damaged snapshot moved aside, its rows are not loaded: {line}"
+    return [f"{name}: {DAMAGED}: {line}"
             for name, h in sorted(_health(s).items()) for line in h["damaged"]]  # fmt: skip
 
 
@@ -225,21 +229,54 @@ def restart(ws: Workspace, *, warn: Warn | None = None) -> list[str]:
     return stop(ws, keep_cluster=True, warn=warn) + start(ws, warn=warn)
 
 
+@dataclass(frozen=True)
+class WorkerNote:
+    worker: str  # worker-1, ...
+    text: str
+
+
+@dataclass(frozen=True)
+class UdbdStatus:
+    """What `ess udbd status` found; its text lines and its --json both render from this."""
+
+    host: str
+    ports: tuple[int, ...]
+    cluster_running: bool
+    running: bool  # the UDB plugin is registered on the scheduler
+    pid: int | None = None  # the scheduler's
+    load_errors: tuple[WorkerNote, ...] = ()  # stores that could not load their snapshots
+    damaged: tuple[WorkerNote, ...] = ()  # snapshot files moved aside (rows not loaded)
+
+    def lines(self) -> list[str]:
+        h = self.host
+        if not self.running:
+            return [f"{h}: udbd-{p} is not running." for p in self.ports]
+        out = [f"{h}: udbd-{p} ({self.pid}) is running." for p in self.ports]
+        out += [f"{h}: {e.worker}: the UDB could not load its snapshots: {e.text}"
+                for e in self.load_errors]  # fmt: skip
+        return out + [f"{h}: {d.worker}: {DAMAGED}: {d.text}" for d in self.damaged]
+
+
 def status(ws: Workspace) -> list[str]:
-    ports = spec.all_ports(ws)
+    return status_info(ws).lines()
+
+
+def status_info(ws: Workspace) -> UdbdStatus:
+    ports = tuple(spec.all_ports(ws))
     h = _host()
     s = _session(ws, start_cluster=False)
     if s is None:
-        return [f"{h}: udbd-{p} is not running." for p in ports]
+        return UdbdStatus(h, ports, cluster_running=False, running=False)
     with s:
         if not s.client.run_on_scheduler(_is_registered):
-            return [f"{h}: udbd-{p} is not running." for p in ports]
+            return UdbdStatus(h, ports, cluster_running=True, running=False)
         pid = s.client.run_on_scheduler(_pid)
-        health = _health(s)
-        out = [f"{h}: udbd-{p} ({pid}) is running." for p in ports]
-        out += [f"{h}: {name}: the UDB could not load its snapshots: {x['error']}"
-                for name, x in sorted(health.items()) if x["error"]]  # fmt: skip
-        return out + [f"{h}: {line}" for line in _damage_lines(s)]
+        health = sorted(_health(s).items())
+        return UdbdStatus(
+            h, ports, cluster_running=True, running=True, pid=pid,
+            load_errors=tuple(WorkerNote(name, x["error"]) for name, x in health if x["error"]),
+            damaged=tuple(WorkerNote(name, line) for name, x in health for line in x["damaged"]),
+        )  # fmt: skip
 
 
 def ckmem(ws: Workspace) -> list[str]:
