@@ -1,0 +1,22 @@
+// ess ui: the only script of the dashboard (vendored, no build step, no CDN).
+// 1. Forms with class "confirm" ask before they submit (the cluster buttons).
+// 2. An element with data-events is replaced live by the server-sent "work" events.
+"use strict";
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form.confirm").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm || "Are you sure?")) {
+        event.preventDefault();
+      }
+    });
+  });
+  var live = document.querySelector("[data-events]");
+  if (live && window.EventSource) {
+    var source = new EventSource(live.dataset.events);
+    source.addEventListener("work", function (event) {
+      live.innerHTML = event.data;
+      live.dataset.updated = String(Date.now());
+    });
+    window.addEventListener("beforeunload", function () { source.close(); });
+  }
+});
