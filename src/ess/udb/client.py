@@ -10,6 +10,7 @@ removing a worker moves only the partitions whose owner changed (:meth:`UdbSessi
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import time
 import warnings
@@ -28,7 +29,7 @@ from ess.errors import EssError, UdbError
 from ess.udb import handoff, hashing, merge, server, staging
 from ess.udb import spec as udb_spec
 from ess.udb.server import Query
-from ess.udb.spec import DbSpec, load
+from ess.udb.spec import DbSpec
 from ess.workspace import Workspace
 
 PARTITIONS = 32
@@ -77,14 +78,21 @@ class UdbSession:
     #: inside ess stream: imports are staged for the stream to commit (ess.udb.commit)
     stager: Any = None
 
-    def __init__(self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0) -> None:
+    def __init__(
+        self, ws: Workspace, *, revive: bool = True, timeout: float = 30.0, conn: Any = None
+    ) -> None:
+        """A new client on `conn` (default: the cluster of this command or work directory)."""
         from ess.cluster.provider import provider_for
         from ess.engine.client import SchedulerUnreachable, connect
         from ess.udb.conn import connection_from_env
 
         self.ws = ws
         # inside a command that ess stream/exec runs on a remote worker: that worker's cluster
-        conn = connection_from_env() or provider_for(ws).connection(revive=revive)
+        remote = connection_from_env()
+        #: whether a worker that died may be restarted from here (see _reviving)
+        self.can_revive = remote is None
+        self.owns_client = True
+        conn = conn or remote or provider_for(ws).connection(revive=revive)
         if conn is None:
             raise UdbError("no cluster is running: start the UDB with 'ess udbd start'")
         self.conn = conn
@@ -109,9 +117,21 @@ class UdbSession:
     def _sees(self, address: str, folder: str, token: str) -> bool:
         return bool(self.gather([self._run(address, handoff.sees, folder, token)])[0])
 
+    def share(self, ws: Workspace, stager: Any, *, can_revive: bool) -> UdbSession:
+        """A session for one more importer on this session's client (the UDB import gateway,
+        ess.udb.gateway): its own stager, hand-over directory and task bookkeeping, so
+        concurrent imports never touch each other's state; closing it leaves the client."""
+        view = copy.copy(self)
+        view.__dict__.pop("pinned", None)  # its own (a cached_property)
+        view.ws, view.stager, view.can_revive, view.owns_client = ws, stager, can_revive, False
+        view.shipper = handoff.Shipper(view._sees)
+        view.shipper.shared = self.shipper.shared  # which workers see /dev/shm: asked once
+        return view
+
     def close(self) -> None:
         self.shipper.close()
-        self.client.close()
+        if self.owns_client:
+            self.client.close()
 
     def __enter__(self) -> UdbSession:
         return self
@@ -545,24 +565,6 @@ def _prepared(
             yield merge.conform(frame, spec.pkey, tgt, ddef=ddef, where=where)
 
 
-def import_frames(
-    ws: Workspace,
-    target: str,
-    frames: Iterable[pl.DataFrame | pa.Table],
-    *,
-    spec_path: str | None = None,
-    ddef: bool = False,
-    session: UdbSession | None = None,
-) -> int:
-    """Import batches of rows into ``Db:Tab`` (the hook used by ``aq_pp -imp``); returns rows."""
-    db, tab = parse_target(target)
-    spec = load(ws, db, spec_path)
-    if session is not None:
-        return session.import_frames(spec, tab, frames, ddef=ddef)
-    with UdbSession(ws) as own:
-        return own.import_frames(spec, tab, frames, ddef=ddef)
-
-
 def _reviving(session: UdbSession, step: Any) -> Any:
     """`step()`, again while a worker it needs is down, reviving it (REVIVE_WAIT at most)."""
     deadline = time.monotonic() + REVIVE_WAIT
@@ -572,7 +574,8 @@ def _reviving(session: UdbSession, step: Any) -> Any:
         except WorkerGone as exc:
             if time.monotonic() > deadline:
                 raise UdbError(f"{exc} (it did not come back within {REVIVE_WAIT:.0f} s)") from exc
-            revive(session.ws)
+            if session.can_revive:
+                revive(session.ws)
             time.sleep(1.0)
 
 

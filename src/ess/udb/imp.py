@@ -5,7 +5,8 @@ a step made here: importing this module registers it as aq's "udb" import sink (
 which aq_pp's entry point does when a command has `-imp`. The step sends the batch's rows (the
 columns visible at that point of the chain, under their current names) to the UDB and returns
 the batch unchanged, so several `-imp` targets and outputs can follow each other. One cluster
-connection per process.
+connection per process; inside ess stream on a cluster, the worker's import gateway
+(ess.udb.gateway, ESS_UDB_GATEWAY) instead: one connection shared by the worker's commands.
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ _SESSIONS: dict[str, Any] = {}
 
 
 def shared_session(ws: Workspace) -> Any:
-    """One UdbSession per process and work directory (aq_pp steps, in-process callers)."""
+    """One UdbSession per process and work directory (aq_pp steps, in-process callers): the
+    worker's import gateway when there is one that answers, else a session of our own."""
     key = str(ws.work_dir.resolve())
     if key not in _SESSIONS:
-        from ess.udb.client import UdbSession
-        from ess.udb.commit import Stager
+        from ess.udb.gateway import connect
 
         if not _SESSIONS:
             atexit.register(close_sessions)
+        gateway = connect(ws)  # the gateway runs the staging (below) and its close
+        if gateway is not None:
+            _SESSIONS[key] = gateway
+            return gateway
+        from ess.udb.client import UdbSession
+        from ess.udb.commit import Stager
+
         session = UdbSession(ws)
         # batches are staged on the workers and committed at the end: by this process's
         # close, or inside ess stream by the stream, in file order (ess.udb.commit)

@@ -32,10 +32,11 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from ess.run.env import PipelineEnv, RunContext, register_env_provider
+from ess.run.env import PipelineEnv, RunContext, RunKind, register_env_provider
 from ess.run.pipeline import ENV_EXEC_NODE, WorkerHook
 from ess.udb.commit import stream_hooks
 from ess.udb.conn import (
@@ -46,6 +47,7 @@ from ess.udb.conn import (
     ENV_WORKERS,
     connection_from_env,
 )
+from ess.udb.gateway import ENV_GATEWAY
 from ess.workspace import Workspace
 
 #: Where a worker keeps the shipped spec files, inside its Dask scratch directory (removed with
@@ -91,8 +93,43 @@ def pipeline_env(ctx: RunContext) -> PipelineEnv | None:
     )
 
 
+def gateway_env(ctx: RunContext) -> PipelineEnv | None:
+    """For a stream on a cluster: each worker runs its UDB import gateway (ess.udb.gateway),
+    started by the first command that may import; its aq_pp -imp share its connection."""
+    from ess import settings
+    from ess.udb.commit import IMPORT_WORDS
+
+    if ctx.kind is not RunKind.STREAM or ctx.connection is None:
+        return None
+    if not any(word in ctx.command for word in IMPORT_WORDS) or settings.env(ENV_GATEWAY) == "0":
+        return None
+    conn = ctx.connection
+    payload = (conn.cluster_id, tuple(conn.worker_names), ctx.pool.shared_filesystem)
+    return PipelineEnv(hook=WorkerHook(fn=gateway_hook, payload=payload,
+                                       failure="cannot start the UDB import gateway"))  # fmt: skip
+
+
+def gateway_hook(payload: tuple[str, tuple[str, ...], bool]) -> Mapping[str, str]:
+    """On the worker: this process's gateway (started once), or nothing (the command opens
+    its own connection, as without a gateway) if it cannot be had."""
+    from distributed import get_worker
+
+    from ess.udb.gateway import ensure
+
+    cluster_id, names, shared = payload
+    try:
+        worker = get_worker()
+        conn = connection_from_env(_cluster_env(worker, names, cluster_id))
+        if conn is None:
+            return {}
+        return ensure(Path(worker.local_directory), replace(conn, shared_filesystem=shared))
+    except Exception:  # never worse than the cold path
+        return {}
+
+
 register_env_provider("udb", pipeline_env)
 register_env_provider("udb-commit", stream_hooks)  # staged imports of ess stream, in file order
+register_env_provider("udb-gateway", gateway_env)  # one UDB connection per worker process
 
 
 def exec_follower(environ: Mapping[str, str] | None = None) -> bool:
@@ -143,20 +180,27 @@ def command_env(b: UdbBundle) -> Mapping[str, str]:
     from distributed import get_worker
 
     worker = get_worker()
+    env = _cluster_env(worker, b.worker_names, b.cluster_id)
+    scratch = Path(worker.local_directory)
+    env["PATH"] = os.pathsep.join([str(_tools_dir(scratch)), os.environ.get("PATH", "")])
+    env["ESS_WORK_DIR"] = str(_materialize(b, scratch / SPEC_DIR))
+    return env
+
+
+def _cluster_env(worker: Any, names: tuple[str, ...], cluster_id: str) -> dict[str, str]:
+    """How a command of this worker reaches its cluster: the scheduler, the worker's own TLS
+    identity, the expected worker names (see connection_from_env)."""
     cert = getattr(worker.security, "tls_worker_cert", None)
     env = {
         ENV_ADDRESS: str(worker.scheduler.address),
         ENV_TLS_DIR: str(Path(cert).parent) if cert else "",
-        ENV_WORKERS: ",".join(b.worker_names),
-        ENV_CLUSTER: b.cluster_id,
+        ENV_WORKERS: ",".join(names),
+        ENV_CLUSTER: cluster_id,
     }
     files = [getattr(worker.security, f"tls_{n}", None) for n in ("ca_file", "worker_cert")]
     files.append(getattr(worker.security, "tls_worker_key", None) or cert)  # key in the cert
     if all(files):
         env[ENV_TLS_FILES] = os.pathsep.join(str(f) for f in files)
-    scratch = Path(worker.local_directory)
-    env["PATH"] = os.pathsep.join([str(_tools_dir(scratch)), os.environ.get("PATH", "")])
-    env["ESS_WORK_DIR"] = str(_materialize(b, scratch / SPEC_DIR))
     return env
 
 
