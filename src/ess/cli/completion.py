@@ -161,7 +161,8 @@ def register(subparsers: Any) -> None:
         subparsers,
         "completion",
         help="print a shell completion script for ess (bash or zsh)",
-        example="source <(ess completion bash)\n"
+        example="ess completion bash > ~/.local/share/bash-completion/completions/ess\n"
+        "source <(ess completion bash)   # this shell only\n"
         "ess completion zsh > ~/.zfunc/_ess   # a directory of $fpath, before compinit",
         handler=handler,
     )

@@ -21,9 +21,9 @@ def _json_only_for(args: argparse.Namespace, command: str, action: str) -> None:
 
 
 def _server(args: argparse.Namespace) -> int:
+    _json_only_for(args, "server", "summary")
     from ess.udb import spec, udbd
 
-    _json_only_for(args, "server", "summary")
     ws = _ws()
     if args.action == "summary" and args.json:
         out_json(spec.summary_json(ws, args.name))
@@ -72,9 +72,9 @@ def _use(args: argparse.Namespace) -> int:
 
 
 def _udbd(args: argparse.Namespace) -> int:
+    _json_only_for(args, "udbd", "status")
     from ess.udb import udbd
 
-    _json_only_for(args, "udbd", "status")
     ws = _ws()
     if args.json:
         out_json(udbd.status_info(ws))
