@@ -74,8 +74,17 @@ def _session(ws: Workspace, *, start_cluster: bool) -> Any:
         else:
             provider.create(CreateOptions())
         made = provider.load_state()  # type: ignore[attr-defined]
-        write_json_atomic(_implicit_file(ws), {"cluster": made.id, "created": before is None})
+        marker = {"cluster": made.id, "created": before is None, "scheduler": _scheduler(provider)}
+        write_json_atomic(_implicit_file(ws), marker)
     return UdbSession(ws)
+
+
+def _scheduler(provider: Any) -> str | None:
+    """The local scheduler's pid as its pid file says: a new one after any restart."""
+    try:
+        return str((provider.directory / "scheduler.pid").read_text().strip())
+    except OSError:
+        return None
 
 
 def _stop_implicit_cluster(ws: Workspace) -> list[str]:
@@ -89,6 +98,8 @@ def _stop_implicit_cluster(ws: Workspace) -> list[str]:
     if not isinstance(marker, dict) or provider.platform != "local" or state is None:
         return []
     if marker.get("cluster") != state.id:  # another cluster since: not ours to stop
+        return []
+    if marker.get("scheduler") != _scheduler(provider):  # stopped and started by the user since
         return []
     if marker.get("created"):
         provider.terminate(forget=True, auth=CloudAuth())
