@@ -228,3 +228,30 @@ def test_zsh_script_is_generated_and_parses_where_zsh_is_installed(tmp_path: Pat
     (tmp_path / "_ess").write_text(script)
     proc = subprocess.run([zsh, "-n", str(tmp_path / "_ess")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_udbd_status_with_problems_renders_the_same_lines_and_fits_its_schema() -> None:
+    """Damage cannot be staged cheaply here (tests/integration/test_udb_faults.py reads these
+    lines from a real damaged UDB): the status object renders both outputs."""
+    from dataclasses import asdict
+
+    from ess.udb.udbd import UdbdStatus, WorkerNote
+
+    status = UdbdStatus(
+        host="vm",
+        ports=(10010, 10011),
+        cluster_running=True,
+        running=True,
+        pid=4242,
+        load_errors=(WorkerNote("worker-2", "bad magic in seg-1"),),
+        damaged=(WorkerNote("worker-1", "database db, table tab, partition 3: /x.damaged"),),
+    )
+    assert status.lines() == [
+        "vm: udbd-10010 (4242) is running.",
+        "vm: udbd-10011 (4242) is running.",
+        "vm: worker-2: the UDB could not load its snapshots: bad magic in seg-1",
+        "vm: worker-1: damaged snapshot moved aside, its rows are not loaded: "
+        "database db, table tab, partition 3: /x.damaged",
+    ]
+    doc = validated("udbd-status", json.dumps(asdict(status)))
+    assert doc["damaged"] == [{"worker": "worker-1", "text": status.damaged[0].text}]
