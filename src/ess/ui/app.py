@@ -16,7 +16,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -109,12 +109,15 @@ def create_app(ws: Workspace, *, token: str, port: int) -> ASGIApp:
         )
 
     async def cluster_action(request: Request) -> Response:
-        form = await request.form()
-        if not hmac.compare_digest(str(form.get("csrf", "")), csrf):
+        # the buttons post urlencoded forms; parsed here (Starlette's form() needs an extra
+        # package, python-multipart, for what two fields need)
+        body = (await request.body())[:4096].decode(errors="replace")
+        form = {k: v[0] for k, v in parse_qs(body).items()}
+        if not hmac.compare_digest(form.get("csrf", ""), csrf):
             return PlainTextResponse("403 Forbidden: stale form\n", status_code=403)
         action = request.path_params["action"]
         try:
-            number = int(str(form.get("number") or 1))
+            number = int(form.get("number") or 1)
         except ValueError:
             number = 0
         from starlette.concurrency import run_in_threadpool

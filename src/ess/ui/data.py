@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ess.workspace import Workspace
@@ -41,6 +41,7 @@ class CategoryView:
     days: tuple[Day, ...] = ()  # one per day from the first to the last (gaps have no files)
     undated: int = 0  # files without a date in their name (1970-01-01 or numbered)
     sample: tuple[tuple[str, ...], ...] = ()
+    has_header: bool = False  # the sample's first row names the columns
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,10 @@ def category(ws: Workspace, label: str, name: str, *, detail: bool = True) -> Ca
         return view
     days, undated = calendar_days([(f.stamp, f.size) for f in files])
     sample: tuple[tuple[str, ...], ...] = ()
+    header = bool(cat.probe and cat.probe.has_header)
     if cat.probe is not None:
-        sample = parse_sample(cat.probe.sample_lines, view.delimiter, cat.probe.has_header)
-    return CategoryView(**{**view.__dict__, "days": days, "undated": undated, "sample": sample})
+        sample = parse_sample(cat.probe.sample_lines, view.delimiter, header)
+    return replace(view, days=days, undated=undated, sample=sample, has_header=header)
 
 
 def calendar_days(stamps: list[tuple[Any, int]]) -> tuple[tuple[Day, ...], int]:

@@ -115,8 +115,12 @@ def category_page(label: str, view: CategoryView) -> str:
     spec = "".join(f"<li><code>{e(col)}</code></li>" for col in view.columnspec.split())
     sample = "<p class=muted>no probe sample (run 'ess probe')</p>"
     if view.sample:
-        sample = table([f"{i + 1}" for i in range(len(view.sample[0]))],
-                       [[e(v) for v in row] for row in view.sample], id="sample")  # fmt: skip
+        first, *rest = view.sample
+        if view.has_header:
+            headers, rows = list(first), rest
+        else:
+            headers, rows = [f"{i + 1}" for i in range(len(first))], list(view.sample)
+        sample = table(headers, [[e(v) for v in row] for row in rows], id="sample")
     return f"""{facts}
 <h2>Files per day <small>{e(summary)}</small></h2>
 {calendar(view.days)}
@@ -129,13 +133,14 @@ def calendar(days: Sequence[Day]) -> str:
     days without files inside the range are outlined (gaps)."""
     if not days:
         return "<p class=muted>no dated files</p>"
-    top = max(d.size for d in days) or 1
+    sizes = [d.size for d in days if d.files]
+    low, high = min(sizes), max(sizes)
     start = days[0].date - dt.timedelta(days=days[0].date.weekday())
     cells: dict[tuple[int, int], str] = {}
     for d in days:
         offset = (d.date - start).days
         week, weekday = divmod(offset, 7)
-        level = 0 if d.files == 0 else 1 + min(3, int(4 * d.size / (top + 1)))
+        level = 0 if d.files == 0 else 1 + int(3.999 * (d.size - low) / (high - low + 1))
         kind = "has" if d.files else "gap"
         tip = f"{d.date}: {d.files} files, {human(d.size)}"
         cells[(weekday, week)] = (
@@ -147,13 +152,16 @@ def calendar(days: Sequence[Day]) -> str:
     for w in range(weeks):
         monday = start + dt.timedelta(weeks=w)
         label = monday.strftime("%b") if w == 0 or monday.day <= 7 else ""
-        months.append(f"<th>{label}</th>")
+        months.append(f"<th><span>{label}</span></th>")
     rows = []
     for wd, name in enumerate(("Mon", "", "Wed", "", "Fri", "", "Sun")):
         row = "".join(cells.get((wd, w), "<td></td>") for w in range(weeks))
         rows.append(f"<tr><th>{name}</th>{row}</tr>")
     head = f"<tr><th></th>{''.join(months)}</tr>"
-    legend = "<p class=legend>darker: more bytes; outlined: no file that day</p>"
+    legend = (
+        f"<p class=legend>darker: more bytes ({human(low)} .. {human(high)} a day); "
+        "outlined: no file that day; hover a day for its files and bytes</p>"
+    )
     return f'<table class="calendar" id="calendar">{head}{"".join(rows)}</table>{legend}'
 
 
