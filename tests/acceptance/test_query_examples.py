@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import BIN, WOODWORKING, EssEnv
 
 BROWSE = "S:eventDate I:userID I:articleID"
