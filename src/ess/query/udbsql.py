@@ -153,8 +153,10 @@ def run(ws: Workspace, tr: Translation) -> bytes:
         if frame is None:
             return ("".join(f'"{n}",' for n in names) + '"Count"\n').encode()
         out = frame.group_by(names).len(name="Count")
-        keys = [pl.col(n).str.strip_chars('"').cast(pl.Float64, strict=False) for n in names]
-        return _csv(out.sort([*keys, *names], nulls_last=True))
+        order: list[pl.Expr] = [
+            pl.col(n).str.strip_chars('"').cast(pl.Float64, strict=False) for n in names
+        ]
+        return _csv(out.sort([*order, *(pl.col(n) for n in names)], nulls_last=True))
     if frame is None:
         return ('"row",' + ",".join(f'"k_{c}"' for c in tr.distinct) + "\n0" +
                 ",0" * len(tr.distinct) + "\n").encode()  # fmt: skip
