@@ -202,6 +202,10 @@ def test_datastores_and_the_purchase_calendar(browser: object, ui: Ui) -> None:
     assert "S:purchaseDate" in css(browser, "#columnspec")[0].text  # type: ignore[attr-defined]
     assert texts(browser, "#sample thead th")[:2] == ["purchaseDate", "userID"]
     assert len(css(browser, "#sample tbody tr")) >= 4
+    css(browser, 'button[data-calendar="by-files"]')[0].click()  # type: ignore[attr-defined]
+    grid = css(browser, "#calendar")[0]
+    assert "by-files" in grid.get_attribute("class")  # type: ignore[attr-defined]
+    css(browser, 'button[data-calendar="by-bytes"]')[0].click()  # type: ignore[attr-defined]
     shoot(browser, "category")
 
 

@@ -128,41 +128,52 @@ def category_page(label: str, view: CategoryView) -> str:
 <h2>Sample rows <small>from the probe</small></h2>{sample}"""
 
 
+def _level(value: int, low: int, high: int) -> int:
+    """1..4 between the smallest and the largest day (0: no file)."""
+    return 0 if value == 0 else 1 + int(3.999 * (value - low) / (high - low + 1))
+
+
 def calendar(days: Sequence[Day]) -> str:
-    """A heat map: one column per week (Monday first), one cell per day, darker = more bytes;
-    days without files inside the range are outlined (gaps)."""
+    """A heat map: one column per week (Monday first), one cell per day, darker = more bytes
+    (or files: the buttons switch); days without files inside the range are outlined (gaps)."""
     if not days:
         return "<p class=muted>no dated files</p>"
     sizes = [d.size for d in days if d.files]
-    low, high = min(sizes), max(sizes)
+    counts = [d.files for d in days if d.files]
     start = days[0].date - dt.timedelta(days=days[0].date.weekday())
     cells: dict[tuple[int, int], str] = {}
     for d in days:
-        offset = (d.date - start).days
-        week, weekday = divmod(offset, 7)
-        level = 0 if d.files == 0 else 1 + int(3.999 * (d.size - low) / (high - low + 1))
+        week, weekday = divmod((d.date - start).days, 7)
+        b = _level(d.size, min(sizes), max(sizes)) if d.files else 0
+        c = _level(d.files, min(counts), max(counts)) if d.files else 0
         kind = "has" if d.files else "gap"
         tip = f"{d.date}: {d.files} files, {human(d.size)}"
         cells[(weekday, week)] = (
-            f'<td class="day {kind} l{level}" data-date="{d.date}" data-files="{d.files}" '
+            f'<td class="day {kind} b{b} c{c}" data-date="{d.date}" data-files="{d.files}" '
             f'data-bytes="{d.size}" title="{e(tip)}"></td>'
         )
     weeks = max(w for _, w in cells) + 1
     months = []
     for w in range(weeks):
         monday = start + dt.timedelta(weeks=w)
-        label = monday.strftime("%b") if w == 0 or monday.day <= 7 else ""
-        months.append(f"<th><span>{label}</span></th>")
+        label = monday.strftime("%b %Y" if w == 0 or monday.month == 1 else "%b")
+        months.append(f"<th><span>{label if w == 0 or monday.day <= 7 else ''}</span></th>")
     rows = []
     for wd, name in enumerate(("Mon", "", "Wed", "", "Fri", "", "Sun")):
         row = "".join(cells.get((wd, w), "<td></td>") for w in range(weeks))
         rows.append(f"<tr><th>{name}</th>{row}</tr>")
     head = f"<tr><th></th>{''.join(months)}</tr>"
-    legend = (
-        f"<p class=legend>darker: more bytes ({human(low)} .. {human(high)} a day); "
-        "outlined: no file that day; hover a day for its files and bytes</p>"
+    switch = (
+        '<p class="switch">colour by <button type="button" data-calendar="by-bytes">bytes'
+        '</button> <button type="button" data-calendar="by-files">files</button></p>'
     )
-    return f'<table class="calendar" id="calendar">{head}{"".join(rows)}</table>{legend}'
+    legend = (
+        f"<p class=legend>darker: more bytes ({human(min(sizes))} .. {human(max(sizes))} a day)"
+        f" or files ({min(counts)} .. {max(counts)} a day); outlined: no file that day; "
+        "hover a day for its files and bytes</p>"
+    )
+    grid = f'<table class="calendar by-bytes" id="calendar">{head}{"".join(rows)}</table>'
+    return f'{switch}<div class="scroll">{grid}</div>{legend}'
 
 
 # ------------------------------------------------------------------------------ cluster
