@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -155,3 +157,10 @@ def _wait_ready(pg: Postgres) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the whole session (import this fixture by name)."""
+    with running_postgres() as pg:
+        yield pg
