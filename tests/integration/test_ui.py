@@ -305,12 +305,36 @@ def test_udb_page_counts_the_imported_purchases(browser: object, ui: Ui, cluster
     shoot(browser, "udb")
 
 
-def test_query_and_dask_pages_say_what_they_need(browser: object, ui: Ui) -> None:
+def test_query_page_runs_ess_query_and_charts_a_group_by(
+    browser: object, ui: Ui, cluster: EssEnv
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    want = cluster.ess(
+        "query", "select count(articleID), articleID from purchase:*:* group by articleID",
+        check=True,
+    ).stdout.splitlines()[1:]  # fmt: skip
+    browser.get(ui.base + "/query")  # type: ignore[attr-defined]
+    box = css(browser, "#query-text")[0]
+    box.send_keys(  # type: ignore[attr-defined]
+        "select count(articleID), articleID from purchase:*:* group by articleID"
+    )
+    css(browser, "#run-query")[0].click()  # type: ignore[attr-defined]
+    WebDriverWait(browser, 30).until(lambda d: texts(d, "#query-count"))
+    cells = texts(browser, "#result tbody tr td")
+    got = [f"{cells[i]},{cells[i + 1]}" for i in range(0, len(cells), 2)]
+    assert got == want and len(got) > 10
+    assert texts(browser, "#result thead th") == ["articleID", "Count"]
+    bars = texts(browser, "#chart .bar .value")
+    assert bars == cells[1::2][:50]  # one bar per group (the first 50), its count
+    shoot(browser, "query")
+    browser.get(ui.base + "/query?q=select+nope+from+purchase:*:*")  # type: ignore[attr-defined]
+    assert "unknown column nope" in texts(browser, "#query-error")[0]
+
+
+def test_the_dask_link_says_what_it_needs(browser: object, ui: Ui) -> None:
     import importlib.util
 
-    browser.get(ui.base + "/query")  # type: ignore[attr-defined]
-    assert "needs ess query" in css(browser, "#needs-query")[0].text  # type: ignore[attr-defined]
-    shoot(browser, "query")
     if importlib.util.find_spec("bokeh") is None:  # else the link goes to Dask's own pages
         browser.get(ui.base + "/")  # type: ignore[attr-defined]
         css(browser, "#dask-link")[0].click()  # type: ignore[attr-defined]

@@ -65,7 +65,9 @@ class RunRecorder:
         detail: str = "",
     ) -> RunRecorder:
         now = time.time()
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:8]}"
+        # sortable by start (to the microsecond: runs started in one second keep their order)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+        run_id = f"{stamp}.{int(now % 1 * 1e6):06d}-{uuid.uuid4().hex[:6]}"
         sizes = list(sizes) if sizes is not None else [0] * len(labels)
         files = [
             {"label": label, "size": size, "state": "pending"}

@@ -161,7 +161,10 @@ def create_app(ws: Workspace, *, token: str, port: int) -> ASGIApp:
         return guarded("UDB", "/udb", make)
 
     def query(request: Request) -> Response:
-        return page("Query", pages.query_page(), "/query")
+        text = request.query_params.get("q", "").strip()
+        return guarded(
+            "Query", "/query", lambda: pages.query_page(data.query(ws, text) if text else None)
+        )
 
     def dask(request: Request) -> Response:
         link = data.dask_dashboard(ws)

@@ -329,3 +329,74 @@ def udb_preview(ws: Workspace, db: str, target: str, rows: int = 20) -> str:
     with session:
         argv = ["-exp", f"{db}:{target}", "-lim_rec", str(rows)]
         return query.run(ws, argv, session=session).decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------- query
+#: what the query page keeps of an answer (the rest is cut: the page is not an export tool)
+QUERY_MAX_BYTES = 2 << 20
+QUERY_MAX_ROWS = 500
+
+
+@dataclass(frozen=True)
+class QueryView:
+    text: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    truncated: bool = False
+    notes: str = ""  # what ess query writes on stderr (rows dropped)
+    error: str = ""
+    grouped: bool = False  # a GROUP BY answer: the page draws a bar chart
+
+
+class _Enough(Exception):
+    """Raised into the query's writer once the page has all it will show."""
+
+
+class _Capped(io.RawIOBase):
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.full = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        chunk = bytes(b)
+        room = self.limit - len(self.data)
+        self.data += chunk[: max(0, room)]
+        if len(chunk) > room:
+            self.full = True
+            raise _Enough
+        return len(chunk)
+
+
+def query(ws: Workspace, text: str) -> QueryView:
+    """Run ``ess query`` (JSON lines) and keep the first rows of the answer."""
+    import json
+    import re
+
+    from ess.errors import EssError
+    from ess.query.engine import run_query
+
+    out = _Capped(QUERY_MAX_BYTES)
+    err = io.StringIO()
+    grouped = re.search(r"\bgroup\s+by\b", text, re.IGNORECASE) is not None
+    try:
+        run_query(ws, text, fmt="json", out=out, err=err)  # type: ignore[arg-type]
+    except EssError as exc:
+        return QueryView(text, error=str(exc))
+    except Exception:  # the writer's _Enough, however the code between wrapped it
+        if not out.full:
+            raise
+    records = []
+    for line in bytes(out.data).splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # the line cut by the cap
+    truncated = out.full or len(records) > QUERY_MAX_ROWS
+    records = records[:QUERY_MAX_ROWS]
+    columns = tuple(records[0]) if records else ()
+    rows = tuple(tuple(r.get(c) for c in columns) for r in records)
+    return QueryView(text, columns, rows, truncated, err.getvalue().strip(), grouped=grouped)

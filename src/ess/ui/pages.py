@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from ess.ui.data import CategoryView, ClusterView, DatastoreView, Day, UdbView
+from ess.ui.data import CategoryView, ClusterView, DatastoreView, Day, QueryView, UdbView
 
 NAV = (
     ("/", "Datastores"),
@@ -314,11 +314,54 @@ def udb_page(view: UdbView, preview: str = "", preview_of: str = "") -> str:
     return "\n".join(parts)
 
 
-def query_page() -> str:
-    return (
-        '<p class="needs" id="needs-query">needs ess query: SQL over raw files is not built yet '
-        "(the page will run it and chart GROUP BY answers once it is)</p>"
+def query_page(view: QueryView | None) -> str:
+    text = view.text if view is not None else ""
+    form = (
+        '<form method="get" action="/query" id="query-form">'
+        f'<textarea name="q" rows="4" cols="100" id="query-text">{e(text)}</textarea><br>'
+        '<button type="submit" id="run-query">Run</button> <span class=muted>ess query: '
+        "category:start:end tables, Essentia's dialect or any DuckDB SQL</span></form>"
     )
+    if view is None:
+        return form
+    if view.error:
+        return form + f'<p class="error" id="query-error">{e(view.error)}</p>'
+    parts = [form]
+    if view.notes:
+        parts.append(f"<p class=muted>{e(view.notes)}</p>")
+    cut = " (cut: the page shows the first rows only)" if view.truncated else ""
+    parts.append(f'<p id="query-count">{len(view.rows)} rows{cut}</p>')
+    if view.grouped:
+        parts.append(bar_chart(view.columns, view.rows))
+    parts.append(table(view.columns, [[e(v) for v in r] for r in view.rows], id="result"))
+    return "\n".join(parts)
+
+
+def bar_chart(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = 50) -> str:
+    """Horizontal bars of a GROUP BY answer: the last numeric column per group (the other
+    columns name the group). Plain HTML: a bar is a div as wide as its share of the largest."""
+    if not rows or len(columns) < 2:
+        return ""
+    numeric = [
+        i
+        for i in range(len(columns))
+        if all(isinstance(r[i], int | float) and not isinstance(r[i], bool) for r in rows)
+    ]
+    if not numeric:
+        return ""
+    value = numeric[-1]
+    top = max(abs(float(r[value])) for r in rows[:limit]) or 1.0
+    bars = []
+    for r in rows[:limit]:
+        name = " ".join(str(r[i]) for i in range(len(columns)) if i != value)
+        width = 100 * abs(float(r[value])) / top
+        bars.append(
+            f'<div class="bar"><span class="name">{e(name)}</span>'
+            f'<span class="track"><span class="fill" style="width:{width:.1f}%"></span></span>'
+            f'<span class="value">{e(r[value])}</span></div>'
+        )
+    more = f"<p class=muted>first {limit} groups</p>" if len(rows) > limit else ""
+    return f'<div class="chart" id="chart"><h2>{e(columns[value])}</h2>{"".join(bars)}</div>{more}'
 
 
 def dask_page(bokeh: bool) -> str:

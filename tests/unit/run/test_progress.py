@@ -89,3 +89,10 @@ def test_only_the_newest_records_are_kept(tmp_path: Path) -> None:
     assert len(kept) == progress.KEEP
     assert "20000101-000000-x.json" not in kept
     assert os.path.exists(runs_dir(ws))
+
+
+def test_runs_read_newest_first_even_within_one_second(tmp_path: Path) -> None:
+    ws = _ws(tmp_path)
+    for name in ("first", "second", "third"):
+        RunRecorder.start(ws, kind="exec", command=name, labels=[]).finish(True)
+    assert [r["command"] for r in read_runs(ws)] == ["third", "second", "first"]

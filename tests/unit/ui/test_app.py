@@ -54,7 +54,7 @@ def test_every_page_renders_on_an_empty_workspace(client: TestClient) -> None:
         ("/cluster", "platform <b>local</b>"),
         ("/work", "no ess stream or ess exec has run"),
         ("/udb", "no database defined"),
-        ("/query", "needs ess query"),
+        ("/query", 'id="query-form"'),
         ("/dask", "Dask"),
     ):
         r = client.get(path)
