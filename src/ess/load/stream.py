@@ -29,6 +29,7 @@ ENV_PYTHON = "ESS_LOAD_PYTHON"
 LOADER = f'"${ENV_PYTHON}" -m ess.load.copyin'
 
 Connector = Callable[[Registration, str], Any]
+CHANGED = "changed since it was loaded (--reload loads it again; its earlier rows stay)"
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,10 @@ def _run(
         for p, ref in zip(pipelines, resolved.files, strict=True):
             key = ledger.FileKey(name, ref.path, ref.size, mtimes.get(ref.path, 0.0))
             if reg.redshift and not req.reload and ref.path in done:
-                f = FileLoad(p.index, ref.path, "skipped")
+                size, mtime = done[ref.path]
+                same = size == key.size and abs(mtime - key.mtime) <= 1e-3
+                why = "" if same else CHANGED
+                f = FileLoad(p.index, ref.path, "skipped" if same else "changed", error=why)
                 summary.files.append(f)
                 if on_file:
                     on_file(f)
@@ -291,25 +295,13 @@ def _outcome(r: Any, path: str) -> FileLoad:
     if r.ok:
         try:
             info = json.loads(r.stdout.decode().strip().splitlines()[-1])
-            return FileLoad(
-                r.index,
-                path,
-                info["status"],
-                info["rows"],
-                info["rejected"],
-                r.node,
-                "changed since it was loaded (--reload loads it again)"
-                if info["status"] == "changed"
-                else "",
-            )
+            status = info["status"]
+            why = CHANGED if status == "changed" else ""
+            return FileLoad(r.index, path, status, info["rows"], info["rejected"], r.node, why)
         except (ValueError, KeyError, IndexError):
             pass
-    why = (
-        r.error
-        or r.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        or [f"exit status {r.returncode}"]
-    )
-    text = why if isinstance(why, str) else why[0]
+    last = r.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    text = r.error or (last[0] if last else f"exit status {r.returncode}")
     return FileLoad(r.index, path, "failed", node=r.node, error=text)
 
 
