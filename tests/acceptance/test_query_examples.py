@@ -37,44 +37,114 @@ class Example:
 
 
 EXAMPLES = [
-    Example("select userID from browse:2014-09-01:2014-09-02", "browse", "20140901",
-            "20140902", columns=("userID",)),
+    Example(
+        "select userID from browse:2014-09-01:2014-09-02",
+        "browse",
+        "20140901",
+        "20140902",
+        columns=("userID",),
+    ),
     Example("select * from browse:2014-09-01:2014-09-15", "browse", "20140901", "20140915"),
-    Example("select count(userID) from browse:2014-09-10:*", "browse", "20140910", "",
-            count="rows"),
+    Example(
+        "select count(userID) from browse:2014-09-10:*", "browse", "20140910", "", count="rows"
+    ),
     Example("select count(*) from browse:*:2014-09-13", "browse", "", "20140913", count="rows"),
-    Example("select count(distinct userID) from browse:*:*", "browse", "", "",
-            count="distinct:userID"),
-    Example("select * from browse:2014-09-01:2014-09-15 where userID >= 50", "browse",
-            "20140901", "20140915", where="userID >= 50"),
-    Example("select * from browse:2014-09-01:2014-09-15 limit 3", "browse", "20140901",
-            "20140915", limit=3),
-    Example("select count(userID) from browse:*:* group by userID", "browse", "", "",
-            count="group:userID"),
+    Example(
+        "select count(distinct userID) from browse:*:*", "browse", "", "", count="distinct:userID"
+    ),
+    Example(
+        "select * from browse:2014-09-01:2014-09-15 where userID >= 50",
+        "browse",
+        "20140901",
+        "20140915",
+        where="userID >= 50",
+    ),
+    Example(
+        "select * from browse:2014-09-01:2014-09-15 limit 3",
+        "browse",
+        "20140901",
+        "20140915",
+        limit=3,
+    ),
+    Example(
+        "select count(userID) from browse:*:* group by userID",
+        "browse",
+        "",
+        "",
+        count="group:userID",
+    ),
     Example("select * from browse:*:* order by articleID", "browse", "", "", order="articleID"),
-    Example("select * from purchase:2014-09-01:2014-09-15 where articleID>=46 limit 10",
-            "purchase", "20140901", "20140915", where="articleID>=46", limit=10),
-    Example("select count(refID) from purchase:2014-09-01:2014-09-15 where articleID>=46 "
-            "group by price", "purchase", "20140901", "20140915", where="articleID>=46",
-            count="group:price"),
-    Example("select count(distinct userID) from purchase:2014-09-01:2014-09-15 where "
-            "articleID>=46", "purchase", "20140901", "20140915", where="articleID>=46",
-            count="distinct:userID"),
-    Example("select * from purchase:*:* where articleID <= 20", "purchase", "", "",
-            where="articleID <= 20"),
-    Example("select count(articleID) from purchase:2014-09-01:2014-09-01 group by userID",
-            "purchase", "20140901", "20140901", count="group:userID"),
-    Example("select * from purchase:2014-09-01:2014-09-01 order by price", "purchase",
-            "20140901", "20140901", order="price"),
-    Example("select count(userID),articleID from purchase:2014-09-01:2014-09-01 group by "
-            "articleID", "purchase", "20140901", "20140901", count="group:articleID"),
-    Example("select count(distinct articleID) from purchase:2014-09-01:2014-09-10 WHERE "
-            "price > 5", "purchase", "20140901", "20140910", where="price > 5",
-            count="distinct:articleID"),
+    Example(
+        "select * from purchase:2014-09-01:2014-09-15 where articleID>=46 limit 10",
+        "purchase",
+        "20140901",
+        "20140915",
+        where="articleID>=46",
+        limit=10,
+    ),
+    Example(
+        "select count(refID) from purchase:2014-09-01:2014-09-15 where articleID>=46 "
+        "group by price",
+        "purchase",
+        "20140901",
+        "20140915",
+        where="articleID>=46",
+        count="group:price",
+    ),
+    Example(
+        "select count(distinct userID) from purchase:2014-09-01:2014-09-15 where articleID>=46",
+        "purchase",
+        "20140901",
+        "20140915",
+        where="articleID>=46",
+        count="distinct:userID",
+    ),
+    Example(
+        "select * from purchase:*:* where articleID <= 20",
+        "purchase",
+        "",
+        "",
+        where="articleID <= 20",
+    ),
+    Example(
+        "select count(articleID) from purchase:2014-09-01:2014-09-01 group by userID",
+        "purchase",
+        "20140901",
+        "20140901",
+        count="group:userID",
+    ),
+    Example(
+        "select * from purchase:2014-09-01:2014-09-01 order by price",
+        "purchase",
+        "20140901",
+        "20140901",
+        order="price",
+    ),
+    Example(
+        "select count(userID),articleID from purchase:2014-09-01:2014-09-01 group by articleID",
+        "purchase",
+        "20140901",
+        "20140901",
+        count="group:articleID",
+    ),
+    Example(
+        "select count(distinct articleID) from purchase:2014-09-01:2014-09-10 WHERE price > 5",
+        "purchase",
+        "20140901",
+        "20140910",
+        where="price > 5",
+        count="distinct:articleID",
+    ),
     # the documented referrerID is this data's refID
-    Example('select count(distinct refID) from purchase:*:* WHERE PatCmp(userID,"66")',
-            "purchase", "", "", where='PatCmp(userID,"66")', count="distinct:refID"),
-]  # fmt: skip
+    Example(
+        'select count(distinct refID) from purchase:*:* WHERE PatCmp(userID,"66")',
+        "purchase",
+        "",
+        "",
+        where='PatCmp(userID,"66")',
+        count="distinct:refID",
+    ),
+]
 
 
 def setup_woodworking(env: EssEnv) -> None:
@@ -164,8 +234,9 @@ def test_documented_example(wood: EssEnv, plain: Path, ex: Example) -> None:
 
 def test_the_rows_aq_pp_drops_are_not_counted(wood: EssEnv) -> None:
     """A month of purchases minus the 658 rows whose refID is TBD (spec 5.1)."""
-    total = sum(gzip.decompress(p.read_bytes()).count(b"\n") - 1
-                for p in WOODWORKING.glob("purchase_*.gz"))  # fmt: skip
+    total = sum(
+        gzip.decompress(p.read_bytes()).count(b"\n") - 1 for p in WOODWORKING.glob("purchase_*.gz")
+    )
     got = wood.ess("query", "select count(*) from purchase:*:*", check=True)
     assert got.stdout == f'"row"\n{total - 658}\n'
     assert got.stderr == (

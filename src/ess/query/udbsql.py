@@ -137,7 +137,7 @@ def run(ws: Workspace, tr: Translation) -> bytes:
         values = sorted({k.strip().strip('"') for k in keys if k.strip()})
         if values:
             alts = "|".join(re.escape(v) for v in values)
-            keep = f'RxCmp({tr.outer_col}, "^(?:{_aq_string(alts)})$")'
+            keep = f'RxCmp({tr.outer_col}, "^({_aq_string(alts)})$", rx_extended)'
         else:
             keep = "1 == 0"
         argv[2:2] = ["-filt", keep]  # right after the action: rules are ANDed
