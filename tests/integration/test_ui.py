@@ -339,3 +339,18 @@ def test_the_dask_link_says_what_it_needs(browser: object, ui: Ui) -> None:
         browser.get(ui.base + "/")  # type: ignore[attr-defined]
         css(browser, "#dask-link")[0].click()  # type: ignore[attr-defined]
         assert "pip install bokeh" in css(browser, "#needs-bokeh")[0].text  # type: ignore[attr-defined]
+
+
+def test_add_workers_after_confirmation(browser: object, ui: Ui, cluster: EssEnv) -> None:
+    """Last: the cluster has three workers afterwards."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(ui.base + "/cluster")  # type: ignore[attr-defined]
+    css(browser, "#btn-add")[0].click()  # type: ignore[attr-defined]
+    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
+    WebDriverWait(browser, 120).until(lambda d: texts(d, "#flash"))
+    assert texts(browser, "#flash")[0].endswith(": 3 workers")
+    nodes = [t.split()[0] for t in texts(browser, "#nodes tbody tr td:first-child")]
+    assert nodes == ["master", "worker-1", "worker-2", "worker-3"]
+    assert "worker-3" in cluster.ess("cluster", "status", check=True).stdout
