@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ess.engine.pool import SLOTS, WORKER_THREADS
 from ess.engine.security import TlsFiles
@@ -62,14 +63,12 @@ async def _scheduler(args: argparse.Namespace) -> None:
         protocol="tls",
         security=tls.dask_security("scheduler"),
         dashboard=dashboard,
-        # plain HTTP without a login: only this machine may reach it (users tunnel over SSH)
-        dashboard_address="127.0.0.1:0" if dashboard else f"{args.host}:0",
+        # Dask always starts its HTTP server (the dashboard when bokeh is there): plain HTTP
+        # without a login, so only this machine may reach it (users tunnel over SSH)
+        dashboard_address="127.0.0.1:0",
     ) as scheduler:
-        if dashboard and args.address_file and "dashboard" in scheduler.services:
-            port = scheduler.services["dashboard"].port
-            link = dashboard_file(Path(args.address_file))
-            link.with_suffix(".tmp").write_text(f"http://127.0.0.1:{port}/status\n")
-            os.replace(link.with_suffix(".tmp"), link)
+        if args.address_file:
+            _write_dashboard_url(scheduler, Path(args.address_file), dashboard)
         gateway = None
         if args.gateway_file:
             from ess.engine import gateway as gw
@@ -85,6 +84,17 @@ async def _scheduler(args: argparse.Namespace) -> None:
         finally:
             if gateway is not None:
                 gateway.close()
+
+
+def _write_dashboard_url(scheduler: Any, address_file: Path, dashboard: bool) -> None:
+    link = dashboard_file(address_file)
+    server = scheduler.services.get("dashboard")
+    if not dashboard or server is None:
+        link.unlink(missing_ok=True)  # a previous start's, with bokeh since uninstalled
+        return
+    tmp = link.with_suffix(".tmp")
+    tmp.write_text(f"http://127.0.0.1:{server.port}/status\n")
+    os.replace(tmp, link)
 
 
 def dashboard_available() -> bool:
