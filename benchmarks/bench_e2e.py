@@ -140,10 +140,14 @@ def sandbox(work: Path, name: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def ess_job(work: Path, name: str, data: Path, *, workers: int, warm: bool) -> dict[str, Any]:
+def ess_job(
+    work: Path, name: str, data: Path, *, workers: int, warm: bool, gateway: bool = True
+) -> dict[str, Any]:
     """The UDB job in its own sandbox; the cluster (made by udbd start or cluster create) is
-    always terminated."""
-    env = sandbox(work, name, ESS_WARM="1" if warm else "0")
+    always terminated. ``gateway`` False: every aq_pp -imp opens its own UDB connection (the
+    path before the workers' import gateway, ``ESS_UDB_GATEWAY=0``)."""
+    extra = {} if gateway else {"ESS_UDB_GATEWAY": "0"}
+    env = sandbox(work, name, ESS_WARM="1" if warm else "0", **extra)
     cwd = work / name
     setup = [
         "ess select local",
@@ -259,6 +263,47 @@ def per_file(work: Path, count: int, cold_count: int) -> dict[str, Any]:
     return out
 
 
+def per_file_imp(work: Path, count: int) -> dict[str, Any]:
+    """Fixed cost of ``aq_pp -imp`` per file inside ``ess stream`` on a 2-worker cluster (warm
+    aq_pp): ``count`` one-line files imported into a vector, minus the same stream writing
+    them to stdout, with the workers' import gateway and without (``ESS_UDB_GATEWAY=0``)."""
+    tiny = work / f"tiny-imp-{count}"
+    tiny.mkdir()
+    for i in range(count):
+        (tiny / f"t_{i:05d}.txt").write_text(f"row{i}\n")
+    env = sandbox(work, "tiny-imp")
+    cwd = Path(env["ESS_WORK_DIR"]).parent
+    setup = [
+        "ess select local",
+        f"ess category add tiny '{tiny}/*' --noprobe",
+        "ess cluster create --number 2",
+        "ess create database tiny",
+        "ess create vector v s,pkey:a i,+add:n",
+        "ess udbd start",
+    ]
+    out: dict[str, Any] = {"files": count}
+    try:
+        timed(" && ".join(setup), env, cwd)
+        plain = "ess stream tiny '*' '*' 'aq_pp -f - -d s:a -eval i:n 1 -o -'"
+        t_out = min(timed(plain, env, cwd)[0] for _ in range(2))
+        imp = "ess stream tiny '*' '*' 'aq_pp -f - -d s:a -eval i:n 1 -imp tiny:v'"
+        for label, extra in (("gateway", {}), ("no_gateway", {"ESS_UDB_GATEWAY": "0"})):
+            t_imp, cpu_imp, _ = timed(imp, {**env, **extra}, cwd)
+            out[label] = {
+                "stream_out_seconds": t_out,
+                "stream_imp_seconds": t_imp,
+                "cpu_seconds": cpu_imp,
+                "ms_per_file": (t_imp - t_out) / count * 1000,
+                "total_ms_per_file": t_imp / count * 1000,
+            }
+        got = timed("aq_udb -cnt tiny:v", env, cwd)[2]
+        assert f'"row",{count}'.encode() in got, f"aq_pp -imp lost files: {got!r}"
+    finally:
+        subprocess.run(["bash", "-c", "ess udbd stop; ess cluster terminate -y"], env=env,
+                       cwd=cwd, capture_output=True, timeout=300)  # fmt: skip
+    return out
+
+
 def shell_latency(work: Path) -> dict[str, Any]:
     from ess.warm import service
 
@@ -287,7 +332,10 @@ def main() -> None:
     ap.add_argument("--tiny", type=int, default=2000)
     ap.add_argument("--tiny-cold", type=int, default=200, help="files of the cold per-file run")
     ap.add_argument("--data", help="where the generated files are kept between runs")
+    ap.add_argument("--tiny-imp", type=int, default=200, help="files of the per-file -imp run")
     ap.add_argument("--readme-only", action="store_true")
+    ap.add_argument("--jobs", help="comma-separated ess jobs to run (default: all); a partial "
+                    "run does not touch README.md or results/e2e.json")  # fmt: skip
     args = ap.parse_args()
     result_file = HERE / "results" / "e2e.json"
     if args.readme_only:
@@ -306,20 +354,26 @@ def main() -> None:
     }
     try:
         jobs = {}
-        for name, workers, warm in (
-            ("ess_local_default_warm", 0, True),
-            ("ess_cluster2_warm", 2, True),
-            ("ess_local_default_cold", 0, False),
-            ("ess_cluster2_cold", 2, False),
+        chosen = set(args.jobs.split(",")) if args.jobs else None
+        for name, workers, warm, gateway in (
+            ("ess_local_default_warm", 0, True, True),
+            ("ess_cluster2_warm", 2, True, True),
+            ("ess_cluster2_warm_no_gateway", 2, True, False),
+            ("ess_local_default_cold", 0, False, True),
+            ("ess_cluster2_cold", 2, False, True),
         ):
+            if chosen is not None and name not in chosen:
+                continue
             print(f"{name} ...", file=sys.stderr)
-            jobs[name] = ess_job(work, name, data, workers=workers, warm=warm)
+            jobs[name] = ess_job(work, name, data, workers=workers, warm=warm, gateway=gateway)
             print(f"  {jobs[name]['seconds']:.2f} s", file=sys.stderr)
         for name in ("duckdb", "polars"):
             print(f"{name} ...", file=sys.stderr)
             jobs[name] = peer(name, data, work)
         for warm in (True, False):
-            jobs[f"ess_csv_no_udb_{'warm' if warm else 'cold'}"] = csv_job(work, data, warm=warm)
+            csv = f"ess_csv_no_udb_{'warm' if warm else 'cold'}"
+            if chosen is None or csv in chosen:
+                jobs[csv] = csv_job(work, data, warm=warm)
         reference = jobs["duckdb"]["answer"]
         res["answers_agree"] = {
             k: agree(v["answer"], reference) for k, v in jobs.items() if "answer" in v
@@ -329,15 +383,22 @@ def main() -> None:
             v.pop("answer", None)
         res["jobs"] = jobs
         print("per-file cost ...", file=sys.stderr)
-        res["per_file"] = per_file(work, args.tiny, args.tiny_cold)
-        res["shell"] = shell_latency(work)
+        if chosen is None:
+            res["per_file"] = per_file(work, args.tiny, args.tiny_cold)
+            res["shell"] = shell_latency(work)
+        if chosen is None or "per_file_imp" in chosen:
+            print("per-file cost of aq_pp -imp ...", file=sys.stderr)
+            res["per_file_imp"] = per_file_imp(work, args.tiny_imp)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_average_end"] = os.getloadavg()
-    result_file.write_text(json.dumps(res, indent=2) + "\n")
     table = render(res)
     print(table)
-    update_readme(table)
+    if chosen is None:
+        result_file.write_text(json.dumps(res, indent=2) + "\n")
+        update_readme(table)
+    else:
+        print(json.dumps(res, indent=2))
     if not all(res["answers_agree"].values()):
         raise SystemExit(f"answers disagree: {res['answers_agree']}")
 
@@ -360,8 +421,15 @@ def render(r: dict[str, Any]) -> str:
             f"| {name.replace('_', ' ')} | {v['seconds']:.2f} | {v['seconds'] / duck:.1f}x | "
             f"{v['cpu_seconds']:.1f} | {mark} |"
         )
+    lines += _fixed_costs(r)
+    return "\n".join(lines)
+
+
+def _fixed_costs(r: dict[str, Any]) -> list[str]:
+    if "per_file" not in r:
+        return _imp_cost(r)
     pf, sh = r["per_file"], r["shell"]
-    lines += [
+    lines = [
         "",
         "| fixed cost | warm | cold | target |",
         "|---|---|---|---|",
@@ -373,7 +441,25 @@ def render(r: dict[str, Any]) -> str:
         f"| tiny `aq_pp` from a shell (best) | {sh['aq_pp_tiny_warm_ms']:.0f} ms"
         f" | {sh['aq_pp_tiny_cold_ms']:.0f} ms | |",
     ]
-    return "\n".join(lines)
+    return lines + _imp_cost(r)
+
+
+def _imp_cost(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    imp = r.get("per_file_imp")
+    if imp:
+        lines += [
+            "",
+            f"| `aq_pp -imp` per file inside `ess stream`, 2-worker cluster, {imp['files']} "
+            "one-line files | gateway (default) | no gateway | target |",
+            "|---|---|---|---|",
+            f"| wall, minus the same stream writing to stdout | "
+            f"{imp['gateway']['ms_per_file']:.1f} ms | {imp['no_gateway']['ms_per_file']:.1f} ms"
+            " | <= 30 ms |",
+            f"| wall per file, whole stream | {imp['gateway']['total_ms_per_file']:.1f} ms | "
+            f"{imp['no_gateway']['total_ms_per_file']:.1f} ms | |",
+        ]
+    return lines
 
 
 def update_readme(table: str) -> None:
