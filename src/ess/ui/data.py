@@ -252,8 +252,9 @@ def udb(ws: Workspace, *, live: bool = True) -> UdbView:
             memory = session.each_worker(server.w_memory)
             inventory = session.each_worker(server.w_inventory)
             counts = {s.name: _counts(ws, session, s) for s in specs}
-        except EssError as exc:
-            return UdbView(tuple(_db_view(s, {}, {}) for s in specs), False, note=str(exc))
+        except (EssError, OSError, TimeoutError) as exc:  # e.g. a worker died meanwhile
+            note = f"the UDB did not answer: {exc}"
+            return UdbView(tuple(_db_view(s, {}, {}) for s in specs), False, note=note)
     dbs = []
     for s in specs:
         per_worker = {w: sum(inv.get(s.name.lower(), {}).values()) for w, inv in inventory.items()}
@@ -271,7 +272,7 @@ def _udb_session(ws: Workspace) -> Any:
         if provider_for(ws).connection(revive=False) is None:
             return None
         session = UdbSession(ws, revive=False, timeout=10)
-    except EssError:
+    except (EssError, OSError, TimeoutError):  # no cluster, or one that does not answer
         return None
     try:
         if session.client.run_on_scheduler(udbd._is_registered):

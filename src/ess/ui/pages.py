@@ -231,7 +231,9 @@ def work_fragment(runs: list[dict[str, Any]]) -> str:
         total = r.get("total") or 0
         completed = r.get("completed", 0)
         pct = 100 if total == 0 else int(100 * completed / total)
-        elapsed = max(1e-3, (r.get("finished") or r.get("updated") or 0) - r.get("started", 0))
+        running = r.get("state") == "running"
+        end = time.time() if running else (r.get("finished") or r.get("updated") or 0)
+        elapsed = max(1e-3, end - r.get("started", 0))
         rate = r.get("bytes_done", 0) / elapsed
         rows.append(
             [
@@ -245,9 +247,11 @@ def work_fragment(runs: list[dict[str, Any]]) -> str:
                 e(f"{human(rate)}/s"),
                 e(r.get("failed", 0)),
                 e(_when(r.get("started"))),
+                e(f"{elapsed:.1f} s"),
             ]
         )
-    headers = ["run", "kind", "command", "state", "progress", "throughput", "failed", "started"]
+    headers = ["run", "kind", "command", "state", "progress", "throughput", "failed", "started",
+               "elapsed"]  # fmt: skip
     return table(headers, rows, id="runs") + files_fragment(runs[0])
 
 
