@@ -35,7 +35,7 @@ APACHE_CMD = (
     "-eval i:hitcount 1 -eval i:pagecount '(res_status == 200)' -eval i:pagebytes res_size "
     "-o,notitle - -c day hour hitcount pagecount pagebytes ip"
 )
-SLOW_FILES = 12
+SLOW_FILES = 8
 SLOW_ROWS = 50
 
 
@@ -193,6 +193,34 @@ def test_wrong_password_and_server_down(tmp_path: Path, postgres: Postgres) -> N
     assert not (env.work_dir / "redshift.password").exists()
 
 
+def test_changed_file_is_reported_and_reload_appends(box: EssEnv) -> None:
+    chg = box.root / "chg"
+    chg.mkdir()
+    data = chg / "c_20140101.csv"
+    data.write_text("1\n2\n")
+    box.ess("category", "add", "chg", f"{chg}/*", check=True)
+    box.ess("redshift", "sql", "create table chg (n integer)", check=True)
+    box.ess("redshift", "stream", "chg", "*", "*", "chg", check=True)
+    data.write_text("1\n2\n3\n")
+    again = box.ess("redshift", "stream", "chg", "*", "*", "chg")
+    assert again.returncode != 0 and "changed since it was loaded" in again.stderr
+    assert _sql(box, "select count(*) from chg")[1] == "2"
+    box.ess("redshift", "stream", "chg", "*", "*", "chg", "--reload", check=True)
+    assert _sql(box, "select count(*) from chg")[1] == "5"  # the earlier rows stay
+    assert _sql(box, "select loads, rows from ess_load_ledger where \"table\" = 'chg'")[1] == "2,3"
+
+
+def _ledgered(pg: Postgres, table: str) -> int:
+    import psycopg
+
+    with pg.connect() as conn:  # type: ignore[attr-defined]
+        try:
+            sql = 'select count(*) from ess_load_ledger where "table" = %s'
+            return int(conn.execute(sql, (table,)).fetchone()[0])
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
 def _cmdlines() -> bytes:
     found = []
     for entry in os.scandir("/proc"):
@@ -207,12 +235,12 @@ def test_worker_killed_mid_load_loads_each_file_once(box: EssEnv, postgres: Post
     box.ess(
         "redshift", "sql", "create table slow (f integer, n integer, t varchar(20))", check=True
     )
-    argv = [str(BIN / "ess"), "redshift", "stream", "slow", "*", "*", "sleep 1.5; cat", "slow"]
+    argv = [str(BIN / "ess"), "redshift", "stream", "slow", "*", "*", "sleep 1; cat", "slow"]
     proc = subprocess.Popen(argv, cwd=box.root, env=box.env, stderr=subprocess.PIPE)
     password_seen = False
     try:
         deadline = time.monotonic() + 60
-        while int(_sql(box, "select count(*) from ess_load_ledger where \"table\"='slow'")[1]) < 2:
+        while _ledgered(postgres, "slow") < 2:
             password_seen |= postgres.password.encode() in _cmdlines()
             assert time.monotonic() < deadline, "no file loaded"
             time.sleep(0.2)
