@@ -210,6 +210,49 @@ def test_changed_file_is_reported_and_reload_appends(box: EssEnv) -> None:
     assert _sql(box, "select loads, rows from ess_load_ledger where \"table\" = 'chg'")[1] == "2,3"
 
 
+def test_two_loaders_of_one_file_race_to_one_load(postgres: Postgres) -> None:  # noqa: F811
+    """The ledger claim: a second loader waits for the first one's transaction, then skips
+    the file if it committed, or loads it if it rolled back."""
+    import threading
+
+    import psycopg
+
+    from ess.load.ledger import FileKey, claim, ensure_tables, record
+
+    def conn() -> psycopg.Connection:
+        return psycopg.connect(
+            host=postgres.host,
+            port=postgres.port,
+            user=postgres.user,
+            password=postgres.password,
+            dbname=postgres.dbname,
+        )
+
+    first, second = conn(), conn()
+    ensure_tables(first)
+    key = FileKey("race", f"/data/race-{time.time_ns()}", 10, 1.0)
+    answers: list[str | None] = []
+    with first.transaction():
+        assert claim(first, key, reload=False) is None
+        waiter = threading.Thread(target=lambda: answers.append(claim(second, key, reload=False)))
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not answers  # blocked behind the first transaction
+        record(first, key, rows=3, rejected=0)
+    waiter.join(10)
+    assert answers == ["skipped"]
+    second.rollback()
+    # a loader that dies (rolls back) leaves the file to the next one
+    key2 = FileKey("race", f"/data/race2-{time.time_ns()}", 10, 1.0)
+    with contextlib.suppress(RuntimeError), first.transaction():
+        assert claim(first, key2, reload=False) is None
+        raise RuntimeError("killed mid-load")
+    with second.transaction():
+        assert claim(second, key2, reload=False) is None
+    first.close()
+    second.close()
+
+
 def _ledgered(pg: Postgres, table: str) -> int:
     import psycopg
 
@@ -247,12 +290,14 @@ def test_worker_killed_mid_load_loads_each_file_once(box: EssEnv, postgres: Post
         password_seen |= postgres.password.encode() in _cmdlines()
         victim = daemon_pids(box)["worker-2"]
         os.kill(victim, signal.SIGKILL)
+        at_kill = _ledgered(postgres, "slow")
         proc.wait(180)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert not password_seen, "the password is on a command line"
+    assert at_kill < SLOW_FILES, "the kill came after the load"
     rerun = box.ess("redshift", "stream", "slow", "*", "*", "slow", timeout=180)
     assert rerun.returncode == 0, rerun.stderr
     per_file = _sql(box, "select f, count(*) from slow group by f order by f")
