@@ -36,6 +36,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ _FRAME = struct.Struct(">IQ")
 _UCRED = struct.Struct("3i")
 #: a unix socket path longer than this does not fit sockaddr_un
 _MAX_PATH = 100
+#: Seconds a passed placement check (UdbSession.check_placement: no partition away from its
+#: owner, i.e. no redistribution under way) stands for the gateway's later imports. It costs
+#: a task on every worker, once per batch: the largest part of a small file's import. The
+#: batches are only staged here and committed by the stream later (without a new check), so
+#: a check a second old guards them as well as one a few milliseconds old.
+PLACEMENT_TTL = 1.0
 
 
 # ---------------------------------------------------------------------------- wire format
@@ -194,6 +201,7 @@ class Gateway:
         self.path, self.conn = path, conn
         self.session: Any = None
         self.lock = threading.Lock()
+        self.checked = (-PLACEMENT_TTL, 0)  # (when, id of the session) of the last passed check
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -270,8 +278,20 @@ class Gateway:
         ws = Workspace(work_dir=Path(header["work_dir"]), cache_dir=Path(header["cache_dir"]),
                        aws_dir=Path(header["aws_dir"]))  # fmt: skip
         try:
-            view = self.shared(ws).share(ws, Stager.from_env(header.get("env", {})),
-                                         can_revive=self.conn.shared_filesystem)  # fmt: skip
+            shared = self.shared(ws)
+            view = shared.share(ws, Stager.from_env(header.get("env", {})),
+                                can_revive=self.conn.shared_filesystem)  # fmt: skip
+            check = view.check_placement
+
+            def check_placement() -> None:
+                key = id(shared)
+                if self.checked[1] == key and time.monotonic() - self.checked[0] < PLACEMENT_TTL:
+                    return
+                started = time.monotonic()
+                check()
+                self.checked = (started, key)
+
+            view.check_placement = check_placement  # this view only (an instance attribute)
         except Exception as exc:
             send(sock, _error(exc))
             return None
