@@ -128,6 +128,9 @@ def sandbox_env(root: Path) -> dict[str, str]:
         ESS_NATIVE_DIR=env.get("ESS_NATIVE_DIR") or str(Path("~/.cache/ess/native").expanduser()),
         TZ="UTC",
         LC_ALL="C",
+        # Dask's dashboard adds ~1 s to every scheduler start; tests/integration/test_ui.py
+        # turns it back on and follows the link
+        ESS_DASHBOARD="0",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     return env

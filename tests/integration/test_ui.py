@@ -45,6 +45,7 @@ def _daemon_pids(env: EssEnv) -> list[int]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EssEnv]:
     env = make_env(tmp_path_factory.mktemp("ui"))
+    env.env["ESS_DASHBOARD"] = "1"  # as users have it (the other tests save its start-up)
     env.ess("select", "local", check=True)
     env.ess("category", "add", "purchase", f"{WOODWORKING}/*purchase_*", check=True)
     seen: set[int] = set()
@@ -332,13 +333,16 @@ def test_query_page_runs_ess_query_and_charts_a_group_by(
     assert "unknown column nope" in texts(browser, "#query-error")[0]
 
 
-def test_the_dask_link_says_what_it_needs(browser: object, ui: Ui) -> None:
-    import importlib.util
+def test_the_dask_link_opens_dasks_dashboard_on_the_loopback(browser: object, ui: Ui) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    if importlib.util.find_spec("bokeh") is None:  # else the link goes to Dask's own pages
-        browser.get(ui.base + "/")  # type: ignore[attr-defined]
-        css(browser, "#dask-link")[0].click()  # type: ignore[attr-defined]
-        assert "pip install bokeh" in css(browser, "#needs-bokeh")[0].text  # type: ignore[attr-defined]
+    browser.get(ui.base + "/")  # type: ignore[attr-defined]
+    link = css(browser, "#dask-link")[0].get_attribute("href")  # type: ignore[attr-defined]
+    assert link.startswith("http://127.0.0.1:"), link  # opens in a new tab: follow it here
+    browser.get(link)  # type: ignore[attr-defined]
+    WebDriverWait(browser, 60).until(lambda d: "/status" in d.current_url)
+    assert browser.current_url.startswith("http://127.0.0.1:")  # type: ignore[attr-defined]
+    assert "Dask" in browser.title  # type: ignore[attr-defined]
 
 
 def test_add_workers_after_confirmation(browser: object, ui: Ui, cluster: EssEnv) -> None:

@@ -21,6 +21,8 @@ from ess.engine.pool import SLOTS, WORKER_THREADS
 from ess.engine.security import TlsFiles
 from ess.settings import env
 
+ENV_DASHBOARD = "ESS_DASHBOARD"
+
 
 def _configure() -> None:
     import dask
@@ -98,9 +100,12 @@ def _write_dashboard_url(scheduler: Any, address_file: Path, dashboard: bool) ->
 
 
 def dashboard_available() -> bool:
-    """Dask's dashboard needs bokeh, which ess does not depend on."""
+    """Dask's dashboard: on unless ESS_DASHBOARD=0 (it adds ~1 s to a scheduler's start) or
+    bokeh, which draws it, is missing."""
     import importlib.util
 
+    if os.environ.get(ENV_DASHBOARD, "1") == "0":
+        return False
     return importlib.util.find_spec("bokeh") is not None
 
 

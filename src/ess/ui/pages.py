@@ -375,9 +375,9 @@ def dask_page(bokeh: bool) -> str:
             "when the cluster is (re)started now that bokeh is installed</p>"
         )
     return (
-        '<p id="needs-bokeh">Dask\'s dashboard needs bokeh, which ess does not install: '
-        "<code>pip install bokeh</code>, then restart the cluster "
-        "(<code>ess cluster stop; ess cluster start</code>)</p>"
+        '<p id="needs-bokeh">Dask\'s dashboard is off: it needs bokeh (<code>pip install '
+        "bokeh</code>) and ESS_DASHBOARD not set to 0 when the cluster starts; then restart "
+        "the cluster (<code>ess cluster stop; ess cluster start</code>)</p>"
     )
 
 
