@@ -428,7 +428,9 @@ class SqlPlan(Plan):
     def _connect(self, run: Run, readers: dict[str, Any]) -> Any:
         import duckdb
 
-        con = duckdb.connect(config={"preserve_insertion_order": True})
+        con = duckdb.connect(
+            config={"preserve_insertion_order": True, "enable_progress_bar": False}
+        )
         for name, reader in readers.items():
             con.register(name, reader)
         return con
