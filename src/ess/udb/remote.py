@@ -104,7 +104,10 @@ def gateway_env(ctx: RunContext) -> PipelineEnv | None:
     if not any(word in ctx.command for word in IMPORT_WORDS) or settings.env(ENV_GATEWAY) == "0":
         return None
     conn = ctx.connection
-    payload = (conn.cluster_id, tuple(conn.worker_names), ctx.pool.shared_filesystem)
+    names = getattr(conn, "worker_names", None)
+    if names is None:  # not a cluster connection the gateway could use
+        return None
+    payload = (str(getattr(conn, "cluster_id", "")), tuple(names), ctx.pool.shared_filesystem)
     return PipelineEnv(hook=WorkerHook(fn=gateway_hook, payload=payload,
                                        failure="cannot start the UDB import gateway"))  # fmt: skip
 
@@ -128,8 +131,8 @@ def gateway_hook(payload: tuple[str, tuple[str, ...], bool]) -> Mapping[str, str
 
 
 register_env_provider("udb", pipeline_env)
-register_env_provider("udb-commit", stream_hooks)  # staged imports of ess stream, in file order
 register_env_provider("udb-gateway", gateway_env)  # one UDB connection per worker process
+register_env_provider("udb-commit", stream_hooks)  # staged imports of ess stream, in file order
 
 
 def exec_follower(environ: Mapping[str, str] | None = None) -> bool:
