@@ -428,9 +428,8 @@ class SqlPlan(Plan):
     def _connect(self, run: Run, readers: dict[str, Any]) -> Any:
         import duckdb
 
-        con = duckdb.connect(
-            config={"preserve_insertion_order": True, "enable_progress_bar": False}
-        )
+        con = duckdb.connect(config={"preserve_insertion_order": True})
+        con.execute("SET enable_progress_bar = false")  # never drawn into our output
         for name, reader in readers.items():
             con.register(name, reader)
         return con
