@@ -154,7 +154,8 @@ def duckdb_query(files: list[Path], sql: str) -> list[tuple[Any, ...]]:
     names = ", ".join(f"'{f}'" for f in files)
     types = ", ".join(f"'{c}': '{t}'" for c, t in COLUMNS.items())
     src = f"read_csv([{names}], header=true, columns={{{types}}})"
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         return con.execute(sql.format(src=src)).fetchall()
     finally:
