@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TextIO
 
 import polars as pl
 
-from ess.errors import AqError, ClusterError, UsageError
+from ess.errors import AqError, ClusterError, EssError, UsageError
 from ess.query.dialect import Essentia, Statement, parse
 from ess.query.output import ResultWriter
 from ess.query.scan import (
@@ -466,18 +466,17 @@ class SqlPlan(Plan):
             readers[name] = pa.RecordBatchReader.from_batches(schema, _batches(frames, schema))
         con = self._connect(run, readers)
         try:
-            try:
-                result = con.sql(self.sql)
-            except Exception as exc:
-                if isinstance(exc, UsageError | AqError | ClusterError):
-                    raise
-                raise UsageError(explain_duckdb(exc, run)) from None
+            result = con.sql(self.sql)
             self.columns = list(result.columns)
             if self.header == []:
                 self.header = self.columns
                 writer.header = self.columns
             for b in result.to_arrow_reader(1 << 16):
                 writer.write(pl.from_arrow(pa.Table.from_batches([b])))  # type: ignore[arg-type]
+        except (EssError, OSError):
+            raise  # ours (reading the files), or the output's (a closed pipe)
+        except Exception as exc:  # DuckDB's, at planning or while running: one line
+            raise UsageError(explain_duckdb(exc, run)) from None
         finally:
             con.close()
 
