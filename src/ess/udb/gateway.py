@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import socket
 import struct
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,8 @@ class Gateway:
                 if s is not None:
                     with contextlib.suppress(Exception):
                         s.close()
-                self.session = s = UdbSession(ws, revive=False, conn=self.conn)
+                with _worker_settings_kept():
+                    self.session = s = UdbSession(ws, revive=False, conn=self.conn)
             return s
 
     def _serve(self, sock: socket.socket) -> None:
@@ -322,6 +324,25 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     self.session.close()
                 self.session = None
+
+
+@contextlib.contextmanager
+def _worker_settings_kept() -> Iterator[None]:
+    """Making a client quiets Dask's loggers and sets its connect timeout for the whole
+    process (right for a command, ess.engine.client.connect); this process is a worker, whose
+    own log and settings stay as they were."""
+    import dask
+
+    names = ("distributed", "distributed.client", "distributed.worker", "tornado", "asyncio")
+    levels = {name: logging.getLogger(name).level for name in names}
+    key = "distributed.comm.timeouts.connect"
+    timeout = dask.config.get(key)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        dask.config.set({key: timeout})
 
 
 def _same_user(sock: socket.socket) -> bool:
