@@ -183,3 +183,22 @@ def test_help_documents_the_dialect(wood: EssEnv) -> None:
     out = wood.ess("query", "--help", check=True).stdout
     for text in ("--label", "--check", "--format", "category:start:end", "example:", "DuckDB"):
         assert text in out
+
+
+def test_label_chooses_the_datastore(wood: EssEnv) -> None:
+    r = wood.ess("query", "--label", "local", "select count(*) from browse:2014-09-01:2014-09-01")
+    assert r.stdout == '"row"\n9715\n'
+    r = wood.ess("query", "--label", "nowhere", "select count(*) from browse:*:*")
+    assert r.returncode != 0 and "nowhere" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_udbsql_lists_help_and_errors_without_a_udb(wood: EssEnv) -> None:
+    r = wood.run("-l", "select a, b from db:t where x > 1 order by b desc limit 5", tool="udbsql")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout == "aq_udb -exp db:t -filt 'x > 1' -sort,dec b -top 5 -c a b\n"
+    out = wood.run("--help", tool="udbsql", check=True).stdout
+    for text in ("--verbose", "--list", "aq_udb -exp", "IN (select", "example:"):
+        assert text in out
+    r = wood.run("select sum(x) from db:t", tool="udbsql")
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.startswith("udbsql: error: ") and r.stderr.count("\n") == 1
