@@ -188,7 +188,9 @@ def _plan(run: Run) -> Plan:
         if not ess.count and ess.order_by is None and where_ok:
             return RowPlan(None, ess=ess)
         sql, header = _essentia_sql(run, ess, table)
-        return SqlPlan(header, sql=sql, ordinal=ess.order_by is not None)
+        essentia_sql = SqlPlan(header, sql=sql, ordinal=ess.order_by is not None)
+        essentia_sql.validate(run)  # e.g. a WHERE that is neither aq_pp's nor SQL
+        return essentia_sql
     sql = run.stmt.sql
     if run.filt is not None and run.stmt.where is not None:
         lo, hi = run.stmt.where
