@@ -121,9 +121,12 @@ except OSError:
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
 def test_another_user_cannot_use_the_gateway(box: Sandbox, tmp_path: Path) -> None:
     category(box, tmp_path / "one", "one", [rows(0, 5)])
-    command = f'aq_pp -f - -d {COLS} -imp db:vec && echo "$ESS_UDB_GATEWAY"'
-    path = box.run(f"ess stream one '*' '*' '{command}'").stdout.decode().strip()
+    # a query beside the import in the same command has its own connection (not the gateway)
+    command = f'aq_pp -f - -d {COLS} -imp db:vec && aq_udb -cnt db:vec && echo "$ESS_UDB_GATEWAY"'
+    out = box.run(f"ess stream one '*' '*' '{command}'").stdout.decode().splitlines()
     box.run("aq_udb -clr db:vec")
+    assert out[0] == '"field","count"'
+    path = out[-1]
     assert path
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 

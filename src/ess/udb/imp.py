@@ -24,19 +24,25 @@ from ess.workspace import Workspace
 _SESSIONS: dict[str, Any] = {}
 
 
-def shared_session(ws: Workspace) -> Any:
-    """One UdbSession per process and work directory (aq_pp steps, in-process callers): the
-    worker's import gateway when there is one that answers, else a session of our own."""
+def shared_session(ws: Workspace, *, imports: bool = False) -> Any:
+    """One UdbSession per process and work directory (aq_pp steps, in-process callers).
+    `imports`: the caller only imports (aq_pp -imp), so the worker's import gateway serves it
+    when there is one that answers; queries (aq_udb) always get a session of their own."""
     key = str(ws.work_dir.resolve())
-    if key not in _SESSIONS:
+    if not _SESSIONS:
+        atexit.unregister(close_sessions)  # once, however the first session came
+        atexit.register(close_sessions)
+    if imports and key not in _SESSIONS:
         from ess.udb.gateway import connect
 
-        if not _SESSIONS:
-            atexit.register(close_sessions)
-        gateway = connect(ws)  # the gateway runs the staging (below) and its close
-        if gateway is not None:
-            _SESSIONS[key] = gateway
-            return gateway
+        through = f"{key}\0gateway"
+        if through not in _SESSIONS:
+            gateway = connect(ws)  # the gateway runs the staging (below) and its close
+            if gateway is None:
+                return shared_session(ws)
+            _SESSIONS[through] = gateway
+        return _SESSIONS[through]
+    if key not in _SESSIONS:
         from ess.udb.client import UdbSession
         from ess.udb.commit import Stager
 
@@ -114,7 +120,8 @@ def imp_step(
     def step(df: pl.DataFrame, state: Any) -> pl.DataFrame:
         rows = df if mask is None else df.filter(pl.col(mask).fill_null(False))
         if rows.height:
-            shared_session(ws).import_frames(spec, tab, [rows.select(selection)], ddef=ddef)
+            session = shared_session(ws, imports=True)
+            session.import_frames(spec, tab, [rows.select(selection)], ddef=ddef)
         return df
 
     return step
