@@ -48,6 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_AQ_PREFETCH", "tuning", "1", "0: aq_pp reads its input without a prefetch thread"),
     _S("ESS_WARM", "tuning", "1", "0: aq_pp/aq_udb run cold and workers start no warm service"),
     _S("ESS_DASHBOARD", "tuning", "1", "0: schedulers start without Dask's dashboard (bokeh)"),
+    _S("ESS_TRACEBACK", "tuning", "", "1: an internal error of ess shows its Python traceback"),
     _S("ESS_WARM_SOCKET", "command", "", "the warm service aq_pp/aq_udb hand their command to"),
     _S(
         "ESS_NO_GATEWAY", "tuning", "", "non-empty: tasks go through a Dask client, not the gateway"

@@ -127,6 +127,18 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ess: interrupted\n")
         return 130
+    except BrokenPipeError:
+        raise  # main() handles a closed stdout
+    except Exception as exc:  # a bug of ours: still one line (ESS_TRACEBACK=1 shows where)
+        if os.environ.get("ESS_TRACEBACK") == "1":
+            raise
+        sys.stdout.flush()
+        first = next(iter(str(exc).splitlines()), "")
+        sys.stderr.write(
+            f"ess {args.command}: internal error: {type(exc).__name__}: {first} "
+            "(a bug: please report it; ESS_TRACEBACK=1 shows the traceback)\n"
+        )
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> None:
