@@ -19,26 +19,19 @@ import io
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from ess.errors import EssError
+from ess.run.pipeline import Source as FileSource
+from ess.run.pipeline import open_source
 
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1 << 20
 #: the column the master sorts by for a stable ORDER BY: (file, row) order of the input
 ORDINAL = "__ess_ord"
-
-
-@dataclass(frozen=True)
-class FileSource:
-    store: Any  # ess.datastore.api.StoreSpec
-    path: str
-    compression: str = "auto"
-    archive: tuple[str, ...] = ()
-    data: bytes | None = field(default=None, repr=False)  # shipped to a worker on another host
 
 
 @dataclass(frozen=True)
@@ -137,25 +130,11 @@ def _plain(path: str, sniff: Any) -> bool:
         return bool(sniff(f.read(512)) == "none")
 
 
-def _streams(src: FileSource) -> Iterator[IO[bytes]]:
-    from ess.datastore.api import open_store
-    from ess.datastore.codec import iter_archive_members, open_decompressed
-
-    shipped = io.BytesIO(src.data) if src.data is not None else None
-    with shipped or open_store(src.store).open(src.path) as raw:
-        if src.archive:
-            for _name, member in iter_archive_members(raw, list(src.archive), name=src.path):
-                yield member
-        else:
-            with open_decompressed(raw, compression=src.compression, name=src.path) as stream:
-                yield stream
-
-
 def _feed(src: FileSource, fd: int, errors: list[BaseException]) -> None:
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     try:
-        for stream in _streams(src):
+        for stream in open_source(src):
             while n := stream.readinto(buf):  # type: ignore[attr-defined]
                 chunk = view[:n]
                 while chunk:

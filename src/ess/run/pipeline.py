@@ -160,7 +160,7 @@ def _plain_local(src: Source, errors: list[str]) -> bool:
         return False
 
 
-def _open_source(src: Source) -> Iterator[IO[bytes]]:
+def open_source(src: Source) -> Iterator[IO[bytes]]:
     """Yield decompressed streams for ``src`` (several for archive members)."""
     from ess.datastore.api import open_store
     from ess.datastore.codec import iter_archive_members, open_decompressed
@@ -181,7 +181,7 @@ def _feed(fd: int, sources: tuple[Source, ...], errors: list[str]) -> None:
     view = memoryview(buf)
     try:
         for src in sources:
-            for stream in _open_source(src):
+            for stream in open_source(src):
                 while n := stream.readinto(buf):  # type: ignore[attr-defined]
                     chunk = view[:n]
                     while chunk:
