@@ -19,6 +19,16 @@ from ess.udb import remote, spec
 from ess.workspace import Workspace
 
 
+@pytest.fixture(autouse=True)
+def only_the_udb_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at what the UDB adds; another package's provider (the warm service
+    registers one when ess.warm.local is imported, as other tests do) is not theirs to see."""
+    from ess.run import env
+
+    udb = {name: fn for name, fn in env._PROVIDERS.items() if name.startswith("udb")}
+    monkeypatch.setattr(env, "_PROVIDERS", udb)
+
+
 def workspace(tmp_path: Path) -> Workspace:
     return Workspace(work_dir=tmp_path / "conf", cache_dir=tmp_path / "cache", aws_dir=tmp_path)
 
