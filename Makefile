@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test lint typecheck imports unit bench clean lock
+.PHONY: setup demo test test-long lint typecheck imports unit bench clean lock
 
 # Installs from requirements.lock (pinned, made by `make lock`) with uv, a fast installer from
 # PyPI: seconds instead of pip's minutes. Progress is printed, so a fresh `make demo` never sits
@@ -52,6 +52,10 @@ imports: $(STAMP)
 
 test: setup lint typecheck imports
 	bash scripts/run-pytest.sh $(PYTEST_ARGS)
+
+# The whole suite with the bigger variants (tests marked long) as well.
+test-long:
+	ESS_LONG=1 $(MAKE) test
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q -m 'not slow' $(PYTEST_ARGS)

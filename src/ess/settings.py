@@ -97,6 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_PIP_ARGS", "boot", "", "extra pip arguments for the node's install"),
     _S("ESS_VENV_ARGS", "boot", "", "extra `python -m venv` arguments"),
     _S("ESS_WORKER_PORT", "boot", "", "the worker's port (0: any)", "the cluster's port"),
+    _S("ESS_LONG", "test", "", "1: the suite also runs its tests marked long (make test-long)"),
     _S("ESS_SSHD_DIR", "test", "/var/tmp/ess-sshd", "state of the test suite's sshd hosts"),
     _S("ESS_SSHD_PORT", "test", "2222", "port of the test suite's sshd hosts"),
     _S("ESS_SSHD_USER", "test", "esstest", "login of the test suite's sshd hosts"),

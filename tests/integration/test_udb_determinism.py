@@ -46,7 +46,8 @@ def make_files(folder: Path) -> None:
         frame.write_csv(folder / f"part_201409{f + 1:02d}.csv", include_header=False)
 
 
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+@pytest.fixture(params=[pytest.param(1, marks=pytest.mark.long, id="1-worker"),
+                        pytest.param(2, id="2-workers")])  # fmt: skip
 def box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sandbox]:
     with cluster(tmp_path / "c", workers=request.param) as sandbox_:
         sandbox_.run(
@@ -127,7 +128,7 @@ WOOD_IMPORT = (
 )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.long), 2])
 def test_woodworking_month_parallel_equals_sequential(tmp_path: Path, workers: int) -> None:
     """The tutorial's month of purchases (30 files) into its allsales table and the usersales
     vector (`f,+add:total`, `+last`), parallel vs one file after the other."""
