@@ -284,8 +284,13 @@ def test_failed_files_and_exec_runs_show_on_the_work_page(
     error = texts(browser, "#files tbody tr:nth-child(2) td:nth-child(6)")[0]
     assert "exit status 7" in error and "no such user" in error
     cluster.ess("exec", "echo hello", check=True)
-    WebDriverWait(browser, 10).until(lambda d: texts(d, "#runs td:nth-child(2)")[:1] == ["exec"])
-    assert texts(browser, "#runs .state")[:1] == ["done"]
+    # the page follows the record over server-sent events: "running" may show first
+    WebDriverWait(browser, 10).until(
+        lambda d: (
+            texts(d, "#runs td:nth-child(2)")[:1] == ["exec"]
+            and texts(d, "#runs .state")[:1] == ["done"]
+        )
+    )
 
 
 def test_udb_page_counts_the_imported_purchases(browser: object, ui: Ui, cluster: EssEnv) -> None:
