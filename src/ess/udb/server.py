@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ess.udb import merge
+from ess.udb import fold, merge
 from ess.udb.merge import K, R
 from ess.udb.snapshot import (
     COMPACT_AFTER,
@@ -196,11 +196,15 @@ def import_into(
                 and target.kind == "vector"
                 and merge.combinable(target)
             )
-            if one_per_key and target is not None:
+            if target is not None and target.kind == "vector":
                 current = _frame(part, spec, target)
                 if part.keys.height == current.height:  # every key has its vector row
-                    _merge_vector(store, db, pid, part, target, current, batch, pk)
-                    continue
+                    if one_per_key:
+                        _merge_vector(store, db, pid, part, target, current, batch, pk)
+                        continue
+                    if fold.can_fold(batch, target.columns):
+                        _fold_vector(store, db, pid, part, target, current, batch, pk)
+                        continue
             keys, batch, nnew = merge.assign_keys(part.keys, batch, pk)
             part.keys = keys
             if nnew:
@@ -243,6 +247,19 @@ def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, in
                             premerged=premerged)  # fmt: skip
     staging.done(store.root, run, file)
     return rows
+
+
+def _fold_vector(store: Store, db: str, pid: int, part: Part, target: Target,
+                 current: pl.DataFrame, batch: pl.DataFrame, pk: list[str]) -> None:  # fmt: skip
+    """A batch (rows in import order) into a vector that holds every key of the partition:
+    one join and an in-order fold (ess.udb.fold) instead of the group-by of `merge_rows`."""
+    merged, new = fold.fold_vector(current, batch, pk, target.columns)
+    if new.height:
+        part.keys = pl.concat([part.keys, new.select(part.keys.columns)], how="vertical",
+                              rechunk=False)  # fmt: skip
+        store.append(db, pid, part, "k_", new, part.keys)
+    part.vectors[target.key] = merged
+    store.write(db, pid, part, "v_" + target.key, merged, base=True)
 
 
 def _merge_vector(store: Store, db: str, pid: int, part: Part, target: Target,
