@@ -46,7 +46,8 @@ def can_fold(batch: pl.DataFrame, columns: Sequence[Column]) -> bool:
 def fold_vector(
     current: pl.DataFrame, batch: pl.DataFrame, pkey: list[str], columns: Sequence[Column]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(the merged vector, the new keys with their stamps: pkey + ``__k``).
+    """(the merged vector: stored rows in place, then new ones; the new keys with their
+    stamps and first batch row: pkey + ``__k`` + ``__at``).
 
     `current` holds one row per key (pkey, columns, ``__k``), without nulls in the columns
     (what merges leave); `batch` the rows in import order with their row stamps ``__r``."""
@@ -64,11 +65,44 @@ def fold_vector(
         start = pl.concat([stored, init], rechunk=True)
         mask = later if not col.nozero else later & _nonzero(values, col)
         out[col.name] = _fold(start, values, idx, mask, col)
-    new_keys = fresh.select(*pkey, pl.col(R).alias(K))
+    new_keys = fresh.select(*pkey, pl.col(R).alias(K), "__at")
     keys = pl.concat([current.select(pkey), new_keys.select(pkey)], rechunk=True)
     stamps = pl.concat([current.get_column(K), new_keys.get_column(K)], rechunk=True)
     merged = pl.DataFrame([*keys.get_columns(), *out.values(), stamps])
     return merged.select(current.columns), new_keys
+
+
+def fold_partitions(
+    currents: dict[int, pl.DataFrame],
+    batch: pl.DataFrame,
+    sizes: dict[int, int],
+    pkey: list[str],
+    columns: Sequence[Column],
+) -> dict[int, tuple[pl.DataFrame, pl.DataFrame]]:
+    """`fold_vector` for several partitions at once: {pid: (merged, new keys)}.
+
+    `batch` holds the rows of each partition of `currents`, partition after partition in
+    ascending pid order (`sizes` rows each), each in import order. A key belongs to one
+    partition, so one join and one fold over the partitions laid end to end give each its
+    own result, at the Polars overhead of one partition instead of one per partition."""
+    pids = sorted(currents)
+    stored = [currents[p].height for p in pids]
+    whole, fresh = fold_vector(pl.concat([currents[p] for p in pids], rechunk=True), batch,
+                               pkey, columns)  # fmt: skip
+    owner = np.repeat(np.asarray(pids, dtype=np.int64), [sizes.get(p, 0) for p in pids])
+    new_pid = owner[fresh.get_column("__at").to_numpy()]
+    tail = whole.slice(sum(stored))
+    out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
+    offset = 0
+    for pid, height in zip(pids, stored, strict=True):
+        mine = np.flatnonzero(new_pid == pid)
+        merged = whole.slice(offset, height)
+        new = fresh[mine].drop("__at")
+        if len(mine):
+            merged = pl.concat([merged, tail[mine]], rechunk=False)
+        out[pid] = (merged, new)
+        offset += height
+    return out
 
 
 def _row_index(

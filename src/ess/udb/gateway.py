@@ -164,10 +164,13 @@ class GatewaySession:
             _raise(answer[0])
 
     def import_frames(self, spec: Any, target: str, frames: Any, *, ddef: bool = False) -> int:
+        import polars as pl
+
         rows = 0
         for frame in frames:
             buf = io.BytesIO()
-            frame.write_ipc_stream(buf)
+            # string views as Polars holds them: no conversion on either side
+            frame.write_ipc_stream(buf, compat_level=pl.CompatLevel.newest())
             header = {"op": "batch", "db": spec.name, "spec": spec.text(), "target": target,
                       "ddef": ddef}  # fmt: skip
             self._ask(header, buf.getbuffer())

@@ -175,9 +175,10 @@ class Shipper:
         self.handoff.close()
 
 
-def unpack(parts: dict[int, pa.Table] | Shipped) -> dict[int, pa.Table]:
-    """On the worker: the batch's tables per partition."""
+def unpack(parts: dict[int, pa.Table] | Shipped, *, mapped: bool = False) -> dict[int, pa.Table]:
+    """On the worker: the batch's tables per partition. `mapped`: the caller only passes them
+    on (writes them out), so they may stay in the shared memory instead of being copied."""
     if isinstance(parts, dict):
         return parts
-    table = read(parts[0])
+    table = read_mapped(parts[0]) if mapped else read(parts[0])
     return {pid: table.slice(start, rows) for pid, start, rows in parts[1]}

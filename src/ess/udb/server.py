@@ -171,6 +171,8 @@ def import_into(
     rows = 0
     store.check_memory(sum(int(t.nbytes) for t in parts.values()))
     with state.lock:
+        if not premerged and _fold_all(store, db, state, spec, target_name, parts):
+            return sum(t.num_rows for t in parts.values())
         for pid, table in sorted(parts.items()):
             batch = pl.from_arrow(table)
             assert isinstance(batch, pl.DataFrame)
@@ -249,11 +251,46 @@ def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, in
     return rows
 
 
+def _fold_all(store: Store, db: str, state: DbState, spec: DbSpec, target_name: str,
+              parts: dict[int, pa.Table]) -> bool:  # fmt: skip
+    """A batch into a vector whose partitions here each hold every one of their keys: the
+    partitions folded together (ess.udb.fold.fold_partitions). False: not such a batch, the
+    caller merges partition by partition."""
+    if target_name in (".", "var") or len(parts) < 2:
+        return False
+    target = spec.require(target_name)
+    if target.kind != "vector":
+        return False
+    pids = sorted(parts)
+    currents = {}
+    for pid in pids:
+        part = _part(store, db, state, spec, pid)
+        currents[pid] = _frame(part, spec, target)
+        if part.keys.height != currents[pid].height:
+            return False
+    batch = pl.from_arrow(pa.concat_tables([parts[p] for p in pids]))
+    assert isinstance(batch, pl.DataFrame)
+    if not fold.can_fold(batch, target.columns):
+        return False
+    pk = [c.name for c in spec.pkey]
+    sizes = {p: parts[p].num_rows for p in pids}
+    for pid, (merged, new) in fold.fold_partitions(currents, batch, sizes, pk,
+                                                   target.columns).items():  # fmt: skip
+        _keep_vector(store, db, pid, state.parts[pid], target, merged, new)
+    return True
+
+
 def _fold_vector(store: Store, db: str, pid: int, part: Part, target: Target,
                  current: pl.DataFrame, batch: pl.DataFrame, pk: list[str]) -> None:  # fmt: skip
     """A batch (rows in import order) into a vector that holds every key of the partition:
     one join and an in-order fold (ess.udb.fold) instead of the group-by of `merge_rows`."""
     merged, new = fold.fold_vector(current, batch, pk, target.columns)
+    _keep_vector(store, db, pid, part, target, merged, new.drop("__at"))
+
+
+def _keep_vector(store: Store, db: str, pid: int, part: Part, target: Target,
+                 merged: pl.DataFrame, new: pl.DataFrame) -> None:  # fmt: skip
+    """The merged vector of a partition and its new keys, in memory and in its snapshot."""
     if new.height:
         part.keys = pl.concat([part.keys, new.select(part.keys.columns)], how="vertical",
                               rechunk=False)  # fmt: skip

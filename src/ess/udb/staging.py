@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
@@ -72,7 +73,7 @@ def w_stage(tag: tuple[str, int, str, int, int], meta: dict[str, Any], parts: An
     from ess.udb.handoff import unpack
 
     store = _store()
-    return write_batch(batch_path(store.root, *tag), unpack(parts), meta)
+    return write_batch(batch_path(store.root, *tag), unpack(parts, mapped=True), meta)
 
 
 def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) -> int:
@@ -80,10 +81,10 @@ def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) ->
     from ess.udb.snapshot import private_dir
 
     tables = [
-        t.append_column(PART_COL, pa.array([pid] * t.num_rows, pa.int32()))
+        t.append_column(PART_COL, pa.array(np.full(t.num_rows, pid, np.int32)))
         for pid, t in sorted(parts.items())
-    ]
-    table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    ]  # in ascending partition order: `_split` cuts the file back into slices
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     table = table.replace_schema_metadata({"ess": json.dumps(meta)})
     private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
@@ -181,7 +182,7 @@ def sweep(root: Path, *, now: float | None = None) -> None:
 
 
 def _read(path: Path) -> tuple[pa.Table, dict[str, Any]]:
-    with pa.OSFile(str(path), "rb") as src:
+    with pa.memory_map(str(path), "r") as src:  # no copy: the merge copies what it keeps
         table = ipc.open_file(src).read_all()
     meta = json.loads((table.schema.metadata or {})[b"ess"])
     return table.replace_schema_metadata(None), meta
@@ -195,14 +196,16 @@ def _shift(table: pa.Table, base: int) -> pa.Table:
 
 
 def _split(table: pa.Table) -> dict[int, pa.Table]:
-    import polars as pl
-
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return {
-        int(k[0]): v.to_arrow()
-        for k, v in frame.partition_by(PART_COL, as_dict=True, include_key=False).items()
-    }
+    """The staged table cut back into its partitions: zero-copy slices of the runs of equal
+    partition numbers (written in ascending order; a partition is gathered if it is not)."""
+    pids = table.column(PART_COL).to_numpy()
+    table = table.drop_columns([PART_COL])
+    starts = np.flatnonzero(np.diff(pids, prepend=pids[:1] - 1)) if len(pids) else pids
+    ends = [*starts[1:], len(pids)]
+    runs = [(int(pids[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+    if len({pid for pid, _, _ in runs}) < len(runs):  # not grouped: gather each partition
+        return {int(p): table.take(np.flatnonzero(pids == p)) for p in np.unique(pids)}
+    return {pid: table.slice(a, b - a) for pid, a, b in runs}
 
 
 # ---------------------------------------------------------------------- scheduler registry
