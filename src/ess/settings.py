@@ -82,6 +82,12 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_LOAD_PASSWORD", "worker", "", "ess redshift stream: the loader's database password"),
     _S("ESS_LOAD_PYTHON", "worker", "", "ess redshift stream: the worker's Python for the loader"),
     _S("ESS_UDB_GATEWAY", "worker", "", "aq_pp -imp's shared UDB connection (0: none)"),
+    _S(
+        "ESS_UDB_DIRECT",
+        "worker",
+        "1",
+        "0: aq_pp -imp in a stream stages through the gateway, not straight to the owners",
+    ),
     _S("ESS_CLUSTER_WORKERS", "worker", "", "the worker names the master expects"),
     _S("ESS_CLUSTER_ID", "worker", "", "the cluster's id"),
     _S("ESS_BOOT_DIR", "boot", "/opt/ess", "where a node keeps its venv, wheel and logs"),

@@ -286,22 +286,16 @@ class UdbSession:
         if self.stager is None:
             self.check_placement()
         else:  # a worker that died meanwhile is waited for, as a staging send does
-            _reviving(self, self.check_placement)
-        vector = spec.target(target) if target not in (".", "var") else None
-        cut = _Cutter(
-            target=target,
-            pkey=[c.name for c in spec.pkey],
-            combine=vector if vector is not None and vector.kind == "vector"
-            and merge.combinable(vector) else None,
-        )  # fmt: skip
+            reviving(self, self.check_placement)
+        cut, premerged = cutter(spec, target)
         stager = self.stager
-        ship = _Shipping(self, spec, target, premerged=cut.combine is not None)
+        ship = _Shipping(self, spec, target, premerged=premerged)
         # Batches are cut (pre-merge, key hash, split) in threads, up to PREPARED_AHEAD ahead
         # of the one being shipped: the cutting is most of the client's work and largely
         # single-threaded, so overlapping it with the shipping and with the next batch's
         # uses a core that would otherwise wait. Stamps are reserved here, in batch order.
         try:
-            refused = self._cut_and_ship(cut, ship, _prepared(spec, target, frames, ddef=ddef))
+            refused = self._cut_and_ship(cut, ship, prepared(spec, target, frames, ddef=ddef))
         except BaseException:
             if stager is not None:  # the part's manifest says "incomplete": never committed
                 stager.failed = True
@@ -427,6 +421,16 @@ def _task_error(exc: Exception) -> UdbError:
     return error
 
 
+def cutter(spec: DbSpec, target: str) -> tuple[_Cutter, bool]:
+    """The cutter of batches for `target` (its canonical name, "." or "var"), and whether it
+    pre-merges them (a `combinable` vector: one row per key)."""
+    vector = spec.target(target) if target not in (".", "var") else None
+    combine = vector if vector is not None and vector.kind == "vector" \
+        and merge.combinable(vector) else None  # fmt: skip
+    return _Cutter(target=target, pkey=[c.name for c in spec.pkey], combine=combine), \
+        combine is not None  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Cutter:
     """Cuts one conformed batch into partitions: row stamps from `base`, the pre-merge of a
@@ -530,7 +534,7 @@ class _Shipping:
             pending, self.pending = self.pending, []
             self.session.gather(pending)
 
-        _reviving(self.session, send)
+        reviving(self.session, send)
 
     def __enter__(self) -> _Shipping:
         return self
@@ -544,7 +548,7 @@ class _Shipping:
                 self.finish()
 
 
-def _prepared(
+def prepared(
     spec: DbSpec, target: str, frames: Iterable[pl.DataFrame | pa.Table], *, ddef: bool
 ) -> Iterator[pl.DataFrame]:
     for raw in frames:
@@ -565,7 +569,7 @@ def _prepared(
             yield merge.conform(frame, spec.pkey, tgt, ddef=ddef, where=where)
 
 
-def _reviving(session: UdbSession, step: Any) -> Any:
+def reviving(session: UdbSession, step: Any) -> Any:
     """`step()`, again while a worker it needs is down, reviving it (REVIVE_WAIT at most)."""
     deadline = time.monotonic() + REVIVE_WAIT
     while True:

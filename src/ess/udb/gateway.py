@@ -151,8 +151,12 @@ class GatewaySession:
             raise OSError(f"the UDB import gateway refused: {answer and answer[0].get('error')}")
         self.stager: _GatewayStager | None = _GatewayStager()
         self.closed = False
+        from ess.udb.direct import enabled
 
-    def _ask(self, header: Mapping[str, Any], body: bytes | memoryview = b"") -> None:
+        self.direct = enabled()  # stage batches straight into the owners' directories
+
+    def ask(self, header: Mapping[str, Any], body: bytes | memoryview = b"") -> dict[str, Any]:
+        """Send one message; the gateway's answer (its error raised as the direct path's)."""
         try:
             send(self.sock, header, body)
             answer = recv(self.sock)
@@ -162,12 +166,21 @@ class GatewaySession:
             raise UdbError("the UDB import gateway of this worker stopped")
         if not answer[0].get("ok"):
             _raise(answer[0])
+        return answer[0]
+
+    _ask = ask
 
     def import_frames(self, spec: Any, target: str, frames: Any, *, ddef: bool = False) -> int:
         import polars as pl
 
+        from ess.udb import direct
+
         rows = 0
         for frame in frames:
+            if self.direct and direct.stage(self, spec, target, frame, ddef=ddef):
+                rows += frame.height
+                continue
+            self.direct = False  # the owners are not all here: every batch through the gateway
             buf = io.BytesIO()
             # string views as Polars holds them: no conversion on either side
             frame.write_ipc_stream(buf, compat_level=pl.CompatLevel.newest())
@@ -206,6 +219,7 @@ class Gateway:
         self.session: Any = None
         self.lock = threading.Lock()
         self.checked = (-PLACEMENT_TTL, 0)  # (when, id of the session) of the last passed check
+        self.roots: dict[str, str | None] = {}  # worker address -> staging root (ess.udb.direct)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -250,11 +264,21 @@ class Gateway:
             view = self._open(sock, first[0])
             if view is None:
                 return
+            from ess.udb.direct import Router, owner_roots
+
             specs: dict[tuple[str, str], Any] = {}
+            router = Router(lambda v: owner_roots(v, self.roots, self.session.shipper.handoff))
             while (msg := recv(sock)) is not None:
                 header, body = msg
                 try:
-                    if header.get("op") == "close":
+                    op = header.get("op")
+                    if op == "route":
+                        send(sock, router.route(view, self._spec(specs, header), header))
+                        continue
+                    if op == "staged":
+                        router.staged(view, header)
+                    elif op == "close":
+                        router.before_close(view)
                         try:
                             view.stager.close(view)
                         except Exception as exc:  # as imp.close_sessions says it
@@ -265,7 +289,8 @@ class Gateway:
                             view.stager = None  # registered (or failed): nothing more to do
                         send(sock, {"ok": True})
                         return
-                    self._batch(view, specs, header, body)
+                    else:
+                        self._batch(view, specs, header, body)
                 except Exception as exc:
                     send(sock, _error(exc))
                 else:
@@ -308,14 +333,19 @@ class Gateway:
                body: bytes) -> None:  # fmt: skip
         import polars as pl
 
+        frame = pl.read_ipc_stream(io.BytesIO(body))
+        view.import_frames(Gateway._spec(specs, header), str(header["target"]), [frame],
+                           ddef=bool(header.get("ddef")))  # fmt: skip
+
+    @staticmethod
+    def _spec(specs: dict[tuple[str, str], Any], header: Mapping[str, Any]) -> Any:
+        """The database definition a message names (parsed once per connection)."""
         from ess.udb.spec import parse_spec
 
         key = (str(header["db"]), str(header["spec"]))
         if key not in specs:
             specs[key] = parse_spec(key[1], name=key[0], source=f"{key[0]}.spec")
-        frame = pl.read_ipc_stream(io.BytesIO(body))
-        view.import_frames(specs[key], str(header["target"]), [frame],
-                           ddef=bool(header.get("ddef")))  # fmt: skip
+        return specs[key]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -76,6 +76,19 @@ def w_stage(tag: tuple[str, int, str, int, int], meta: dict[str, Any], parts: An
     return write_batch(batch_path(store.root, *tag), unpack(parts, mapped=True), meta)
 
 
+def w_root(folder: str, token: str) -> str | None:
+    """This worker's store root, for an importer on its machine to stage into (ess.udb.direct);
+    None unless this worker sees the asker's directory (the same machine's files)."""
+    from ess.udb.handoff import sees
+    from ess.udb.snapshot import private_dir
+
+    if not sees(folder, token):
+        return None
+    root = _store().root
+    private_dir(root)  # made at the first write otherwise
+    return str(root)
+
+
 def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) -> int:
     """`parts` as one Arrow file at `path` (written whole, then renamed); returns rows."""
     from ess.udb.snapshot import private_dir
