@@ -83,7 +83,7 @@ class Router:
         self.pending: set[int] = set()  # routed, not yet reported staged
 
     def route(self, view: Any, spec: Any, header: dict[str, Any]) -> dict[str, Any]:
-        from ess.udb.client import PARTITIONS, reviving
+        from ess.udb.client import reviving
 
         target = str(header["target"])
         name = target if target in (".", "var") else spec.require(target).name
@@ -91,7 +91,7 @@ class Router:
         roots = self.roots(view)
         if roots is None:
             return {"ok": True, "direct": False}
-        view._require_workers(spec.name, range(PARTITIONS))
+        # the owners need not be running now: a staged file waits on disk for its commit
         stager = view.stager
         base = stager.reserve(view.client, int(header["rows"]))
         seq, stager.seq = stager.seq, stager.seq + 1
@@ -113,26 +113,24 @@ class Router:
 
 def owner_roots(view: Any, cache: dict[str, str | None], handoff: Any) -> dict[str, str] | None:
     """{worker name: staging root} of every worker, when all share this machine's files and
-    this user may write there; None otherwise. `cache`: by worker address (asked once);
-    `handoff`: the gateway's shared-memory directory, whose token a worker on this machine
-    can read."""
-    folder_token = handoff.open()
-    if folder_token is None:
+    this user may write there; None otherwise. `cache`: by worker name, asked once (a
+    worker's store root follows from its name, so a restarted worker keeps it); `handoff`:
+    the gateway's shared-memory directory, whose token a worker on this machine can read."""
+    unknown = [name for name in view.workers if name not in cache]
+    if unknown:
+        folder_token = handoff.open()
+        if folder_token is None:
+            return None
+        addrs = view.addresses()
+        for name in unknown:
+            if name not in addrs:
+                return None  # not running now: asked again at the next batch
+            root = view.gather([view._run(addrs[name], staging.w_root, *folder_token)])[0]
+            cache[name] = root if root and _writable(Path(root)) else None
+    roots = {name: cache[name] for name in view.workers}
+    if any(root is None for root in roots.values()):
         return None
-    addrs = view.addresses()
-    roots: dict[str, str] = {}
-    for name in view.workers:
-        address = addrs.get(name)
-        if address is None:
-            return None
-        if address not in cache:
-            root = view.gather([view._run(address, staging.w_root, *folder_token)])[0]
-            cache[address] = root if root and _writable(Path(root)) else None
-        found = cache[address]
-        if found is None:
-            return None
-        roots[name] = found
-    return roots
+    return {name: str(root) for name, root in roots.items()}
 
 
 def _writable(root: Path) -> bool:

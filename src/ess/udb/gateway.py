@@ -219,7 +219,7 @@ class Gateway:
         self.session: Any = None
         self.lock = threading.Lock()
         self.checked = (-PLACEMENT_TTL, 0)  # (when, id of the session) of the last passed check
-        self.roots: dict[str, str | None] = {}  # worker address -> staging root (ess.udb.direct)
+        self.roots: dict[str, str | None] = {}  # worker name -> staging root (ess.udb.direct)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -94,7 +94,7 @@ def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) ->
     from ess.udb.snapshot import private_dir
 
     tables = [
-        t.append_column(PART_COL, pa.array(np.full(t.num_rows, pid, np.int32)))
+        t.append_column(PART_COL, pa.repeat(pa.scalar(pid, pa.int32()), t.num_rows))
         for pid, t in sorted(parts.items())
     ]  # in ascending partition order: `_split` cuts the file back into slices
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
