@@ -305,12 +305,7 @@ def _merge_vector(store: Store, db: str, pid: int, part: Part, target: Target,
     stored rows and new keys at once (a new key's stamp is its row's stamp)."""
     batch = batch.with_columns(pl.col(R).alias(K)).select(current.columns)
     merged, new = merge.merge_unique(current, batch, pk, target.columns)
-    if new.height:
-        part.keys = pl.concat([part.keys, new.select(part.keys.columns)], how="vertical",
-                              rechunk=False)  # fmt: skip
-        store.append(db, pid, part, "k_", new, part.keys)
-    part.vectors[target.key] = merged
-    store.write(db, pid, part, "v_" + target.key, merged, base=True)
+    _keep_vector(store, db, pid, part, target, merged, new)
 
 
 @dataclass
