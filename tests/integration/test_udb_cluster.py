@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from ess.errors import UdbError
-from ess.udb import server, spec
+from ess.udb import moves, spec
 from ess.udb.client import UdbSession
 from ess.udb.imp import close_sessions
 from ess.udb.query import run
@@ -103,7 +103,7 @@ def test_one_worker_then_three_same_answers(box: Sandbox) -> None:
     with box.inprocess(box.root):
         ws = Workspace.from_env()
         with UdbSession(ws) as s:
-            held = s.each_worker(server.w_inventory, "db")
+            held = s.each_worker(moves.w_inventory, "db")
             assert len(held) == 3 and all(parts.get("db") for parts in held.values())
             assert s.misplaced() == []
 

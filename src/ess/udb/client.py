@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from ess.errors import EssError, UdbError
-from ess.udb import handoff, hashing, merge, server, staging
+from ess.udb import handoff, hashing, merge, moves, server, staging
 from ess.udb import spec as udb_spec
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec
@@ -239,7 +239,7 @@ class UdbSession:
         (under the current placement, or `place`: partition → worker name)."""
         place = self.place if place is None else place
         out = []
-        for holder, dbs in self.each_worker(server.w_inventory).items():
+        for holder, dbs in self.each_worker(moves.w_inventory).items():
             for db, parts in dbs.items():
                 out += [(db, holder, pid, place[pid]) for pid in parts if
                         place[pid] != holder]  # fmt: skip
@@ -248,22 +248,22 @@ class UdbSession:
     def rebalance(self, place: dict[int, str] | None = None) -> int:
         """Move every partition to its owner under the current worker set (or `place`, e.g.
         the placement after a removal, see ess.udb.drain); returns moves."""
-        moves = self.misplaced(place)
+        misplaced = self.misplaced(place)
         addrs = self.addresses()
-        for db, holder, pid, new_owner in moves:
+        for db, holder, pid, new_owner in misplaced:
             if new_owner not in addrs:
                 raise UdbError(f"cannot move partition {pid} of {db}: {new_owner} is not running")
-            data = self.gather([self._run(addrs[holder], server.w_take, db, pid)])[0]
-            self.gather([self._run(addrs[new_owner], server.w_put, db, pid, data)])
-            self.gather([self._run(addrs[holder], server.w_forget, db, pid)])
-        return len(moves)
+            data = self.gather([self._run(addrs[holder], moves.w_take, db, pid)])[0]
+            self.gather([self._run(addrs[new_owner], moves.w_put, db, pid, data)])
+            self.gather([self._run(addrs[holder], moves.w_forget, db, pid)])
+        return len(misplaced)
 
     def check_placement(self) -> None:
-        moves = self.misplaced()
-        if moves:
-            db, holder, pid, new = moves[0]
+        misplaced = self.misplaced()
+        if misplaced:
+            db, holder, pid, new = misplaced[0]
             raise UdbError(
-                f"the UDB is being redistributed ({len(moves)} partition(s) not on their owner, "
+                f"the UDB is being redistributed ({len(misplaced)} partition(s) not on their owner, "
                 f"e.g. {db} partition {pid} on {holder}, owner {new}): import refused so nothing "
                 "is lost; run 'ess udbd start' (it redistributes) and retry"
             )

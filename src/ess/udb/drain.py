@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ess.cluster.provider import ClusterStatus, provider_for
 from ess.errors import ClusterError, UdbError
-from ess.udb import server, snapshot
+from ess.udb import moves, server, snapshot
 from ess.udb.client import UdbSession, placement
 from ess.workspace import Workspace
 
@@ -104,7 +104,7 @@ def _refuse_if_stranded(ws: Workspace, s: UdbSession, renames: dict[str, str | N
 
 
 def _refuse_if_data(s: UdbSession, renames: dict[str, str | None]) -> None:
-    dbs = sorted({db for held in s.each_worker(server.w_inventory).values()
+    dbs = sorted({db for held in s.each_worker(moves.w_inventory).values()
                   for db, parts in held.items() if any(parts.values())})  # fmt: skip
     if dbs:
         raise UdbError(

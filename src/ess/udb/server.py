@@ -30,7 +30,6 @@ from ess.udb.snapshot import (
     Store,
     damaged_files,
     describe,
-    place,
     rebuild_keys,
     store_dir_name,
     worker_store,
@@ -41,8 +40,6 @@ from ess.udb.spec import DbSpec, Target, parse_spec
 __all__ = ["COMPACT_AFTER", "DEFAULT_MARGIN_KB", "PLUGIN_NAME", "Store"]
 _store = worker_store
 
-#: in a partition handed over by w_take: its key set was damaged and is to be rebuilt
-KEYS_LOST = "k_lost"
 logger = logging.getLogger("ess.udb")
 
 
@@ -519,61 +516,6 @@ def w_order(spec_text: str, db: str, target: str, cols: list[str], desc: bool, n
             )
             part.tables[tgt.key] = ordered
             store.write(db, pid, part, "t_" + tgt.key, ordered, base=True)
-
-
-def w_inventory(db: str | None = None) -> dict[str, dict[int, int]]:
-    """{db: {partition: rows held}} for this worker (all databases when `db` is None)."""
-    store = _store()
-    out: dict[str, dict[int, int]] = {}
-    with store.lock:
-        names = list(store.dbs) if db is None else [db.lower()]
-    for name in names:
-        state = store.dbs.get(name)
-        if state is None:
-            continue
-        out[name] = {pid: p.keys.height for pid, p in state.parts.items()}
-    return out
-
-
-def w_take(db: str, pid: int) -> dict[str, pa.Table]:
-    """Hand a partition over for redistribution (it stays here until `w_forget`)."""
-    state = _store().db(db)
-    with state.lock:
-        part = state.parts.get(pid)
-        if part is None:
-            return {}
-        out = {"k_": part.keys.to_arrow()}
-        out.update({f"t_{k}": v.to_arrow() for k, v in part.tables.items()})
-        out.update({f"v_{k}": v.to_arrow() for k, v in part.vectors.items()})
-        if pid == 0 and state.var is not None:
-            out["var"] = state.var.to_arrow()
-        if part.keys_lost:  # the receiver rebuilds the key set once it has the definition
-            out[KEYS_LOST] = pa.table({})
-        return out
-
-
-def w_put(db: str, pid: int, data: dict[str, pa.Table]) -> None:
-    store = _store()
-    state = store.db(db)
-    with state.lock:
-        part = Part(keys=pl.DataFrame(), keys_lost=KEYS_LOST in data)
-        store.drop_dir(db, pid)
-        for name, table in data.items():
-            if name == KEYS_LOST:
-                continue
-            frame = pl.from_arrow(table)
-            assert isinstance(frame, pl.DataFrame)
-            place(state, part, name, frame)
-            store.write(db, pid, part, name, frame, base=True)
-        state.parts[pid] = part
-
-
-def w_forget(db: str, pid: int) -> None:
-    store = _store()
-    state = store.db(db)
-    with state.lock:
-        state.parts.pop(pid, None)
-        store.drop_dir(db, pid)
 
 
 def w_health() -> dict[str, Any]:

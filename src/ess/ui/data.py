@@ -245,12 +245,12 @@ def udb(ws: Workspace, *, live: bool = True) -> UdbView:
         note = "" if not specs else "the UDB is not running: definitions only"
         return UdbView(tuple(_db_view(s, {}, {}) for s in specs), False, note=note)
     from ess.errors import EssError
-    from ess.udb import server
+    from ess.udb import moves, server
 
     with session:
         try:
             memory = session.each_worker(server.w_memory)
-            inventory = session.each_worker(server.w_inventory)
+            inventory = session.each_worker(moves.w_inventory)
             counts = {s.name: _counts(ws, session, s) for s in specs}
         except (EssError, OSError, TimeoutError) as exc:  # e.g. a worker died meanwhile
             note = f"the UDB did not answer: {exc}"
