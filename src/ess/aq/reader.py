@@ -13,7 +13,7 @@ import sys
 
 import polars as pl
 
-from ess.aq import escaped, htmltab, native
+from ess.aq import csvbytes, escaped, htmltab, native
 from ess.aq.batches import Chunk
 from ess.aq.colspec import INT_TYPES, ColSpec, polars_dtype
 from ess.aq.dates import date_to_epoch
@@ -92,6 +92,7 @@ def _keyed_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.Da
 def _read_strings(
     data: bytes, attrs: InputAttrs, specs: list[ColSpec], names: list[str]
 ) -> pl.DataFrame:
+    data, drop = csvbytes.guarded(data)
     return pl.read_csv(
         data,
         columns=_kept(specs, names),
@@ -105,7 +106,7 @@ def _read_strings(
         empty_string_is_null=False,
         encoding="utf8-lossy",
         raise_if_empty=False,
-    )
+    ).slice(drop)
 
 
 def _regex_chunk(chunk: Chunk, attrs: InputAttrs, specs: list[ColSpec]) -> pl.DataFrame:
@@ -163,6 +164,7 @@ def _has_long_records(data: bytes, attrs: InputAttrs, width: int) -> bool:
         text = data.decode("utf-8", errors="replace")
         counts = pl.Series(text.split("\n")).str.count_matches(attrs.sep, literal=True)
     else:
+        data, drop = csvbytes.guarded(data)
         frame = pl.read_csv(
             data,
             has_header=False,
@@ -172,7 +174,7 @@ def _has_long_records(data: bytes, attrs: InputAttrs, width: int) -> bool:
             truncate_ragged_lines=True,
             raise_if_empty=False,
             encoding="utf8-lossy",
-        )
+        ).slice(drop)
         counts = frame.to_series().str.count_matches(attrs.sep, literal=True)
     most = counts.max()
     return most is not None and int(most) >= width  # type: ignore[arg-type]
@@ -306,6 +308,7 @@ def fast_typed(
 def _read_typed(
     data: bytes, attrs: InputAttrs, specs: list[ColSpec], schema: dict[str, pl.DataType]
 ) -> pl.DataFrame:
+    data, drop = csvbytes.guarded(data)
     return pl.read_csv(
         data,
         columns=_kept(specs, list(schema)),
@@ -320,7 +323,7 @@ def _read_typed(
         encoding="utf8-lossy",
         raise_if_empty=False,
         ignore_errors=True,
-    )
+    ).slice(drop)
 
 
 def _typed_exprs(stored: list[tuple[int, ColSpec, str]]) -> list[pl.Expr]:

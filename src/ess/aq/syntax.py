@@ -57,11 +57,19 @@ class Source:
     def error(self, message: str, column: int | None) -> AqSyntaxError:
         if column is None:
             return AqSyntaxError(f"{self.where}: {message} in {self.text!r}")
-        caret = " " * (column - 1) + "^"
+        caret = " " * len(_visible(self.text[: column - 1])) + "^"
         return AqSyntaxError(
             f"{self.where}: {message} at position {column} of the expression\n"
-            f"  {self.text}\n  {caret}"
+            f"  {_visible(self.text)}\n  {caret}"
         )
+
+
+def _visible(text: str) -> str:
+    """The text with control and line-breaking characters escaped, so the echo stays one line."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() and ch != " " else ch
+        for ch in text
+    )
 
 
 def parse(text: str, where: str) -> Tree:

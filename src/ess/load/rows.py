@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ess.aq import csvbytes
 from ess.load.ledger import RejectedRow
 from ess.load.options import CopyOptions
 from ess.load.schema import TableColumn
@@ -98,13 +99,14 @@ def check_rows(data: bytes, cols: Sequence[TableColumn], opts: CopyOptions) -> C
     names = [f"c{i}" for i in range(n + 1)]  # one more: catches rows with extra fields
     if not data.strip():
         return Checked(b"", 0, [], 0)
+    data, blank = csvbytes.guarded(data)  # read as text even if it starts like gzip
     df = pl.read_csv(
         io.BytesIO(data),
         has_header=False,
         schema={name: pl.String for name in names},
         missing_columns="insert",
         truncate_ragged_lines=True,
-        skip_rows=opts.ignoreheader,
+        skip_rows=opts.ignoreheader + blank,
         null_values=[opts.null_as] if opts.null_as is not None else None,
         quote_char='"',
     )
