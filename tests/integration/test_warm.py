@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ess.warm import service
+from ess.warm.fastbin import bin_dir
 from ess.warm.launcher import served
 from tests.acceptance.test_golden_aq_pp import XFAIL as GOLDEN_XFAIL
 from tests.acceptance.test_golden_aq_pp import cases as golden_cases
@@ -43,6 +44,7 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
         svc.stop()
     assert not _processes_mentioning(svc.socket), "the service left processes behind"
     assert not os.path.exists(svc.socket)
+    assert not os.path.exists(bin_dir(svc.socket)), "the fast launchers outlived the service"
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -79,8 +81,9 @@ def _server_pid(svc: service.Service) -> int:
 def _env(svc: service.Service, *, warm: bool) -> dict[str, str]:
     env = golden_env()
     env.pop("ESS_WARM_SOCKET", None)
-    if warm:
+    if warm:  # as a worker or a local stream sets it: the fast launchers first on the PATH
         env.update(ESS_WARM_SOCKET=svc.socket, ESS_WARM="1")
+        env["PATH"] = f"{bin_dir(svc.socket)}{os.pathsep}{env['PATH']}"
     else:
         env["ESS_WARM"] = "0"
     return env
@@ -133,11 +136,27 @@ BAD = [
 
 @pytest.mark.parametrize("argv", BAD, ids=lambda a: " ".join(a))
 def test_errors_warm_equal_cold(argv: list[str], warm: service.Service, tmp_path: Path) -> None:
-    cmd = [str(BIN / argv[0]), *argv[1:]]
+    """By the entry point and by the fast launcher, warm and cold (the fast launcher's cold
+    path exec's the entry point): the same bytes and exit code all four ways."""
     data = b'x\ny,z\n"q\n'
-    cold = _run(cmd, env=_env(warm, warm=False), cwd=tmp_path, stdin=data)
-    hot = _run(cmd, env=_env(warm, warm=True), cwd=tmp_path, stdin=data)
-    assert hot == cold
+    got = set()
+    for where in (str(BIN), bin_dir(warm.socket)):
+        cmd = [os.path.join(where, argv[0]), *argv[1:]]
+        for hot in (False, True):
+            got.add(_run(cmd, env=_env(warm, warm=hot), cwd=tmp_path, stdin=data))
+    assert len(got) == 1, got
+
+
+def test_the_fast_launchers_are_first_and_private(warm: service.Service, tmp_path: Path) -> None:
+    """A command of a warm stream finds the service's launcher (python -S) before the entry
+    point; the directory and scripts are the user's alone."""
+    found = subprocess.run(["bash", "-c", "command -v aq_pp aq_udb"], env=_env(warm, warm=True),
+                           capture_output=True, text=True, timeout=60).stdout.split()  # fmt: skip
+    assert found == [os.path.join(bin_dir(warm.socket), t) for t in ("aq_pp", "aq_udb")]
+    assert stat.S_IMODE(os.stat(bin_dir(warm.socket)).st_mode) == 0o700
+    for tool in found:
+        assert stat.S_IMODE(os.stat(tool).st_mode) == 0o700
+        assert Path(tool).read_text().splitlines()[0] == f"#!{sys.executable} -S"
 
 
 def _best(cmd: list[str], env: dict[str, str], runs: int = 7) -> float:
@@ -351,3 +370,27 @@ def test_golden_udb_warm_equals_cold(
         assert ((served(warm.socket) or 0) > before) == (mode == "warm")
     assert got["warm"] == got["cold"]
     assert got["cold"][0] == 0, got["cold"][2].decode()
+
+
+def test_a_local_stream_runs_its_commands_through_the_fast_launcher(tmp_path: Path) -> None:
+    """`ess stream` on the local default, as a user types it: its commands find the warm
+    service's launcher first, print what the cold entry point prints, and the launchers go
+    away with the service when the stream ends."""
+    from tests.unit.udb.harness import sandbox
+
+    box = sandbox(tmp_path / "ws")
+    files = tmp_path / "files"
+    files.mkdir()
+    for day in (1, 2, 3):
+        (files / f"p_201409{day:02d}.csv").write_text(f"a\nx{day}\ny,{day}\n")
+    box.run(f"ess select local && ess category add p '{files}/p_*'")
+    stream = "ess stream p '*' '*' 'command -v aq_pp; aq_pp -f,+1 - -d s:a -o -'"
+    hot = box.run(stream).stdout.decode().splitlines()
+    cold = box.run(f"ESS_WARM=0 {stream}").stdout.decode().splitlines()
+    launchers = {line for line in hot if line.endswith("/aq_pp")}
+    assert len(launchers) == 1 and launchers.pop().endswith(".bin/aq_pp"), hot
+    assert {line for line in cold if line.endswith("/aq_pp")} == {str(BIN / "aq_pp")}
+    assert [x for x in hot if "/" not in x] == [x for x in cold if "/" not in x]
+    assert len([x for x in hot if "/" not in x]) == 9  # header + 2 rows per file
+    base = Path(box.env.get("XDG_RUNTIME_DIR") or "/tmp") / f"ess-warm-{os.getuid()}"
+    assert not list(base.glob("run-*.sock.bin")), "the stream's fast launchers were left behind"

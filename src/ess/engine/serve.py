@@ -164,6 +164,9 @@ def _start_warm_service(marker: str) -> subprocess.Popen[bytes] | None:
     except OSError:
         return None  # commands run cold
     os.environ["ESS_WARM_SOCKET"] = sock
+    # the service's fast launchers first on the commands' PATH (ess.warm.fastbin: the socket's
+    # name + ".bin"; named here so the engine imports nothing of ess.warm)
+    os.environ["PATH"] = f"{sock}.bin{os.pathsep}{os.environ.get('PATH', '')}"
     return proc
 
 

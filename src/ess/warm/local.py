@@ -13,6 +13,7 @@ import os
 
 from ess.run.env import PipelineEnv, RunContext, RunKind, register_env_provider
 from ess.warm import service
+from ess.warm.fastbin import bin_dir
 from ess.warm.paths import ENV_SOCKET, runtime_dir, warm_enabled
 
 _counter = itertools.count()
@@ -41,7 +42,8 @@ def local_provider(ctx: RunContext) -> PipelineEnv | None:
     # wait for it (about a second of imports): commands started meanwhile would run cold and
     # compete with those imports for the CPU; bounded, so a slow start costs little
     svc.ready(timeout=READY_WAIT)
-    return PipelineEnv(env=((ENV_SOCKET, sock),))
+    path = f"{bin_dir(sock)}{os.pathsep}{os.environ.get('PATH', '')}"  # its fast launchers
+    return PipelineEnv(env=((ENV_SOCKET, sock), ("PATH", path)))
 
 
 register_env_provider("warm", local_provider)

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         if not _answers(args.socket):  # a crashed server's socket: remove it
             with contextlib.suppress(OSError):
                 os.unlink(args.socket)
+        from ess.warm.fastbin import bin_dir
+
+        shutil.rmtree(bin_dir(args.socket), ignore_errors=True)  # no server follows this one
 
 
 if __name__ == "__main__":
