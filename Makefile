@@ -33,6 +33,10 @@ setup: $(STAMP)
 	@# byte-code for the editable sources, as pip writes it for a regular install (the
 	@# environment may set PYTHONDONTWRITEBYTECODE; each aq_pp start would recompile them)
 	$(PY) -m compileall -q src
+	@# and for the installed packages: uv installs without byte-code, and with that variable set
+	@# nothing writes it later, so every process (the CLI, workers, a cold aq_pp) compiled numpy,
+	@# distributed and more from source at each start (about 1 s of CPU); up to date: ~2 s
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	@# build aq_pp's C helper now rather than in the first command that needs it
 	$(PY) -c "from ess.aq.native import native_library; native_library()"
 

@@ -263,9 +263,9 @@ class UdbSession:
         if misplaced:
             db, holder, pid, new = misplaced[0]
             raise UdbError(
-                f"the UDB is being redistributed ({len(misplaced)} partition(s) not on their owner, "
-                f"e.g. {db} partition {pid} on {holder}, owner {new}): import refused so nothing "
-                "is lost; run 'ess udbd start' (it redistributes) and retry"
+                f"the UDB is being redistributed ({len(misplaced)} partition(s) not on their "
+                f"owner, e.g. {db} partition {pid} on {holder}, owner {new}): import refused so "
+                "nothing is lost; run 'ess udbd start' (it redistributes) and retry"
             )
 
     # ------------------------------------------------------------------ import
