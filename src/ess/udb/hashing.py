@@ -10,6 +10,8 @@ the arithmetic is exact in Int64 on any platform.
 
 from __future__ import annotations
 
+from itertools import accumulate, repeat
+
 import polars as pl
 import pyarrow as pa
 
@@ -19,8 +21,11 @@ M = (1 << 31) - 1
 #: byte buffer (see _string_hash) with only a K-entry table of powers.
 K = 2 * 3 * 3 * 7 * 11 * 31
 B = pow(7, (M - 1) // K, M)
-_POW = pl.Series("pow", [pow(B, i, M) for i in range(K)], dtype=pl.Int64)
-_INV = pl.Series("inv", [pow(B, (K - i) % K, M) for i in range(K)], dtype=pl.Int64)
+# B**i by running products (K modular exponentiations took 0.13 s of CPU at every import);
+# B**((K-i) % K) is the same run read backwards
+_powers = list(accumulate(repeat(B, K - 1), lambda acc, b: acc * b % M, initial=1))
+_POW = pl.Series("pow", _powers, dtype=pl.Int64)
+_INV = pl.Series("inv", [_powers[0], *reversed(_powers[1:])], dtype=pl.Int64)
 
 
 def _string_hash(col: pl.Series) -> pl.Series:
