@@ -447,13 +447,7 @@ class _Cutter:
             return {0: batch.to_arrow()}
         if self.combine is not None:
             batch = merge.combine(batch, self.pkey, self.combine.columns)
-        pcol = hashing.partition_of(batch, self.pkey, PARTITIONS)
-        return {
-            int(k[0]): v.to_arrow()
-            for k, v in batch.with_columns(pcol)
-            .partition_by("__p", as_dict=True, include_key=False)  # order kept within a part
-            .items()
-        }
+        return hashing.cut_by_partition(batch, self.pkey, PARTITIONS)  # order kept in a part
 
 
 class _Shipping:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ess.aq.native import native_library
-from ess.udb.hashing import B, M, key_hash, partition_of
+from ess.udb.hashing import B, M, cut_by_partition, key_hash, partition_of
 
 
 @pytest.fixture(autouse=True, params=["native", "polars"])
@@ -85,3 +85,17 @@ print("pyarrow.compute" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_cut_by_partition_is_partition_by_in_row_order(n: int) -> None:
+    i = pl.int_range(0, n, eager=True)
+    frame = pl.DataFrame({"k": "u" + (i * 7919 % 101).cast(pl.String), "i": i, "x": i % 3})
+    got = cut_by_partition(frame, ["k", "x"], 32)
+    with_p = frame.with_columns(partition_of(frame, ["k", "x"], 32))
+    parts = with_p.partition_by("__p", as_dict=True, include_key=False)
+    want = {int(k[0]): v.to_arrow() for k, v in parts.items()}
+    assert got.keys() == want.keys()
+    for pid, table in got.items():
+        assert table.equals(want[pid])
+        assert table.column("i").to_pylist() == sorted(table.column("i").to_pylist())
