@@ -63,6 +63,8 @@ def preload() -> None:
             traceback.print_exc()
     if "ess.aq.native" in sys.modules:
         sys.modules["ess.aq.native"].native_library()  # builds the C helper once
+    if "ess.aq.syntax" in sys.modules:
+        sys.modules["ess.aq.syntax"].warm_up()  # the expression parser, for every -eval/-filt
     gc.collect()
     gc.freeze()  # the children's collections skip (and so do not copy) the parent's objects
 
