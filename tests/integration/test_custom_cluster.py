@@ -119,8 +119,10 @@ def add_pem(env: EssEnv, sshd: SshdHosts, name: str = "dev") -> None:
 
 
 def node_dirs(sshd: SshdHosts, cluster: str) -> list[Path]:
-    # directories only: a node's warm service keeps NODE.warm.sock/.log beside its directory
-    return sorted(p for p in (sshd.home / ".ess-node" / cluster).glob("*") if p.is_dir())
+    # a node's warm service keeps NODE.warm.sock/.log and its launchers' NODE.warm.sock.bin/
+    # beside the node's directory
+    return sorted(p for p in (sshd.home / ".ess-node" / cluster).glob("*")
+                  if p.is_dir() and not p.name.endswith(".warm.sock.bin"))  # fmt: skip
 
 
 def alive(pid: int) -> bool:

@@ -394,3 +394,40 @@ def test_a_local_stream_runs_its_commands_through_the_fast_launcher(tmp_path: Pa
     assert len([x for x in hot if "/" not in x]) == 9  # header + 2 rows per file
     base = Path(box.env.get("XDG_RUNTIME_DIR") or "/tmp") / f"ess-warm-{os.getuid()}"
     assert not list(base.glob("run-*.sock.bin")), "the stream's fast launchers were left behind"
+
+
+def test_a_long_socket_name_keeps_its_launchers_under_that_name(tmp_path: Path) -> None:
+    """A worker names its service's socket after its own directory; when that name is too long
+    for a socket the socket goes to the runtime dir, but the launchers stay at the name the
+    worker put on its commands' PATH, and they reach the service."""
+    home = tmp_path / ("d" * 100)
+    home.mkdir(mode=0o700)
+    wanted = str(home / "node.warm.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ess.warm.service", "--socket", wanted,
+         "--watch-pid", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        from ess.warm.paths import socket_for
+
+        real = socket_for(wanted)
+        assert real != wanted
+        deadline = time.monotonic() + 120
+        while served(real) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before = served(real)
+        assert before is not None
+        assert os.access(os.path.join(bin_dir(wanted), "aq_pp"), os.X_OK)
+        assert not os.path.exists(bin_dir(real))
+        env = {**os.environ, "ESS_WARM_SOCKET": wanted, "ESS_WARM": "1",
+               "PATH": f"{bin_dir(wanted)}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+        out = subprocess.run(["aq_pp", "-f", "-", "-d", "s:a", "-o", "-"], input=b"x\n",
+                             env=env, capture_output=True, timeout=60)  # fmt: skip
+        assert (out.returncode, out.stdout) == (0, b'"a"\n"x"\n'), out.stderr
+        assert served(real) == before + 1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert not os.path.exists(bin_dir(wanted))

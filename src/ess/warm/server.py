@@ -320,13 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=0)
     args = parser.parse_args(argv)
     preload()
-    from ess.warm.fastbin import install
-
-    try:
-        install(args.socket)  # the commands' fast launchers (ess.warm.fast)
-    except OSError as exc:
-        print(f"ess.warm: no fast launchers ({exc}); the commands use the entry points",
-              file=sys.stderr)  # fmt: skip
     server = Server(path=args.socket, idle=args.idle)
     return server.serve()
 

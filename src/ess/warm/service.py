@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-pid", type=int, default=0)
     parser.add_argument("--idle", type=float, default=0)
     args = parser.parse_args(argv)
-    args.socket = socket_for(args.socket)  # a name too long for a socket: one in the runtime dir
+    # the launchers' directory is named after the socket the caller asked for (its PATH names
+    # it), the socket itself may be one in the runtime dir when that name is too long for it
+    launchers = _install_launchers(args.socket)
+    args.socket = socket_for(args.socket)
     try:
         return supervise(socket=args.socket, watch_pid=args.watch_pid, idle=args.idle)
     finally:
@@ -161,9 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         if not _answers(args.socket):  # a crashed server's socket: remove it
             with contextlib.suppress(OSError):
                 os.unlink(args.socket)
-        from ess.warm.fastbin import bin_dir
+        if launchers is not None:
+            shutil.rmtree(launchers, ignore_errors=True)  # no server follows this one
 
-        shutil.rmtree(bin_dir(args.socket), ignore_errors=True)  # no server follows this one
+
+def _install_launchers(socket: str) -> Path | None:
+    """The commands' fast launchers (ess.warm.fast), or None: they then use the entry points."""
+    from ess.warm.fastbin import install
+
+    try:
+        return install(socket)
+    except OSError as exc:
+        print(f"ess.warm: no fast launchers ({exc}); the commands use the entry points",
+              file=sys.stderr)  # fmt: skip
+        return None
 
 
 if __name__ == "__main__":
