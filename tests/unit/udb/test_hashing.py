@@ -99,3 +99,21 @@ def test_cut_by_partition_is_partition_by_in_row_order(n: int) -> None:
     for pid, table in got.items():
         assert table.equals(want[pid])
         assert table.column("i").to_pylist() == sorted(table.column("i").to_pylist())
+
+
+def test_the_cut_does_not_import_numpy_ma() -> None:
+    """numpy.ma costs 12-50 ms of CPU at its first import: once in every aq_pp -imp that
+    converted between NumPy and Polars/Arrow (see cut_by_partition)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl\n"
+        "from ess.udb import client, hashing\n"
+        "frame = pl.DataFrame({'k': ['a', 'b', 'c'], 'n': [1, 2, 3]})\n"
+        "assert len(hashing.cut_by_partition(frame, ['k'], 32)) >= 1\n"
+        "print('numpy.ma' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "False", out.stderr
