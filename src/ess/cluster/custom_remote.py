@@ -111,11 +111,12 @@ def remove_node(node: NodeDir) -> str:
     cluster_dir, _, _ = node.path.rpartition("/")
     top, _, _ = cluster_dir.rpartition("/")
     rmdirs = " ".join(NodeDir(d).shell for d in (cluster_dir, top) if d)
-    # the node's warm service (ess.warm) keeps NODE.warm.sock/.log beside the node directory
-    # and ends by itself once the worker is gone
-    warm = f"{node.shell}.warm.sock {node.shell}.warm.log"
+    # the node's warm service (ess.warm) keeps NODE.warm.sock/.log and its launchers'
+    # NODE.warm.sock.bin/ beside the node directory, and ends by itself once the worker is gone
+    # (removing its launchers then too, but maybe after the rmdir below)
+    warm = f"{node.shell}.warm.sock {node.shell}.warm.log {node.shell}.warm.sock.bin"
     return stop_worker(node) + (
-        f"rm -rf {node.shell}\nrm -f {warm}\nrmdir {rmdirs} 2>/dev/null || true\n"
+        f"rm -rf {node.shell}\nrm -rf {warm}\nrmdir {rmdirs} 2>/dev/null || true\n"
     )
 
 
