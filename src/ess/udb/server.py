@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ess.udb import fold, merge
+from ess.udb import fold, journal, merge
 from ess.udb.merge import K, R
 from ess.udb.snapshot import (
     COMPACT_AFTER,
@@ -236,15 +236,26 @@ def import_into(
 def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, int]]) -> int:
     """Apply the staged `batches` [(part, seq, stamp base)] of one file of a stream (its
     chosen attempt), in order, then remove the file's staging here (ess.udb.staging)."""
+    return commit_staged(_store(), run, file, attempt, batches)
+
+
+def commit_staged(store: Store, run: str, file: int, attempt: str,
+                  batches: list[tuple[int, int, int]]) -> int:  # fmt: skip
+    """`w_commit` on `store`, journaled (ess.udb.journal): a worker that dies inside rolls
+    it back when it starts again, and the stream's next try applies the file once."""
     from ess.udb import staging
 
-    store = _store()
     rows = 0
     paths = staging.check(store.root, run, file, attempt, batches, store.name)
-    for parts, meta, premerged in staging.groups(paths):
-        rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
-                            premerged=premerged)  # fmt: skip
+    marker = staging.file_dir(store.root, run, file) / journal.APPLYING
+    with journal.journaled(marker, store.root) as superseded:
+        for parts, meta, premerged in staging.groups(paths):
+            rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
+                                premerged=premerged)  # fmt: skip
+    marker.unlink()  # the commit point: from here on it is never rolled back
     staging.done(store.root, run, file)
+    for old in superseded:
+        old.unlink(missing_ok=True)
     return rows
 
 

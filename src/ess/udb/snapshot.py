@@ -29,6 +29,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from ess.udb import journal
+
 try:  # isal's CRC-32 is ~6x faster than zlib's; same polynomial and values
     from isal.isal_zlib import crc32
 except ImportError:  # pragma: no cover - isal is a dependency
@@ -156,6 +158,7 @@ class Store:
         stem = f"{name}.{part.seq:012d}{'.base' if base else ''}"
         final = directory / f"{stem}.{crc32(data) & 0xFFFFFFFF:08x}.arrow"
         tmp = directory / f"{stem}.tmp"
+        journal.will_write(final)  # a stream's commit can then be rolled back (ess.udb.journal)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with open(fd, "wb") as out:
             out.write(data)
@@ -163,7 +166,8 @@ class Store:
         if base:
             for old in directory.glob(f"{name}.*.arrow"):
                 m = SEG_RE.match(old.name)
-                if m and m["name"] == name and int(m["seq"]) < part.seq:
+                if m and m["name"] == name and int(m["seq"]) < part.seq \
+                        and not journal.supersede(old):  # fmt: skip
                     old.unlink(missing_ok=True)
 
     def append(self, db: str, pid: int, part: Part, name: str, rows: pl.DataFrame,
@@ -198,6 +202,7 @@ class Store:
             return
         private_dir(self.root)
         os.chmod(self.root, DIR_MODE)  # made 0755 by earlier versions
+        journal.roll_back(self.root)  # commits a dead worker left half-applied: undone
         # dot folders are not databases (.staging: imports staged by a stream, ess.udb.staging)
         for db_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[0] != "."):
             os.chmod(db_dir, DIR_MODE)

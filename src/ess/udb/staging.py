@@ -39,9 +39,10 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from ess.errors import UdbError
+from ess.udb.journal import APPLYING, HEADER, STAGING
 
-STAGING = ".staging"  # under a worker's store root (the store's loader skips dot folders)
-APPLYING = "applying"  # a commit on this worker started (and has not finished)
+__all__ = ["APPLYING", "STAGING"]  # imported from here by tests
+
 PART_COL = "__p"
 #: rows of consecutive staged batches a commit applies in one merge
 GROUP_ROWS = 2_000_000
@@ -126,7 +127,7 @@ def check(root: Path, run: str, file: int, attempt: str, batches: list[tuple[int
             f"worker {worker}: {len(missing)} staged batch(es) of file #{file} are missing "
             f"(e.g. {missing[0]}): nothing of that file was applied"
         )
-    marker.write_text(str(os.getpid()))
+    marker.write_text(HEADER + "\n")  # ess.udb.journal: the commit's writes follow
     return paths
 
 

@@ -1,0 +1,111 @@
+"""A stream commit cut short on a worker (ess.udb.journal): the worker's next load rolls the
+commit back, and the commit applied again gives exactly the state of one clean commit. The
+"death" is a write that raises part-way through the commit, leaving the disk as a SIGKILL
+there would (tests/integration/test_udb_faults.py kills real workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ess.udb import journal, server, staging
+from ess.udb.client import cutter
+from ess.udb.merge import K
+from ess.udb.snapshot import Store
+from ess.udb.spec import parse_spec
+
+SPEC = "@PKey:\n  S:k\n@Vector:agg\n  I,+add:n\n  F,+add:x\n@Table:log\n  S:k\n  I:n\n"
+RUN = "run1"
+
+
+def stage(root: Path, file: int, start: int, rows: int) -> list[tuple[int, int, int]]:
+    """File `file`'s staged batches (one per target) as a stream's aq_pp leaves them."""
+    spec = parse_spec(SPEC, name="db", source="db.spec")
+    i = pl.int_range(start, start + rows, eager=True)
+    batch = pl.DataFrame({"k": "u" + (i * 7919 % 211).cast(pl.String), "n": i % 7,
+                          "x": (i % 13).cast(pl.Float64) / 3})  # fmt: skip
+    out = []
+    for seq, target in enumerate(("agg", "log")):
+        cut, premerged = cutter(spec, target)
+        frame = batch.select(["k", "n", "x"] if target == "agg" else ["k", "n"])
+        path = staging.batch_path(root, RUN, file, "a1", 0, seq)
+        meta = {"spec": SPEC, "db": "db", "target": target, "premerged": premerged}
+        staging.write_batch(path, cut(frame, 0), meta)
+        out.append((0, seq, 1_000_000 * (file + 1) + seq * rows))
+    return out
+
+
+def state(store: Store) -> dict[str, pl.DataFrame]:
+    parts = store.db("db").parts.values()
+    return {
+        "agg": pl.concat([p.vectors["agg"] for p in parts]).sort(K),
+        "log": pl.concat([p.tables["log"] for p in parts]).sort(K),
+        "keys": pl.concat([p.keys for p in parts]).sort(K),
+    }
+
+
+def loaded(root: Path) -> Store:
+    store = Store(root)
+    store.load()
+    return store
+
+
+def test_a_commit_cut_short_is_rolled_back_and_then_applied_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = Store(tmp_path / "clean")
+    clean.ready = True
+    for file in (0, 1):
+        server.commit_staged(clean, RUN, file, "a1", stage(clean.root, file, file * 500, 500))
+    want = state(clean)
+
+    store = Store(tmp_path / "w")
+    store.ready = True
+    server.commit_staged(store, RUN, 0, "a1", stage(store.root, 0, 0, 500))
+    after_first = state(store)
+    batches = stage(store.root, 1, 500, 500)
+
+    writes = {"n": 0}
+    real_write = Store.write
+
+    def dies_part_way(self: Store, *args: object, **kwargs: object) -> None:
+        writes["n"] += 1
+        if writes["n"] == 9:  # some partitions of the vector already rewritten
+            raise KeyboardInterrupt("the worker dies here")
+        real_write(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", dies_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        server.commit_staged(store, RUN, 1, "a1", batches)
+    monkeypatch.setattr(Store, "write", real_write)
+    marker = staging.file_dir(store.root, RUN, 1) / journal.APPLYING
+    assert marker.exists()
+    assert writes["n"] == 9
+
+    back = loaded(store.root)  # the worker starts again
+    assert not marker.exists()
+    for name, frame in state(back).items():
+        assert frame.equals(after_first[name]), name
+    back.ready = True
+    server.commit_staged(back, RUN, 1, "a1", batches)  # the stream's next try
+    for name, frame in state(back).items():
+        assert frame.equals(want[name]), name
+    for name, frame in state(loaded(store.root)).items():  # and so after a restart
+        assert frame.equals(want[name]), name
+
+
+def test_an_older_marker_is_left_and_refused(tmp_path: Path) -> None:
+    """A marker without the journal's header (written by an older version, whose writes were
+    not journaled) is not rolled back: its commit is refused as before."""
+    store = Store(tmp_path / "w")
+    store.ready = True
+    batches = stage(store.root, 0, 0, 50)
+    marker = staging.file_dir(store.root, RUN, 0) / journal.APPLYING
+    marker.write_text("12345")
+    back = loaded(store.root)
+    assert marker.exists()
+    back.ready = True
+    with pytest.raises(Exception, match="stopped while applying it"):
+        server.commit_staged(back, RUN, 0, "a1", batches)
