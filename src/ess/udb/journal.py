@@ -78,8 +78,8 @@ def roll_back(root: Path) -> int:
         if not lines or lines[0] != HEADER:
             continue
         for line in lines[1:]:
-            written = (root / line[1:]).resolve()
-            if line.startswith("+") and written.is_relative_to(root.resolve()):
+            written = (root / line.removeprefix("+")).resolve()
+            if written.is_relative_to(root.resolve()):  # never a file outside the store
                 written.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
         logger.warning("UDB commit cut short, rolled back: %s", marker.parent)
