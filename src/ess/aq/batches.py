@@ -88,6 +88,8 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
         to_skip = attrs.skip
         eof = False
         quoted = quotes_matter(attrs)
+        head = 0  # bytes of `block` before its first record: skipped lines, not copied away
+        data: Bytes
         while not eof:
             block = stream.read(chunk_size)
             eof = not block
@@ -99,14 +101,23 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
                 else:
                     records = attrs.skip_unit == "r" and quoted
                     offset, skipped, lines = skip_records(pending, to_skip, records)
-                    pending, to_skip, line = pending[offset:], to_skip - skipped, line + lines
-                    if to_skip and eof:
-                        pending = b""
+                    to_skip, line = to_skip - skipped, line + lines
                     if to_skip:
+                        pending = b"" if eof else pending[offset:]
                         continue
+                    head = offset  # `-f,+1` on a 16 MB block: no copy of the block's rest
                 block, pending = pending, b""
+                if attrs.fmt not in ("csv", "sep"):
+                    block, head = block[head:], 0
             if eof:
-                data, pending = pending + block, b""  # one of the two is empty
+                data, pending = (pending + block)[head:], b""  # one of the two is empty
+            elif head:  # the block just after skipped lines (nothing is pending)
+                before = -block.count(b'"', 0, head) if quoted else 0  # the parity after them
+                cut = _record_end(block, attrs, quoted, before)
+                if cut < head:
+                    pending, head = block[head:], 0
+                    continue
+                data, pending, head = memoryview(block)[head : cut + 1], block[cut + 1 :], 0
             else:
                 # the cut is searched in the new block only: the small carried-over tail is
                 # joined to it in one copy (no concatenation of the whole, then a slice)

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from ess.errors import EssError, UdbError
-from ess.udb import handoff, hashing, merge, moves, server, staging
+from ess.udb import handoff, hashing, merge, moves, server, staging, stamps
 from ess.udb import spec as udb_spec
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec
@@ -323,7 +323,7 @@ class UdbSession:
                 if batch.height == 0:
                     continue
                 if stager is None:
-                    base = self.client.run_on_scheduler(server.reserve_stamps,
+                    base = self.client.run_on_scheduler(stamps.reserve_stamps,
                                                         count=batch.height)  # fmt: skip
                 else:  # offsets within this process's part; the commit shifts them
                     base = stager.reserve(self.client, batch.height)
@@ -441,12 +441,14 @@ class _Cutter:
     combine: udb_spec.Target | None  # the vector to pre-merge for, if any
 
     def __call__(self, batch: pl.DataFrame, base: int) -> dict[int, pa.Table]:
+        if self.target != "var" and self.combine is None:  # the stamps come with the cut
+            return hashing.cut_by_partition(batch, self.pkey, PARTITIONS, stamps=(merge.R, base))
         n = batch.height
         batch = batch.with_columns((pl.int_range(0, n, dtype=pl.Int64) + base).alias(merge.R))
         if self.target == "var":
             return {0: batch.to_arrow()}
-        if self.combine is not None:
-            batch = merge.combine(batch, self.pkey, self.combine.columns)
+        assert self.combine is not None
+        batch = merge.combine(batch, self.pkey, self.combine.columns)
         return hashing.cut_by_partition(batch, self.pkey, PARTITIONS)  # order kept in a part
 
 

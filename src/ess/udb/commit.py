@@ -149,29 +149,32 @@ class Committer:
 
     def commit(self, file: int, ok: bool) -> str | None:
         """Apply file `file`'s staged import (None) or say why it failed."""
-        from ess.udb.staging import s_take
+        from ess.udb.staging import s_take_stamped
 
         try:
-            chosen = self._client().run_on_scheduler(s_take, run=self.run, file=file)
+            chosen = self._client().run_on_scheduler(s_take_stamped, run=self.run, file=file)
             if chosen is None:
                 return None
-            attempt, parts = chosen
-            if not all(p["complete"] for p in parts):
+            attempt, parts, base = chosen
+            if base is None:
                 self._drop(file)
                 return "UDB import not applied: a batch of it could not be staged"
-            self._apply(file, attempt, parts)
+            self._apply(file, attempt, parts, base)
         except Exception as exc:  # the file fails with one line, the stream goes on
             self._drop(file)
             why = str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}"
             return f"UDB import not applied: {why}"
         return None
 
-    def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]]) -> None:
-        from ess.udb.server import reserve_stamps
+    def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]],
+               base: int | None = None) -> None:  # fmt: skip
+        """Commit the staged `parts`; `base`: their row stamps, reserved (else here)."""
+        from ess.udb.stamps import reserve_stamps
 
         s = self.session
-        total = sum(int(p["rows"]) for p in parts)
-        base = s.client.run_on_scheduler(reserve_stamps, count=max(total, 1))
+        if base is None:
+            total = sum(int(p["rows"]) for p in parts)
+            base = s.client.run_on_scheduler(reserve_stamps, count=max(total, 1))
         plan: dict[str, list[tuple[int, int, int]]] = {}
         offset = base
         for p in parts:

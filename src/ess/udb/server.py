@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -127,18 +126,6 @@ def _frame(part: Part, spec: DbSpec, target: Target) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------------- tasks run in workers
-
-
-def reserve_stamps(dask_scheduler: Any, count: int) -> int:
-    """Run on the scheduler: `count` consecutive row stamps, increasing across all clients.
-
-    Stamps are wall-clock microseconds or above, so they keep increasing after a scheduler
-    restart too.
-    """
-    state = getattr(dask_scheduler, "_ess_udb_stamp", 0)
-    base = max(state + 1, time.time_ns() // 1000)
-    dask_scheduler._ess_udb_stamp = base + count - 1
-    return base
 
 
 def w_import(

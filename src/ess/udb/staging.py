@@ -276,5 +276,22 @@ def s_take(dask_scheduler: Any, run: str, file: int) -> tuple[str, list[dict[str
     return attempt, [parts[k] for k in sorted(parts)]
 
 
+def s_take_stamped(dask_scheduler: Any, run: str, file: int
+                   ) -> tuple[str, list[dict[str, Any]], int | None] | None:  # fmt: skip
+    """`s_take`, and for an attempt that staged everything the row stamps of all its rows
+    (ess.udb.stamps) in the same call: one scheduler round trip per committed file instead of
+    two. None: nothing was imported; a None base: the attempt is incomplete."""
+    from ess.udb.stamps import reserve_stamps
+
+    chosen = s_take(dask_scheduler, run, file)
+    if chosen is None:
+        return None
+    attempt, parts = chosen
+    if not all(p["complete"] for p in parts):
+        return attempt, parts, None
+    total = sum(int(p["rows"]) for p in parts)
+    return attempt, parts, reserve_stamps(dask_scheduler, max(total, 1))
+
+
 def s_forget(dask_scheduler: Any, run: str) -> None:
     _runs(dask_scheduler).pop(run, None)

@@ -60,8 +60,10 @@ def test_chunks_rebuild_the_input_at_record_ends(
     with reading(mode):
         chunks = list(read_chunks(str(path), InputAttrs(skip=skip), chunk_size=size))
     assert b"".join(bytes(c.data) for c in chunks) == body.encode()
+    # read(): bytes, except that the first chunk after skipped lines may be a view of its
+    # block (the rest of the block is not copied away from the header)
     want = memoryview if mode == "mapped" else bytes
-    assert all(isinstance(c.raw, want) for c in chunks)
+    assert all(isinstance(c.raw, want) for c in chunks[1 if skip else 0 :])
     line = skip + 1
     for chunk in chunks:
         assert chunk.first_line == line

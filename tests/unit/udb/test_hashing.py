@@ -117,3 +117,16 @@ def test_the_cut_does_not_import_numpy_ma() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_cut_stamps_number_the_rows_in_frame_order(n: int) -> None:
+    """Stamps from the cut's permutation are the stamps a column added before the cut has."""
+    keys = pl.Series("k", [f"u{(i * 7919) % 97}" if i % 5 else "" for i in range(n)])
+    frame = pl.DataFrame([keys, pl.int_range(0, n, eager=True).alias("x") * 3])
+    got = cut_by_partition(frame, ["k"], 32, stamps=("__r", 1_000_000))
+    stamped = frame.with_columns((pl.int_range(0, n, dtype=pl.Int64) + 1_000_000).alias("__r"))
+    want = cut_by_partition(stamped, ["k"], 32)
+    assert got.keys() == want.keys()
+    for pid, table in got.items():
+        assert table.equals(want[pid])

@@ -53,6 +53,25 @@ def test_a_complete_attempt_wins_then_the_one_with_most_parts_then_the_first() -
     assert staging.s_part(s, "r", 5, "x") == 0
 
 
+def test_taking_a_complete_attempt_reserves_its_stamps_in_the_same_call() -> None:
+    s = scheduler("tls://a")
+    staging.s_note(s, "r", 0, "one", manifest(0, runner="tls://a", rows=7))
+    staging.s_note(s, "r", 0, "one", manifest(1, runner="tls://a", rows=5))
+    staging.s_note(s, "r", 1, "bad", manifest(0, runner="tls://a", complete=False))
+    taken = staging.s_take_stamped(s, "r", 0)
+    assert taken is not None
+    attempt, parts, base = taken
+    assert attempt == "one" and [p["part"] for p in parts] == [0, 1] and base is not None
+    assert s._ess_udb_stamp == base + 12 - 1  # the 12 rows' stamps are taken
+    assert staging.s_take_stamped(s, "r", 1) == (
+        "bad",
+        [manifest(0, runner="tls://a", complete=False)],
+        None,
+    )
+    assert s._ess_udb_stamp == base + 11  # an incomplete attempt reserves nothing
+    assert staging.s_take_stamped(s, "r", 0) is None
+
+
 def batch(pid: int, stamps: list[int], key: str = "a") -> dict[int, pa.Table]:
     n = len(stamps)
     return {pid: pa.table({"k": [key] * n, "__r": pa.array(stamps, pa.int64())})}
