@@ -265,13 +265,37 @@ static uint64_t mod_m31(uint64_t x) {
     return x >= m ? x - m : x;
 }
 
+static uint64_t string_hash(const unsigned char *data, int64_t start, int64_t end, uint64_t base) {
+    uint64_t h = 0;
+    for (int64_t j = end - 1; j >= start; j--) h = mod_m31(h * base + data[j]);
+    return h;
+}
+
 void ess_string_hash(const int64_t *offsets, const unsigned char *data, int64_t n, uint64_t base,
                      int64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = (int64_t)string_hash(data, offsets[i], offsets[i + 1], base);
+}
+
+/* The UDB's cut of a batch keyed by one string column, in two passes and no sort: each row's
+ * partition (its hash mod `partitions`, at most 256) into `part`, then a stable counting sort:
+ * `order` lists the rows partition after partition, in row order within each; `counts[p]` is
+ * the number of rows of partition p. */
+void ess_string_partition_order(const int64_t *offsets, const unsigned char *data, int64_t n,
+                                uint64_t base, int32_t partitions, uint8_t *part, int64_t *order,
+                                int64_t *counts) {
+    int64_t next[256];
+    for (int32_t p = 0; p < partitions; p++) counts[p] = 0;
     for (int64_t i = 0; i < n; i++) {
-        uint64_t h = 0;
-        for (int64_t j = offsets[i + 1] - 1; j >= offsets[i]; j--) h = mod_m31(h * base + data[j]);
-        out[i] = (int64_t)h;
+        uint8_t p = (uint8_t)(string_hash(data, offsets[i], offsets[i + 1], base) % (uint64_t)partitions);
+        part[i] = p;
+        counts[p]++;
     }
+    int64_t at = 0;
+    for (int32_t p = 0; p < partitions; p++) {
+        next[p] = at;
+        at += counts[p];
+    }
+    for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
 }
 
 /* Left-to-right sum of x[0..n) onto init, as a C loop adds: the order decides the exact result

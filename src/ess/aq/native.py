@@ -125,6 +125,18 @@ def native_library() -> ctypes.CDLL | None:
         ctypes.c_uint64,  # base
         ctypes.c_void_p,  # int64_t *out
     ]
+    cut = lib.ess_string_partition_order
+    cut.restype = None
+    cut.argtypes = [
+        ctypes.c_void_p,  # const int64_t *offsets (n + 1)
+        ctypes.c_void_p,  # const unsigned char *data
+        ctypes.c_int64,  # n
+        ctypes.c_uint64,  # base
+        ctypes.c_int32,  # partitions (<= 256)
+        ctypes.c_void_p,  # uint8_t *part (n, scratch)
+        ctypes.c_void_p,  # int64_t *order (n)
+        ctypes.c_void_p,  # int64_t *counts (partitions)
+    ]
     parse = lib.ess_parse_delimited
     parse.restype = ctypes.c_int64
     parse.argtypes = [

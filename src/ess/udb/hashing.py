@@ -164,12 +164,16 @@ def cut_by_partition(
 
     assert partitions <= 256  # the partition numbers fit the radix sort's uint8
     table = frame.to_arrow()
-    # NumPy <-> Arrow without copies and without Polars' or pa.array's NumPy conversions, which
-    # import numpy.ma at first use: 12 ms of CPU in every aq_pp -imp
-    part = (key_hash(frame, columns, table) % partitions).cast(pl.UInt8).to_arrow()
-    part = part.to_numpy(zero_copy_only=True)
-    order = np.argsort(part, kind="stable").astype(np.int64, copy=False)
-    counts = np.bincount(part, minlength=partitions)
+    cut = _native_cut(frame, columns, table, partitions)
+    if cut is not None:
+        order, counts = cut
+    else:
+        # NumPy <-> Arrow without copies and without Polars' or pa.array's NumPy conversions,
+        # which import numpy.ma at first use: 12 ms of CPU in every aq_pp -imp
+        part = (key_hash(frame, columns, table) % partitions).cast(pl.UInt8).to_arrow()
+        part = part.to_numpy(zero_copy_only=True)
+        order = np.argsort(part, kind="stable").astype(np.int64, copy=False)
+        counts = np.bincount(part, minlength=partitions)
     ordered = table.take(_int64_array(order))  # Arrow's take: 9 ms where Polars' gather took 13
     if stamps is not None:
         name, base = stamps
@@ -181,6 +185,36 @@ def cut_by_partition(
             out[pid] = ordered.slice(start, count)
         start += count
     return out
+
+
+def _native_cut(frame: pl.DataFrame, columns: list[str], table: pa.Table, partitions: int
+                ) -> tuple[Any, Any] | None:  # fmt: skip
+    """(order, counts) of `cut_by_partition` from the C helper, for a key of one string column
+    without nulls (the common key): hash, partition and counting sort in two passes, where the
+    Polars/NumPy steps took about 19 ms on a 400,000-row batch. None: not such a key, or no
+    helper."""
+    import numpy as np
+
+    from ess.aq.native import native_library
+
+    if len(columns) != 1 or frame.schema[columns[0]] != pl.String:
+        return None
+    lib = native_library()
+    if lib is None or frame.get_column(columns[0]).null_count():
+        return None
+    arr = table.column(columns[0]).combine_chunks()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    order = np.empty(n, dtype=np.int64)
+    counts = np.empty(partitions, dtype=np.int64)
+    scratch = np.empty(n, dtype=np.uint8)
+    offsets, data = arr.buffers()[1], arr.buffers()[2]
+    lib.ess_string_partition_order(
+        offsets.address + 8 * arr.offset, data.address if data is not None else 0, n, B,
+        partitions, scratch.ctypes.data, order.ctypes.data, counts.ctypes.data,
+    )  # fmt: skip
+    return order, counts
 
 
 def _int64_array(values: Any) -> pa.Array:

@@ -130,3 +130,18 @@ def test_cut_stamps_number_the_rows_in_frame_order(n: int) -> None:
     assert got.keys() == want.keys()
     for pid, table in got.items():
         assert table.equals(want[pid])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_the_cut_of_a_string_key_is_partition_by_in_row_order(n: int) -> None:
+    """One string key column: the C helper's hash, partition and counting sort."""
+    i = pl.int_range(0, n, eager=True)
+    keys = pl.when(i % 7 == 0).then(pl.lit("")).otherwise("ü" + (i * 7919 % 101).cast(pl.String))
+    frame = pl.DataFrame({"i": i}).with_columns(k=keys).select("k", "i")
+    got = cut_by_partition(frame, ["k"], 32)
+    with_p = frame.with_columns(partition_of(frame, ["k"], 32))
+    parts = with_p.partition_by("__p", as_dict=True, include_key=False)
+    want = {int(k[0]): v.to_arrow() for k, v in parts.items()}
+    assert got.keys() == want.keys()
+    for pid, table in got.items():
+        assert table.equals(want[pid])
