@@ -45,6 +45,11 @@ WORKER_WAIT = 60.0
 CANCEL_WAIT = 10.0
 
 
+class WorkerLost(ClusterError):
+    """A task pinned to a worker could not run there: the worker went away while it ran, or
+    was not connected within WORKER_WAIT (its caller may wait for it and try again)."""
+
+
 def gateway_file(tls: TlsFiles) -> Path:
     """Where a cluster's gateway address is kept: next to its TLS directory."""
     return tls.directory.parent / "gateway.address"
@@ -162,7 +167,7 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                 if addr not in scheduler.workers:
                     waiter.cancel()
                     await (await get_client()).cancel([future])
-                    raise ClusterError(f"{node} went away while running the command")
+                    raise WorkerLost(f"{node} went away while running the command")
 
         async def watch(tid: int, future: Any, pinned: tuple[str, str] | None) -> None:
             try:
@@ -203,7 +208,7 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                         try:
                             addr = (await wait_for([node]))[node]
                         except ClusterError as exc:
-                            await send(("done", tid, "error", exc))
+                            await send(("done", tid, "error", WorkerLost(str(exc))))
                             continue
                         pinned = (node, addr)
                         future = c.submit(
@@ -215,6 +220,13 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                     task = asyncio.ensure_future(watch(tid, future, pinned))
                     watchers.add(task)
                     task.add_done_callback(watchers.discard)
+                elif kind == "scheduler":  # a short function of the scheduler's state
+                    _, tid, fn, kwargs = message
+                    try:
+                        reply = ("done", tid, "ok", fn(dask_scheduler=scheduler, **kwargs))
+                    except Exception as exc:
+                        reply = ("done", tid, "error", _portable_error(exc))
+                    await send(reply)
                 elif kind == "cancel":
                     doomed = [futures[t] for t in message[1] if t in futures]
                     if doomed:
@@ -337,13 +349,21 @@ class GatewayPool(TaskPool):
         await self._writer.drain()
 
     def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Future[Any]:
+        resources = None if node is not None else self._resources
+        return self._request(lambda tid: ("submit", tid, fn, args, node, resources))
+
+    def on_scheduler(self, fn: Callable[..., Any], **kwargs: Any) -> Future[Any]:
+        """`fn(dask_scheduler=<the scheduler>, **kwargs)` run in the scheduler's process, as
+        Dask's ``Client.run_on_scheduler`` runs it (a short function of its state)."""
+        return self._request(lambda tid: ("scheduler", tid, fn, kwargs))
+
+    def _request(self, message: Callable[[int], tuple[Any, ...]]) -> Future[Any]:
         tid = next(self._ids)
         future: Future[Any] = Future()
         self._pending[tid] = future
         self._tid_of[id(future)] = tid
-        resources = None if node is not None else self._resources
         try:
-            self._call(self._send(("submit", tid, fn, args, node, resources)))
+            self._call(self._send(message(tid)))
         except (OSError, ConnectionError, RuntimeError) as exc:
             self._pending.pop(tid, None)
             future.set_exception(ClusterError(f"lost the connection to the gateway ({exc})"))

@@ -25,21 +25,19 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ess.errors import EssError, UdbError
+from ess.errors import UdbError
 from ess.udb import handoff, hashing, merge, moves, server, staging, stamps
 from ess.udb import spec as udb_spec
+from ess.udb.conn import REVIVE_WAIT, TASK_TIMEOUT, revive
 from ess.udb.server import Query
 from ess.udb.spec import DbSpec
 from ess.workspace import Workspace
 
 PARTITIONS = 32
-TASK_TIMEOUT = 600.0
 #: seconds between checks, while waiting for a task, that its worker still runs
 WORKER_CHECK = 2.0
 #: import batches cut in advance (threads) while the previous one is shipped
 PREPARED_AHEAD = 2
-#: how long a stream's commit (or a staging send) waits for a worker that died to come back
-REVIVE_WAIT = 30.0
 
 
 def owner(pid: int, workers: Iterable[str]) -> str:
@@ -577,16 +575,3 @@ def reviving(session: UdbSession, step: Any) -> Any:
             if session.can_revive:
                 revive(session.ws)
             time.sleep(1.0)
-
-
-def revive(ws: Workspace) -> None:
-    """Restart dead daemons of this work directory's cluster (a no-op where the platform
-    cannot, e.g. a command on a worker of another machine)."""
-    from ess.udb.conn import connection_from_env
-
-    if connection_from_env() is not None:
-        return
-    from ess.cluster.provider import provider_for
-
-    with contextlib.suppress(EssError):
-        provider_for(ws).connection(revive=True)

@@ -22,9 +22,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ess.errors import EssError, UdbError
+from ess.errors import EssError
 from ess.run.env import PipelineEnv, RunContext, RunHooks, RunKind
 from ess.run.pipeline import WorkerHook
+from ess.udb.commitlink import (
+    DROP,
+    FORGET,
+    RESERVE,
+    TAKE,
+    CommitLink,
+    Plan,
+    SessionLink,
+    open_link,
+)
+from ess.udb.conn import REVIVE_WAIT
 from ess.workspace import Workspace
 
 ENV_STAGE = "ESS_UDB_STAGE"
@@ -69,7 +80,8 @@ class Stager:
             return
         if not self.sent and not self.failed:
             return
-        committer = Committer(ws=session.ws, run=self.run, session=session)
+        link = SessionLink(session, owned=False)
+        committer = Committer(ws=session.ws, run=self.run, link=link)
         try:
             if not self.failed:
                 committer._apply(0, self.attempt, [self.manifest()])
@@ -122,7 +134,7 @@ def stream_hooks(ctx: RunContext) -> PipelineEnv | None:
     if not any(word in ctx.command for word in IMPORT_WORDS):
         return None
     run = uuid.uuid4().hex
-    committer = Committer(ws=ctx.ws, run=run)
+    committer = Committer(ws=ctx.ws, run=run, pool=ctx.pool)
     hook = WorkerHook(fn=attempt_env, payload=run, failure="cannot start the UDB import")
     return PipelineEnv(hook=hook, run=RunHooks(after_file=committer.commit,
                                                 finish=committer.finish))  # fmt: skip
@@ -134,25 +146,18 @@ class Committer:
 
     ws: Workspace
     run: str
-    session: Any = None  # a UdbSession, opened at the first file that imported
+    link: CommitLink | None = None  # opened at the first file that imported
+    pool: Any = None  # the stream's task pool: a gateway pool is the link (ess.udb.commitlink)
 
-    def _client(self) -> Any:
-        from distributed import Client
-
-        if self.session is None:
-            from ess.udb.client import UdbSession
-
-            self.session = UdbSession(self.ws)
-        client = self.session.client
-        assert isinstance(client, Client)
-        return client
+    def _link(self) -> CommitLink:
+        if self.link is None:
+            self.link = open_link(self.ws, self.pool)
+        return self.link
 
     def commit(self, file: int, ok: bool) -> str | None:
         """Apply file `file`'s staged import (None) or say why it failed."""
-        from ess.udb.staging import s_take_stamped
-
         try:
-            chosen = self._client().run_on_scheduler(s_take_stamped, run=self.run, file=file)
+            chosen = self._link().on_scheduler(TAKE, run=self.run, file=file)
             if chosen is None:
                 return None
             attempt, parts, base = chosen
@@ -169,76 +174,36 @@ class Committer:
     def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]],
                base: int | None = None) -> None:  # fmt: skip
         """Commit the staged `parts`; `base`: their row stamps, reserved (else here)."""
-        from ess.udb.stamps import reserve_stamps
-
-        s = self.session
+        link = self._link()
         if base is None:
             total = sum(int(p["rows"]) for p in parts)
-            base = s.client.run_on_scheduler(reserve_stamps, count=max(total, 1))
-        plan: dict[str, list[tuple[int, int, int]]] = {}
+            base = int(link.on_scheduler(RESERVE, count=max(total, 1)))
+        plan: Plan = {}
         offset = base
         for p in parts:
             for name, seqs in p["workers"].items():
                 plan.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
             offset += int(p["rows"])
-        from ess.udb.client import REVIVE_WAIT, WorkerGone
-        from ess.udb.server import w_commit
-
         deadline = time.monotonic() + REVIVE_WAIT
         while plan:  # a worker that died before it applied its part: again once it is back
-            addrs = self._wait_for(sorted(plan), deadline)
-            futures = {name: s._run(addrs[name], w_commit, self.run, file, attempt, batches)
-                       for name, batches in plan.items()}  # fmt: skip
-            gone: list[str] = []
-            errors: list[Exception] = []
-            for name, future in futures.items():
-                try:
-                    s.gather([future])
-                except WorkerGone:
-                    gone.append(name)
-                except Exception as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+            link.ensure(sorted(plan), deadline)
+            gone = link.apply(plan, self.run, file, attempt)
             plan = {name: plan[name] for name in gone}
 
-    def _wait_for(self, names: list[str], deadline: float) -> dict[str, str]:
-        """Addresses of `names`, reviving dead workers (until `deadline`)."""
-        # the UDB client (and Dask) only when a stream really commits: ess.udb.remote imports
-        # this module in every ess stream/exec, whose start-up must not pay ~0.5 s for Dask
-        from ess.udb.client import REVIVE_WAIT, revive
-
-        s = self.session
-        while True:
-            addrs = s.addresses()
-            missing = [n for n in names if n not in addrs]
-            if not missing:
-                return dict(addrs)
-            if time.monotonic() > deadline:
-                raise UdbError(
-                    f"worker(s) {', '.join(missing)} stopped and did not come back within "
-                    f"{REVIVE_WAIT:.0f} s: their part of this file was not applied"
-                )
-            revive(self.ws)
-            time.sleep(0.5)
-
     def _drop(self, file: int | None) -> None:
-        from ess.udb.staging import w_drop
-
         with contextlib.suppress(Exception):  # best effort: stale staging is swept later
-            self.session.each_worker(w_drop, self.run, file)
+            if self.link is not None:
+                self.link.each_worker(DROP, self.run, file)
 
     def finish(self, ok: bool) -> None:
         """End of the stream: remove whatever staging is left (a stopped run, a re-run that
         went on after its file was committed) and the scheduler's record of the run."""
-        if self.session is None:
+        if self.link is None:
             return
-        from ess.udb.staging import s_forget
-
         try:
             self._drop(None)
             with contextlib.suppress(Exception):
-                self.session.client.run_on_scheduler(s_forget, run=self.run)
+                self.link.on_scheduler(FORGET, run=self.run)
         finally:
-            self.session.close()
-            self.session = None
+            self.link.close()
+            self.link = None

@@ -3,12 +3,15 @@ belongs to, from the variables :func:`ess.udb.remote.command_env` set (see that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from ess.engine.connection import Connection
 from ess.engine.security import TlsFiles
+from ess.errors import EssError
+from ess.workspace import Workspace
 
 ENV_ADDRESS = "ESS_SCHEDULER_ADDRESS"
 ENV_TLS_DIR = "ESS_TLS_DIR"
@@ -17,6 +20,10 @@ ENV_CLUSTER = "ESS_CLUSTER_ID"
 #: The worker's own CA, certificate and key files (os.pathsep-separated): a worker of a cluster
 #: someone else runs (the dask platform) keeps them under names of its own.
 ENV_TLS_FILES = "ESS_TLS_FILES"
+#: How long an operation waits for a dead worker it needs to come back (revived).
+REVIVE_WAIT = 30.0
+#: How long one UDB task may run before the operation fails.
+TASK_TIMEOUT = 600.0
 
 
 def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection | None:
@@ -35,3 +42,14 @@ def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection 
         worker_names=names,
         shared_filesystem=False,
     )
+
+
+def revive(ws: Workspace) -> None:
+    """Restart dead daemons of this work directory's cluster (a no-op where the platform
+    cannot, e.g. a command on a worker of another machine)."""
+    if connection_from_env() is not None:
+        return
+    from ess.cluster.provider import provider_for
+
+    with contextlib.suppress(EssError):
+        provider_for(ws).connection(revive=True)
