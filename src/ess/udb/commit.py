@@ -29,7 +29,6 @@ from ess.udb.commitlink import (
     DROP,
     FORGET,
     RESERVE,
-    TAKE,
     CommitLink,
     Plan,
     SessionLink,
@@ -157,7 +156,7 @@ class Committer:
     def commit(self, file: int, ok: bool) -> str | None:
         """Apply file `file`'s staged import (None) or say why it failed."""
         try:
-            chosen = self._link().on_scheduler(TAKE, run=self.run, file=file)
+            chosen = self._link().take(self.run, file)
             if chosen is None:
                 return None
             attempt, parts, base = chosen

@@ -53,6 +53,9 @@ class CommitLink(Protocol):
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
         """`fn(dask_scheduler=..., **kwargs)` on the scheduler; its result."""
 
+    def take(self, run: str, file: int) -> Any:
+        """ess.udb.staging.s_take_stamped of `file`."""
+
     def ensure(self, names: list[str], deadline: float) -> None:
         """Before (again) committing on `names`: revive the workers of them that died, or
         fail with UdbError past `deadline`."""
@@ -72,7 +75,16 @@ def s_worker_names(dask_scheduler: Any) -> list[str]:
     return sorted(str(ws.name) for ws in dask_scheduler.workers.values())
 
 
+def s_take_seeing_workers(dask_scheduler: Any, run: str, file: int) -> tuple[Any, list[str]]:
+    """Run on the scheduler: s_take_stamped, and the connected workers' names (the commit
+    then needs no second call to learn that its workers are all there)."""
+    from ess.udb.staging import s_take_stamped
+
+    return s_take_stamped(dask_scheduler, run, file), s_worker_names(dask_scheduler)
+
+
 WORKERS = Remote(__name__, "s_worker_names")
+TAKE_SEEING = Remote(__name__, "s_take_seeing_workers")
 
 
 def _revive_until(present: Callable[[], set[str]], names: list[str], deadline: float,
@@ -97,11 +109,20 @@ class GatewayLink:
 
     def __init__(self, pool: GatewayPool, ws: Workspace) -> None:
         self.pool, self.ws = pool, ws
+        self.seen: set[str] = set()  # workers connected at the last take
 
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
         return _result(self.pool.on_scheduler(fn, **kwargs))
 
+    def take(self, run: str, file: int) -> Any:
+        taken, names = self.on_scheduler(TAKE_SEEING, run=run, file=file)
+        self.seen = set(names)
+        return taken
+
     def ensure(self, names: list[str], deadline: float) -> None:
+        if all(n in self.seen for n in names):
+            self.seen = set()  # a retry after a worker was lost asks again
+            return
         # the gateway would wait for a missing worker, but only this side can revive it
         _revive_until(lambda: set(self.on_scheduler(WORKERS)), names, deadline, self.ws)
 
@@ -130,6 +151,9 @@ class SessionLink:
         # Dask looks for a `dask_scheduler` parameter in the function's own signature
         real = fn.function() if isinstance(fn, Remote) else fn
         return self.session.client.run_on_scheduler(real, **kwargs)
+
+    def take(self, run: str, file: int) -> Any:
+        return self.on_scheduler(TAKE, run=run, file=file)
 
     def ensure(self, names: list[str], deadline: float) -> None:
         def present() -> set[str]:
