@@ -234,13 +234,14 @@ def commit_staged(store: Store, run: str, file: int, attempt: str,
 
     rows = 0
     paths = staging.check(store.root, run, file, attempt, batches, store.name)
+    if paths is None:  # applied by an earlier try of this commit
+        return 0
     marker = staging.file_dir(store.root, run, file) / journal.APPLYING
     with journal.journaled(marker, store.root) as superseded:
         for parts, meta, premerged in staging.groups(paths):
             rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
                                 premerged=premerged)  # fmt: skip
-    marker.unlink()  # the commit point: from here on it is never rolled back
-    staging.done(store.root, run, file)
+    staging.committed(store.root, run, file)  # the commit point: never rolled back after it
     for old in superseded:
         old.unlink(missing_ok=True)
     return rows

@@ -41,6 +41,9 @@ import pyarrow.ipc as ipc
 from ess.errors import UdbError
 from ess.udb.journal import APPLYING, HEADER, STAGING
 
+#: what a file's journal marker becomes once this worker has applied the file
+COMMITTED = "committed"
+
 __all__ = ["APPLYING", "STAGING"]  # imported from here by tests
 
 PART_COL = "__p"
@@ -109,11 +112,15 @@ def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) ->
 
 
 def check(root: Path, run: str, file: int, attempt: str, batches: list[tuple[int, int, int]],
-          worker: str) -> list[tuple[Path, int]]:  # fmt: skip
-    """The staged files of `batches` [(part, seq, stamp base)] with their bases; refuses
-    (before anything is applied) when one is missing, or when an earlier commit of this file
-    on this worker stopped half-way. Marks the commit as started."""
+          worker: str) -> list[tuple[Path, int]] | None:  # fmt: skip
+    """The staged files of `batches` [(part, seq, stamp base)] with their bases, or None when
+    this worker has already committed the file (a retry whose first try was applied but whose
+    answer was lost with the worker); refuses (before anything is applied) when one is
+    missing, or when an earlier commit of this file on this worker stopped half-way. Marks
+    the commit as started."""
     fdir = file_dir(root, run, file)
+    if (fdir / COMMITTED).exists():
+        return None
     marker = fdir / APPLYING
     if marker.exists():
         raise UdbError(
@@ -170,8 +177,16 @@ def _joined(
     return joined, meta, False
 
 
-def done(root: Path, run: str, file: int) -> None:
-    shutil.rmtree(file_dir(root, run, file), ignore_errors=True)
+def committed(root: Path, run: str, file: int) -> None:
+    """The commit point of a file on this worker: its journal marker becomes the record that
+    the file is applied here (one atomic rename: a worker that dies on either side of it is
+    rolled back, or answers a retry "done"), then its staged batches go. The record stays
+    until the stream drops its run's staging."""
+    fdir = file_dir(root, run, file)
+    os.replace(fdir / APPLYING, fdir / COMMITTED)
+    for attempt in fdir.iterdir():
+        if attempt.is_dir():
+            shutil.rmtree(attempt, ignore_errors=True)
 
 
 def w_drop(run: str, file: int | None = None) -> None:

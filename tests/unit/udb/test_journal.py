@@ -109,3 +109,22 @@ def test_an_older_marker_is_left_and_refused(tmp_path: Path) -> None:
     back.ready = True
     with pytest.raises(Exception, match="stopped while applying it"):
         server.commit_staged(back, RUN, 0, "a1", batches)
+
+
+def test_a_commit_tried_again_after_it_was_applied_is_applied_once(tmp_path: Path) -> None:
+    """The worker applied the file, then died before its answer reached the master, which
+    tries the commit again once the worker is back: that try finds the commit's record and
+    applies nothing (before, it failed the file: "staged batches ... are missing")."""
+    clean = Store(tmp_path / "clean")
+    clean.ready = True
+    server.commit_staged(clean, RUN, 0, "a1", stage(clean.root, 0, 0, 300))
+    want = state(clean)
+    store = Store(tmp_path / "w")
+    store.ready = True
+    batches = stage(store.root, 0, 0, 300)
+    assert server.commit_staged(store, RUN, 0, "a1", batches) > 0
+    back = loaded(store.root)  # the worker starts again: nothing to roll back
+    back.ready = True
+    assert server.commit_staged(back, RUN, 0, "a1", batches) == 0
+    for name, frame in state(loaded(store.root)).items():
+        assert frame.equals(want[name]), name
