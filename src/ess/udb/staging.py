@@ -46,7 +46,8 @@ COMMITTED = "committed"
 
 __all__ = ["APPLYING", "STAGING"]  # imported from here by tests
 
-PART_COL = "__p"
+PART_COL = "__p"  # the partition of each row, in files of an earlier version
+SIZES = "sizes"  # metadata: [partition, rows] of the file's partitions, in order
 #: rows of consecutive staged batches a commit applies in one merge
 GROUP_ROWS = 2_000_000
 #: staging folders of runs older than this are removed when a worker starts (a stream killed
@@ -97,12 +98,11 @@ def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) ->
     """`parts` as one Arrow file at `path` (written whole, then renamed); returns rows."""
     from ess.udb.snapshot import private_dir
 
-    tables = [
-        t.append_column(PART_COL, pa.repeat(pa.scalar(pid, pa.int32()), t.num_rows))
-        for pid, t in sorted(parts.items())
-    ]  # in ascending partition order: `_split` cuts the file back into slices
+    pids = sorted(parts)  # in ascending partition order: `_split` cuts the file back into
+    tables = [parts[pid] for pid in pids]  # slices by the rows of each, in the metadata
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    table = table.replace_schema_metadata({"ess": json.dumps(meta)})
+    sizes = [[pid, parts[pid].num_rows] for pid in pids]
+    table = table.replace_schema_metadata({"ess": json.dumps({**meta, SIZES: sizes})})
     private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
@@ -141,7 +141,8 @@ def check(root: Path, run: str, file: int, attempt: str, batches: list[tuple[int
 def load(path: Path, base: int) -> tuple[dict[int, pa.Table], dict[str, Any]]:
     """A staged batch, its stamps shifted by `base`, split by partition; and its metadata."""
     table, meta = _read(path)
-    return _split(_shift(table, base)), meta
+    sizes = meta.pop(SIZES, None)
+    return _split(_shift(table, base), sizes), meta
 
 
 def groups(
@@ -224,9 +225,17 @@ def _shift(table: pa.Table, base: int) -> pa.Table:
     return table.set_column(i, R, pc.add(table.column(R), pa.scalar(base, pa.int64())))
 
 
-def _split(table: pa.Table) -> dict[int, pa.Table]:
-    """The staged table cut back into its partitions: zero-copy slices of the runs of equal
-    partition numbers (written in ascending order; a partition is gathered if it is not)."""
+def _split(table: pa.Table, sizes: list[list[int]] | None) -> dict[int, pa.Table]:
+    """The staged table cut back into its partitions: zero-copy slices, by the rows of each
+    partition (`sizes`: [pid, rows] in file order), or in a file of an earlier version by its
+    column of partition numbers (runs of equal numbers; a partition is gathered if it is not
+    one run)."""
+    if sizes is not None:
+        out, start = {}, 0
+        for pid, rows in sizes:
+            out[int(pid)] = table.slice(start, rows)
+            start += rows
+        return out
     pids = table.column(PART_COL).to_numpy()
     table = table.drop_columns([PART_COL])
     starts = np.flatnonzero(np.diff(pids, prepend=pids[:1] - 1)) if len(pids) else pids

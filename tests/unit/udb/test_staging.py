@@ -117,6 +117,31 @@ def test_consecutive_batches_of_a_target_are_joined_in_order_with_shifted_stamps
     assert [sum(t.num_rows for t in g[0].values()) for g in small] == [2, 2]
 
 
+def test_a_staged_file_of_the_earlier_layout_still_loads(tmp_path: Path) -> None:
+    """Files written before the partition sizes went into the metadata carry a column of
+    partition numbers instead: a stream started before an upgrade still commits them."""
+    import json
+
+    import pyarrow.ipc as ipc
+
+    meta = {"spec": "", "db": "d", "target": "t", "premerged": True}
+    old = pa.table({"k": ["a", "b", "c"], "__r": pa.array([0, 1, 2], pa.int64()),
+                    "__p": pa.array([1, 1, 4], pa.int32())})  # fmt: skip
+    path = tmp_path / "old.arrow"
+    old = old.replace_schema_metadata({"ess": json.dumps(meta)})
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, old.schema) as writer:
+        writer.write_table(old)
+    parts, got_meta = staging.load(path, 10)
+    assert got_meta == meta
+    assert {p: t.column("__r").to_pylist() for p, t in parts.items()} == {1: [10, 11], 4: [12]}
+    assert all("__p" not in t.column_names for t in parts.values())
+    new = tmp_path / "new.arrow"
+    staging.write_batch(new, {4: parts[4], 1: parts[1]}, meta)
+    again, again_meta = staging.load(new, 0)
+    assert again_meta == meta and list(again) == [1, 4]
+    assert {p: t.equals(parts[p]) for p, t in again.items()} == {1: True, 4: True}
+
+
 def test_sweep_removes_only_old_runs(tmp_path: Path) -> None:
     old = tmp_path / staging.STAGING / "old"
     new = tmp_path / staging.STAGING / "new"
