@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -94,72 +94,27 @@ def native_library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(target))
     except OSError:
         return None
-    fn = lib.ess_format_g
-    fn.restype = ctypes.c_int64
-    fn.argtypes = [
-        ctypes.c_void_p,  # const double *x
-        ctypes.c_void_p,  # const uint8_t *valid (NULL: no nulls)
-        ctypes.c_int64,  # bit offset into valid
-        ctypes.c_int64,  # n
-        ctypes.c_int,  # precision
-        ctypes.c_void_p,  # char *out
-        ctypes.c_void_p,  # int64_t *offsets
-    ]
-    render = lib.ess_render_csv
-    render.restype = ctypes.c_int64
-    render.argtypes = [
-        ctypes.POINTER(CsvColumn),
-        ctypes.c_int32,  # number of columns
-        ctypes.c_int64,  # number of rows
-        ctypes.c_int32,  # separator byte
-        ctypes.c_int32,  # float precision
-        ctypes.c_void_p,  # char *out
-        ctypes.c_void_p,  # int64_t *ends (NULL: not wanted)
-    ]
-    hash_fn = lib.ess_string_hash
-    hash_fn.restype = None
-    hash_fn.argtypes = [
-        ctypes.c_void_p,  # const int64_t *offsets (n + 1)
-        ctypes.c_void_p,  # const unsigned char *data
-        ctypes.c_int64,  # n
-        ctypes.c_uint64,  # base
-        ctypes.c_void_p,  # int64_t *out
-    ]
-    cut = lib.ess_string_partition_order
-    cut.restype = None
-    cut.argtypes = [
-        ctypes.c_void_p,  # const int64_t *offsets (n + 1)
-        ctypes.c_void_p,  # const unsigned char *data
-        ctypes.c_int64,  # n
-        ctypes.c_uint64,  # base
-        ctypes.c_int32,  # partitions (<= 256)
-        ctypes.c_void_p,  # uint8_t *part (n, scratch)
-        ctypes.c_void_p,  # int64_t *order (n)
-        ctypes.c_void_p,  # int64_t *counts (partitions)
-    ]
-    parse = lib.ess_parse_delimited
-    parse.restype = ctypes.c_int64
-    parse.argtypes = [
-        ctypes.c_void_p,  # data
-        ctypes.c_int64,  # length
-        ctypes.c_int32,  # separator byte
-        ctypes.c_int32,  # quoting on
-        ctypes.c_int32,  # number of fields
-        ctypes.c_void_p,  # const int32_t *kinds (P_*)
-        ctypes.c_void_p,  # void *const *values
-        ctypes.c_void_p,  # int64_t *const *offsets
-        ctypes.c_int64,  # max rows
-    ]
-    total = lib.ess_sum_f64
-    total.restype = ctypes.c_double
-    total.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double]
-    count = lib.ess_count_byte
-    count.restype = ctypes.c_int64
-    count.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    pair = lib.ess_count_pair
-    pair.restype = None
-    pair.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    for name, (restype, argtypes) in _signatures().items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
     return lib
+
+
+def _signatures() -> dict[str, tuple[Any, list[Any]]]:
+    """The C helper's functions: (return type, argument types) for ctypes, in the order of
+    their C prototypes (_native.c, _parse.c), which name and explain each argument."""
+    p, i32, i64, u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
+    i, f64 = ctypes.c_int, ctypes.c_double
+    return {
+        "ess_format_g": (i64, [p, p, i64, i64, i, p, p]),
+        "ess_render_csv": (i64, [ctypes.POINTER(CsvColumn), i32, i64, i32, i32, p, p]),
+        "ess_string_hash": (None, [p, p, i64, u64, p]),
+        "ess_string_partition_order": (None, [p, p, i64, u64, i32, p, p, p]),
+        "ess_parse_delimited": (i64, [p, i64, i32, i32, i32, p, p, p, i64]),
+        "ess_sum_f64": (f64, [p, i64, f64]),
+        "ess_count_byte": (i64, [p, i64, i]),
+        "ess_count_pair": (None, [p, i64, i, i, p]),
+    }
 
 
 Bytes = bytes | memoryview  # a memoryview: of a memory-mapped input file (ess.aq.mapped)
