@@ -431,3 +431,34 @@ def test_a_long_socket_name_keeps_its_launchers_under_that_name(tmp_path: Path) 
         proc.terminate()
         proc.wait(30)
     assert not os.path.exists(bin_dir(wanted))
+
+
+def test_the_service_stops_when_its_worker_dies_unreaped(tmp_path: Path) -> None:
+    """A SIGKILLed worker stays a zombie until its parent reaps it (seconds, for a worker a
+    long-lived process revived, or one reparented to a container's init): its service must
+    stop all the same, or the worker started in its place would send commands to a service
+    that later dies under them."""
+    worker = subprocess.Popen(["sleep", "600"])  # stands for the worker; this test its parent
+    sock = str(tmp_path / "node.warm.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ess.warm.service", "--socket", sock,
+         "--watch-pid", str(worker.pid)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while served(sock) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served(sock) is not None
+        os.kill(worker.pid, signal.SIGKILL)  # not reaped yet: a zombie child of this process
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is not None, "the service outlived its killed worker"
+        assert served(sock) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        worker.wait()

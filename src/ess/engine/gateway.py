@@ -121,9 +121,9 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
     def workers_by_name() -> dict[str, str]:
         return {str(ws.name): addr for addr, ws in scheduler.workers.items()}
 
-    async def wait_for(names: Iterable[str]) -> dict[str, str]:
+    async def wait_for(names: Iterable[str], wait: float = WORKER_WAIT) -> dict[str, str]:
         wanted = set(names)
-        deadline = asyncio.get_running_loop().time() + WORKER_WAIT
+        deadline = asyncio.get_running_loop().time() + wait
         while True:  # workers that were just (re)started may still be registering
             by_name = workers_by_name()
             missing = sorted(wanted - set(by_name))
@@ -201,12 +201,12 @@ async def serve(scheduler: Any, tls: TlsFiles, *, host: str, address_file: Path)
                     except ClusterError as exc:
                         await send(("error", str(exc)))
                 elif kind == "submit":
-                    _, tid, fn, args, node, resources = message
+                    _, tid, fn, args, node, resources, *more = message
                     c = await get_client()
                     pinned = None
                     if node is not None:
-                        try:
-                            addr = (await wait_for([node]))[node]
+                        try:  # `more`: how long to wait for the node (its caller may revive it)
+                            addr = (await wait_for([node], *more))[node]
                         except ClusterError as exc:
                             await send(("done", tid, "error", WorkerLost(str(exc))))
                             continue
@@ -348,9 +348,13 @@ class GatewayPool(TaskPool):
         self._writer.write(_frame(obj))
         await self._writer.drain()
 
-    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None) -> Future[Any]:
+    def submit(self, fn: Callable[..., Any], *args: Any, node: str | None = None,
+               node_wait: float = WORKER_WAIT) -> Future[Any]:  # fmt: skip
+        """`node_wait`: seconds the gateway waits for `node` to be connected before the
+        task fails with WorkerLost (a caller that revives dead workers itself asks for 0)."""
         resources = None if node is not None else self._resources
-        return self._request(lambda tid: ("submit", tid, fn, args, node, resources))
+        more = () if node_wait == WORKER_WAIT else (node_wait,)  # as an older gateway reads it
+        return self._request(lambda tid: ("submit", tid, fn, args, node, resources, *more))
 
     def on_scheduler(self, fn: Callable[..., Any], **kwargs: Any) -> Future[Any]:
         """`fn(dask_scheduler=<the scheduler>, **kwargs)` run in the scheduler's process, as

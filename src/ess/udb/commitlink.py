@@ -23,6 +23,8 @@ from ess.errors import UdbError
 from ess.udb.conn import REVIVE_WAIT, TASK_TIMEOUT, revive
 from ess.workspace import Workspace
 
+#: how long a short call on the scheduler may take before the commit gives up
+SCHEDULER_CALL_WAIT = 60.0
 #: batches of one worker's share of a file: (part, seq, stamp base)
 Plan = dict[str, list[tuple[int, int, int]]]
 
@@ -112,7 +114,15 @@ class GatewayLink:
         self.seen: set[str] = set()  # workers connected at the last take
 
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
-        return _result(self.pool.on_scheduler(fn, **kwargs))
+        try:
+            return self.pool.on_scheduler(fn, **kwargs).result(timeout=SCHEDULER_CALL_WAIT)
+        except TimeoutError:
+            raise UdbError(
+                f"the cluster's scheduler did not answer within {SCHEDULER_CALL_WAIT:.0f} s (a "
+                "scheduler started by an older ess does not know this call): restart the "
+                "cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' and "
+                "'ess udbd start' on the local default) and run the stream again"
+            ) from None
 
     def take(self, run: str, file: int) -> Any:
         taken, names = self.on_scheduler(TAKE_SEEING, run=run, file=file)
@@ -127,7 +137,9 @@ class GatewayLink:
         _revive_until(lambda: set(self.on_scheduler(WORKERS)), names, deadline, self.ws)
 
     def apply(self, plan: Plan, run: str, file: int, attempt: str) -> list[str]:
-        futures = {name: self.pool.submit(COMMIT, run, file, attempt, batches, node=name)
+        # a worker not connected fails at once: `ensure` revives it (the gateway cannot)
+        futures = {name: self.pool.submit(COMMIT, run, file, attempt, batches, node=name,
+                                          node_wait=0.0)
                    for name, batches in plan.items()}  # fmt: skip
         return _shares({n: partial(_result, f) for n, f in futures.items()}, WorkerLost)
 

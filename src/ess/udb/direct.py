@@ -88,7 +88,8 @@ class Router:
         target = str(header["target"])
         name = target if target in (".", "var") else spec.require(target).name
         reviving(view, view.check_placement)  # what a staged import checks per batch
-        roots = self.roots(view)
+        # a worker asked for its root (once) may die meanwhile: it is waited for, as above
+        roots = reviving(view, lambda: self.roots(view))
         if roots is None:
             return {"ok": True, "direct": False}
         # the owners need not be running now: a staged file waits on disk for its commit

@@ -86,6 +86,11 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the watched process still runs. A killed process stays a zombie until its
+    parent reaps it, which can take seconds (a worker revived by a long-lived process, or
+    reparented to a container's init): it counts as gone, or this service would go on serving
+    the worker's socket, and the commands of the worker started in its place, until the reap
+    ended it and them ("the warm service stopped while running this command")."""
     if not pid:
         return True
     try:
@@ -94,7 +99,12 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc here: the signal test is all there is
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def supervise(*, socket: str, watch_pid: int, idle: float) -> int:
