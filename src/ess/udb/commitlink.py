@@ -10,6 +10,7 @@ importer's own UDB session instead (:class:`SessionLink`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable
@@ -144,8 +145,13 @@ class GatewayLink:
         return _shares({n: partial(_result, f) for n, f in futures.items()}, WorkerLost)
 
     def each_worker(self, fn: Any, *args: Any) -> None:
-        for future in [self.pool.submit(fn, *args, node=n) for n in self.pool.node_names]:
-            _result(future)
+        # the connected workers only, as a session's each_worker: one that is down is not
+        # waited for (its stale staging is swept when it starts)
+        futures = [self.pool.submit(fn, *args, node=n, node_wait=0.0)
+                   for n in self.pool.node_names]  # fmt: skip
+        for future in futures:
+            with contextlib.suppress(WorkerLost):
+                _result(future)
 
     def close(self) -> None:
         pass
