@@ -26,6 +26,11 @@ from ess.workspace import Workspace
 
 #: how long a short call on the scheduler may take before the commit gives up
 SCHEDULER_CALL_WAIT = 60.0
+OLD_SCHEDULER = (
+    " (a scheduler started by an older ess does not know the commit's calls): restart the "
+    "cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' and 'ess udbd "
+    "start' on the local default) and run the stream again"
+)
 #: batches of one worker's share of a file: (part, seq, stamp base)
 Plan = dict[str, list[tuple[int, int, int]]]
 
@@ -115,15 +120,7 @@ class GatewayLink:
         self.seen: set[str] = set()  # workers connected at the last take
 
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
-        try:
-            return self.pool.on_scheduler(fn, **kwargs).result(timeout=SCHEDULER_CALL_WAIT)
-        except TimeoutError:
-            raise UdbError(
-                f"the cluster's scheduler did not answer within {SCHEDULER_CALL_WAIT:.0f} s (a "
-                "scheduler started by an older ess does not know this call): restart the "
-                "cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' and "
-                "'ess udbd start' on the local default) and run the stream again"
-            ) from None
+        return _result(self.pool.on_scheduler(fn, **kwargs), SCHEDULER_CALL_WAIT, OLD_SCHEDULER)
 
     def take(self, run: str, file: int) -> Any:
         taken, names = self.on_scheduler(TAKE_SEEING, run=run, file=file)
@@ -223,8 +220,9 @@ def _shares(waits: dict[str, Callable[[], Any]], gone: type[Exception]) -> list[
     return missing
 
 
-def _result(future: Future[Any]) -> Any:
+def _result(future: Future[Any], timeout: float = TASK_TIMEOUT, why: str = "") -> Any:
+    """`future`'s result within `timeout`, else UdbError (`why` says what to do)."""
     try:
-        return future.result(timeout=TASK_TIMEOUT)
+        return future.result(timeout=timeout)
     except TimeoutError:
-        raise UdbError(f"a UDB task did not finish within {TASK_TIMEOUT:.0f} s") from None
+        raise UdbError(f"a UDB task did not finish within {timeout:.0f} s{why}") from None

@@ -39,10 +39,7 @@ def _string_hash(col: pl.Series) -> pl.Series:
 
 def _arrow_string_hash(arr: pa.Array | pa.ChunkedArray) -> pl.Series:
     """`_string_hash` of an Arrow string column without nulls."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
+    arr = _large_strings(arr)
     n = len(arr)
     offs = _series(
         pa.Array.from_buffers(pa.int64(), n + 1, [None, arr.buffers()[1]], offset=arr.offset)
@@ -86,9 +83,22 @@ def _native_string_hash(arr: pa.Array) -> pl.Series | None:
         return None
     n = len(arr)
     out = pa.allocate_buffer(8 * n)
-    offsets, data = arr.buffers()[1], arr.buffers()[2]
-    lib.ess_string_hash(offsets.address + 8 * arr.offset, data.address, n, B, out.address)
+    lib.ess_string_hash(*_addresses(arr), n, B, out.address)
     return _series(pa.Array.from_buffers(pa.int64(), n, [None, out])).alias("h")
+
+
+def _large_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One large_string array (what the C helper reads) of an Arrow string column."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
+
+
+def _addresses(arr: pa.Array) -> tuple[int, int]:
+    """(offsets, data) addresses of a large_string array for the C helper, its slice offset
+    applied (an array of empty strings may have no data buffer)."""
+    offsets, data = arr.buffers()[1], arr.buffers()[2]
+    return offsets.address + 8 * arr.offset, data.address if data is not None else 0
 
 
 def _series(array: pa.Array) -> pl.Series:
@@ -202,18 +212,13 @@ def _native_cut(frame: pl.DataFrame, columns: list[str], table: pa.Table, partit
     lib = native_library()
     if lib is None or frame.get_column(columns[0]).null_count():
         return None
-    arr = table.column(columns[0]).combine_chunks()
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
+    arr = _large_strings(table.column(columns[0]))
     n = len(arr)
     order = np.empty(n, dtype=np.int64)
     counts = np.empty(partitions, dtype=np.int64)
     scratch = np.empty(n, dtype=np.uint8)
-    offsets, data = arr.buffers()[1], arr.buffers()[2]
-    lib.ess_string_partition_order(
-        offsets.address + 8 * arr.offset, data.address if data is not None else 0, n, B,
-        partitions, scratch.ctypes.data, order.ctypes.data, counts.ctypes.data,
-    )  # fmt: skip
+    lib.ess_string_partition_order(*_addresses(arr), n, B, partitions, scratch.ctypes.data,
+                                   order.ctypes.data, counts.ctypes.data)  # fmt: skip
     return order, counts
 
 

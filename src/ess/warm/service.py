@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from ess.engine import daemon
 from ess.warm.paths import socket_for
 from ess.warm.server import EXIT_STALE
 
@@ -86,25 +87,12 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether the watched process still runs. A killed process stays a zombie until its
-    parent reaps it, which can take seconds (a worker revived by a long-lived process, or
-    reparented to a container's init): it counts as gone, or this service would go on serving
-    the worker's socket, and the commands of the worker started in its place, until the reap
-    ended it and them ("the warm service stopped while running this command")."""
-    if not pid:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True  # no /proc here: the signal test is all there is
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+    """Whether the watched process (0: none) still runs. A killed process stays a zombie
+    until its parent reaps it, which can take seconds (a worker revived by a long-lived
+    process, or reparented to a container's init): the daemons' own test counts it as gone,
+    or this service would go on serving the worker's socket, and the commands of the worker
+    started in its place, until the reap ended it and them."""
+    return not pid or daemon.alive(pid)
 
 
 def supervise(*, socket: str, watch_pid: int, idle: float) -> int:
