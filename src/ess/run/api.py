@@ -36,7 +36,7 @@ from ess.run.stream import (
     make_batches,
     plan,
     resolve,
-    run_ordered,
+    run_ordered_groups,
 )
 from ess.workspace import Workspace
 
@@ -140,8 +140,10 @@ def _stream(
             if progress is not None:
                 progress.advance(n)
 
-        results = run_ordered(pool, batches, quitonerror=req.quitonerror, on_done=on_done)
-        for r in _recorded(_after_each(results, hooks), record):
+        gather = max((h.gather for h in hooks), default=1)
+        groups = run_ordered_groups(pool, batches, quitonerror=req.quitonerror,
+                                    on_done=on_done, gather=gather)  # fmt: skip
+        for r in _recorded(_after_each(groups, hooks), record):
             paths = tuple(s.path for s in pipelines[r.index].sources)
             echo = debug_line(paths, r.command) if req.debug else None
             yield FileResult(
@@ -176,24 +178,31 @@ def _recorded(results: Iterator[PipelineResult], record: RunRecorder) -> Iterato
 
 
 def _after_each(
-    results: Iterator[PipelineResult], hooks: Sequence[RunHooks]
+    groups: Iterator[list[PipelineResult]], hooks: Sequence[RunHooks]
 ) -> Iterator[PipelineResult]:
-    """``results`` with each file's ``after_file`` hooks run before it is reported (a hook's
-    complaint fails the file); every ``finish`` hook once at the end, told whether the run
-    went through (False also when the caller stops iterating or ^C)."""
+    """The results of ``groups`` one by one, each group's ``after_files`` hooks run before
+    they are reported (a hook's complaint fails the file); every ``finish`` hook once at the
+    end, told whether the run went through (False also when the caller stops iterating or
+    ^C)."""
     finished = False
     try:
-        for r in results:
+        for group in groups:
             for hook in hooks:
-                why = hook.after_file(r.index, r.ok) if hook.after_file else None
-                if why is not None:
-                    r = replace(r, error=why if r.error is None else f"{r.error}; {why}")
-            yield r
+                if hook.after_files is not None:
+                    whys = hook.after_files([(r.index, r.ok) for r in group])
+                    group = [_failed(r, why) for r, why in zip(group, whys, strict=True)]
+            yield from group
         finished = True
     finally:
         for hook in hooks:
             if hook.finish is not None:
                 hook.finish(finished)
+
+
+def _failed(r: PipelineResult, why: str | None) -> PipelineResult:
+    if why is None:
+        return r
+    return replace(r, error=why if r.error is None else f"{r.error}; {why}")
 
 
 def execute(ws: Workspace, req: ExecRequest) -> Iterator[NodeResult]:

@@ -43,13 +43,16 @@ class RunContext:
 
 @dataclass(frozen=True)
 class RunHooks:
-    """Called on the master by ``ess stream``. ``after_file(index, ok)``: file ``index`` has
-    finished (``ok``: its command succeeded), called in file order before its result is
-    reported; it returns None or why the file must count as failed. ``finish(ok)``: once, at
+    """Called on the master by ``ess stream``. ``after_files([(index, ok), ...])``: these
+    consecutive files have finished (``ok``: its command succeeded), called in file order
+    before their results are reported; it returns, per file, None or why the file must count
+    as failed. The run waits, when it can, until ``gather`` batches of files are ready
+    before it calls (a stream's UDB commit applies them together). ``finish(ok)``: once, at
     the end (``ok`` False when the run stopped early, failed or was interrupted)."""
 
-    after_file: Callable[[int, bool], str | None] | None = None
+    after_files: Callable[[list[tuple[int, bool]]], list[str | None]] | None = None
     finish: Callable[[bool], None] | None = None
+    gather: int = 1
 
 
 @dataclass(frozen=True)

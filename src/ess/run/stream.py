@@ -209,6 +209,25 @@ def run_ordered(
     finished; results before it are still yielded in order, then the failure, then it stops.
     ``on_done(n)`` is called as soon as n more files have finished (for progress bars).
     """
+    for group in run_ordered_groups(pool, batches, quitonerror=quitonerror, window=window,
+                                    on_done=on_done):  # fmt: skip
+        yield from group
+
+
+def run_ordered_groups(
+    pool: TaskPool,
+    batches: Sequence[tuple[Pipeline, ...]],
+    *,
+    quitonerror: bool = False,
+    window: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+    gather: int = 1,
+) -> Iterator[list[PipelineResult]]:
+    """`run_ordered`, the results handed over in groups of consecutive files: every batch
+    that is ready in order when the next one is, after waiting until ``gather`` batches are
+    (or the next one is not running: nothing would come sooner). A stream that commits
+    imports commits a group at once (one merge and one snapshot write instead of several).
+    With ``quitonerror`` a group ends at the first failure, and nothing follows it."""
     window = window or max(4 * pool.total_slots, 8)
     completions = Completions()
     in_flight: dict[int, Any] = {}
@@ -233,7 +252,7 @@ def run_ordered(
                 batch_of[id(future)] = next_submit
                 completions.watch(future)
                 next_submit += 1
-            if next_yield not in ready:
+            if not _group_ready(next_yield, ready, in_flight, gather):
                 if not in_flight:
                     return
                 done = completions.wait()
@@ -253,12 +272,15 @@ def run_ordered(
                         stop_at = b
                         pool.cancel([f for k, f in in_flight.items() if k > b])
                 continue
-            results = ready.pop(next_yield)
-            for r in results:
-                yield r
-                if quitonerror and not r.ok:
-                    return
-            next_yield += 1
+            group: list[PipelineResult] = []
+            while next_yield in ready:
+                group.extend(ready.pop(next_yield))
+                next_yield += 1
+            failed = next((i for i, r in enumerate(group) if not r.ok), None)
+            if quitonerror and failed is not None:
+                yield group[: failed + 1]
+                return
+            yield group
             if stop_at is not None and next_yield > stop_at:
                 return
     except BaseException:  # ^C, SIGTERM, an error, or the caller stopped iterating
@@ -267,6 +289,19 @@ def run_ordered(
         raise
     finally:
         pool.cancel(in_flight.values())
+
+
+def _group_ready(first: int, ready: dict[int, Any], in_flight: dict[int, Any],
+                 gather: int) -> bool:  # fmt: skip
+    """Whether the batches ready from `first` on are handed over now: `gather` of them, or
+    fewer when the next batch is not running (not submitted yet: the window is full of
+    finished ones, or there is none)."""
+    if first not in ready:
+        return False
+    count = 1
+    while first + count in ready:
+        count += 1
+    return count >= gather or first + count not in in_flight
 
 
 def failure(results: Sequence[PipelineResult], *, total: int) -> CommandFailed:

@@ -43,6 +43,9 @@ ENV_RUNNER = "ESS_UDB_RUNNER"
 ENV_FILE = "ESS_FILE_INDEX"
 #: words of a command line that may import (a stream whose command has none is not staged)
 IMPORT_WORDS = ("-imp", "-udb")
+#: finished files a stream's commit waits for, when more are running, to apply them as one
+#: (per worker one merge and one snapshot write instead of one per file: docs/udb.md)
+COMMIT_GATHER = 4
 
 
 @dataclass
@@ -83,7 +86,7 @@ class Stager:
         committer = Committer(ws=session.ws, run=self.run, link=link)
         try:
             if not self.failed:
-                committer._apply(0, self.attempt, [self.manifest()])
+                committer._apply([(0, self.attempt, [self.manifest()], None)])
         finally:
             committer._drop(None)
 
@@ -135,8 +138,18 @@ def stream_hooks(ctx: RunContext) -> PipelineEnv | None:
     run = uuid.uuid4().hex
     committer = Committer(ws=ctx.ws, run=run, pool=ctx.pool)
     hook = WorkerHook(fn=attempt_env, payload=run, failure="cannot start the UDB import")
-    return PipelineEnv(hook=hook, run=RunHooks(after_file=committer.commit,
-                                                finish=committer.finish))  # fmt: skip
+    return PipelineEnv(hook=hook, run=RunHooks(after_files=committer.commit,
+                                                finish=committer.finish,
+                                                gather=COMMIT_GATHER))  # fmt: skip
+
+
+#: a file's chosen attempt: (file, attempt, its parts' manifests, its row stamps' base)
+Taken = tuple[int, str, list[dict[str, Any]], int | None]
+
+
+def _not_applied(exc: Exception) -> str:
+    why = str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}"
+    return f"UDB import not applied: {why}"
 
 
 @dataclass
@@ -153,40 +166,57 @@ class Committer:
             self.link = open_link(self.ws, self.pool)
         return self.link
 
-    def commit(self, file: int, ok: bool) -> str | None:
-        """Apply file `file`'s staged import (None) or say why it failed."""
+    def commit(self, files: list[tuple[int, bool]]) -> list[str | None]:
+        """Apply the staged imports of consecutive finished files [(file, ok)] as one group;
+        per file None or why it failed."""
+        why: dict[int, str | None] = {file: None for file, _ in files}
+        group: list[Taken] = []
         try:
-            chosen = self._link().take(self.run, file)
+            taken = self._link().take(self.run, [file for file, _ in files])
+        except Exception as exc:
+            for file in why:
+                self._drop(file)
+            return [_not_applied(exc)] * len(files)
+        for (file, _), chosen in zip(files, taken, strict=True):
             if chosen is None:
-                return None
+                continue
             attempt, parts, base = chosen
             if base is None:
                 self._drop(file)
-                return "UDB import not applied: a batch of it could not be staged"
-            self._apply(file, attempt, parts, base)
-        except Exception as exc:  # the file fails with one line, the stream goes on
-            self._drop(file)
-            why = str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}"
-            return f"UDB import not applied: {why}"
-        return None
+                why[file] = "UDB import not applied: a batch of it could not be staged"
+            else:
+                group.append((file, attempt, parts, base))
+        if group:
+            try:
+                self._apply(group)
+            except Exception as exc:  # the files fail with one line, the stream goes on
+                for file, *_ in group:
+                    self._drop(file)
+                    why[file] = _not_applied(exc)
+        return [why[file] for file, _ in files]
 
-    def _apply(self, file: int, attempt: str, parts: list[dict[str, Any]],
-               base: int | None = None) -> None:  # fmt: skip
-        """Commit the staged `parts`; `base`: their row stamps, reserved (else here)."""
+    def _apply(self, group: list[Taken]) -> None:
+        """Commit the staged parts of the files in `group` [(file, attempt, parts, stamp
+        base)], as one on each worker; a None base: the stamps are reserved here."""
         link = self._link()
-        if base is None:
-            total = sum(int(p["rows"]) for p in parts)
-            base = int(link.on_scheduler(RESERVE, count=max(total, 1)))
         plan: Plan = {}
-        offset = base
-        for p in parts:
-            for name, seqs in p["workers"].items():
-                plan.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
-            offset += int(p["rows"])
+        for file, attempt, parts, base in group:
+            if base is None:
+                total = sum(int(p["rows"]) for p in parts)
+                base = int(link.on_scheduler(RESERVE, count=max(total, 1)))
+            shares: dict[str, list[tuple[int, int, int]]] = {}
+            offset = base
+            for p in parts:
+                for name, seqs in p["workers"].items():
+                    shares.setdefault(name, []).extend((p["part"], q, offset)
+                                                       for q in sorted(seqs))  # fmt: skip
+                offset += int(p["rows"])
+            for name, batches in shares.items():
+                plan.setdefault(name, []).append((file, attempt, batches))
         deadline = time.monotonic() + REVIVE_WAIT
-        while plan:  # a worker that died before it applied its part: again once it is back
+        while plan:  # a worker that died before it applied its share: again once it is back
             link.ensure(sorted(plan), deadline)
-            gone = link.apply(plan, self.run, file, attempt)
+            gone = link.apply(plan, self.run)
             plan = {name: plan[name] for name in gone}
 
     def _drop(self, file: int | None) -> None:

@@ -31,8 +31,9 @@ OLD_SCHEDULER = (
     "cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' and 'ess udbd "
     "start' on the local default) and run the stream again"
 )
-#: batches of one worker's share of a file: (part, seq, stamp base)
-Plan = dict[str, list[tuple[int, int, int]]]
+#: one worker's share of a group of files: [(file, attempt, [(part, seq, stamp base)])]
+Share = list[tuple[int, str, list[tuple[int, int, int]]]]
+Plan = dict[str, Share]
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,10 @@ class Remote:
         return getattr(importlib.import_module(self.module), self.name)
 
 
-TAKE = Remote("ess.udb.staging", "s_take_stamped")
+TAKE = Remote("ess.udb.staging", "s_take_files")
 FORGET = Remote("ess.udb.staging", "s_forget")
 RESERVE = Remote("ess.udb.stamps", "reserve_stamps")
-COMMIT = Remote("ess.udb.server", "w_commit")
+COMMIT = Remote("ess.udb.server", "w_commit_files")
 DROP = Remote("ess.udb.staging", "w_drop")
 
 
@@ -61,16 +62,16 @@ class CommitLink(Protocol):
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
         """`fn(dask_scheduler=..., **kwargs)` on the scheduler; its result."""
 
-    def take(self, run: str, file: int) -> Any:
-        """ess.udb.staging.s_take_stamped of `file`."""
+    def take(self, run: str, files: list[int]) -> list[Any]:
+        """ess.udb.staging.s_take_stamped of each of `files`."""
 
     def ensure(self, names: list[str], deadline: float) -> None:
         """Before (again) committing on `names`: revive the workers of them that died, or
         fail with UdbError past `deadline`."""
 
-    def apply(self, plan: Plan, run: str, file: int, attempt: str) -> list[str]:
-        """`w_commit` of each worker's share on that worker; the names of those that were
-        gone (to be tried again). Raises the first error once every share has ended."""
+    def apply(self, plan: Plan, run: str) -> list[str]:
+        """`w_commit_files` of each worker's share on that worker; the names of those that
+        were gone (to be tried again). Raises the first error once every share has ended."""
 
     def each_worker(self, fn: Any, *args: Any) -> None:
         """`fn(*args)` on every worker (errors raised)."""
@@ -83,12 +84,13 @@ def s_worker_names(dask_scheduler: Any) -> list[str]:
     return sorted(str(ws.name) for ws in dask_scheduler.workers.values())
 
 
-def s_take_seeing_workers(dask_scheduler: Any, run: str, file: int) -> tuple[Any, list[str]]:
-    """Run on the scheduler: s_take_stamped, and the connected workers' names (the commit
+def s_take_seeing_workers(dask_scheduler: Any, run: str, files: list[int]
+                          ) -> tuple[list[Any], list[str]]:  # fmt: skip
+    """Run on the scheduler: s_take_files, and the connected workers' names (the commit
     then needs no second call to learn that its workers are all there)."""
-    from ess.udb.staging import s_take_stamped
+    from ess.udb.staging import s_take_files
 
-    return s_take_stamped(dask_scheduler, run, file), s_worker_names(dask_scheduler)
+    return s_take_files(dask_scheduler, run, files), s_worker_names(dask_scheduler)
 
 
 WORKERS = Remote(__name__, "s_worker_names")
@@ -122,8 +124,8 @@ class GatewayLink:
     def on_scheduler(self, fn: Any, **kwargs: Any) -> Any:
         return _result(self.pool.on_scheduler(fn, **kwargs), SCHEDULER_CALL_WAIT, OLD_SCHEDULER)
 
-    def take(self, run: str, file: int) -> Any:
-        taken, names = self.on_scheduler(TAKE_SEEING, run=run, file=file)
+    def take(self, run: str, files: list[int]) -> list[Any]:
+        taken, names = self.on_scheduler(TAKE_SEEING, run=run, files=files)
         self.seen = set(names)
         return taken
 
@@ -134,11 +136,10 @@ class GatewayLink:
         # the gateway would wait for a missing worker, but only this side can revive it
         _revive_until(lambda: set(self.on_scheduler(WORKERS)), names, deadline, self.ws)
 
-    def apply(self, plan: Plan, run: str, file: int, attempt: str) -> list[str]:
+    def apply(self, plan: Plan, run: str) -> list[str]:
         # a worker not connected fails at once: `ensure` revives it (the gateway cannot)
-        futures = {name: self.pool.submit(COMMIT, run, file, attempt, batches, node=name,
-                                          node_wait=0.0)
-                   for name, batches in plan.items()}  # fmt: skip
+        futures = {name: self.pool.submit(COMMIT, run, share, node=name, node_wait=0.0)
+                   for name, share in plan.items()}  # fmt: skip
         return _shares({n: partial(_result, f) for n, f in futures.items()}, WorkerLost)
 
     def each_worker(self, fn: Any, *args: Any) -> None:
@@ -167,8 +168,8 @@ class SessionLink:
         real = fn.function() if isinstance(fn, Remote) else fn
         return self.session.client.run_on_scheduler(real, **kwargs)
 
-    def take(self, run: str, file: int) -> Any:
-        return self.on_scheduler(TAKE, run=run, file=file)
+    def take(self, run: str, files: list[int]) -> list[Any]:
+        return list(self.on_scheduler(TAKE, run=run, files=files))
 
     def ensure(self, names: list[str], deadline: float) -> None:
         def present() -> set[str]:
@@ -177,12 +178,12 @@ class SessionLink:
 
         _revive_until(present, names, deadline, self.session.ws)
 
-    def apply(self, plan: Plan, run: str, file: int, attempt: str) -> list[str]:
+    def apply(self, plan: Plan, run: str) -> list[str]:
         from ess.udb.client import WorkerGone
 
         s = self.session
-        futures = {name: s._run(self.addrs[name], COMMIT, run, file, attempt, batches)
-                   for name, batches in plan.items()}  # fmt: skip
+        futures = {name: s._run(self.addrs[name], COMMIT, run, share)
+                   for name, share in plan.items()}  # fmt: skip
         return _shares({n: partial(s.gather, [f]) for n, f in futures.items()}, WorkerGone)
 
     def each_worker(self, fn: Any, *args: Any) -> None:

@@ -1,7 +1,7 @@
 """A stream commit's rollback journal, so a worker that dies while it applies a file's staged
 import can apply it again, exactly once, when it is back.
 
-A commit (ess.udb.server.w_commit) runs inside :func:`journaled`: every snapshot segment the
+A commit (ess.udb.server.w_commit_files) runs inside :func:`journaled`: every snapshot segment the
 committing thread writes is named in the commit's marker file (``applying``, in the file's
 staging folder) before the segment exists, and the segments those writes supersede are kept
 until the commit is complete, which is when the marker is removed. A worker that dies before
@@ -68,7 +68,7 @@ def supersede(path: Path) -> bool:
 def roll_back(root: Path) -> int:
     """Undo the writes of every journaled commit left unfinished under `root` (a worker died
     inside it) and remove its marker; returns how many. An older version's marker (not
-    journaled) is left: its commit is refused as before (ess.udb.staging.check)."""
+    journaled) is left: its commit is refused as before (ess.udb.staging.check_files)."""
     undone = 0
     for marker in sorted(root.glob(f"{STAGING}/*/f*/{APPLYING}")):
         try:

@@ -220,28 +220,39 @@ def import_into(
     return rows
 
 
-def w_commit(run: str, file: int, attempt: str, batches: list[tuple[int, int, int]]) -> int:
-    """Apply the staged `batches` [(part, seq, stamp base)] of one file of a stream (its
-    chosen attempt), in order, then remove the file's staging here (ess.udb.staging)."""
-    return commit_staged(_store(), run, file, attempt, batches)
+#: one file's staged batches on one worker: (file, attempt, [(part, seq, stamp base)])
+FileShare = tuple[int, str, list[tuple[int, int, int]]]
+
+
+def w_commit_files(run: str, files: list[FileShare]) -> int:
+    """Apply the staged batches of consecutive files of a stream (each its chosen attempt),
+    in order and as one merge, then remove their staging here (ess.udb.staging)."""
+    return commit_files(_store(), run, files)
 
 
 def commit_staged(store: Store, run: str, file: int, attempt: str,
                   batches: list[tuple[int, int, int]]) -> int:  # fmt: skip
-    """`w_commit` on `store`, journaled (ess.udb.journal): a worker that dies inside rolls
-    it back when it starts again, and the stream's next try applies the file once."""
+    """`commit_files` of one file."""
+    return commit_files(store, run, [(file, attempt, batches)])
+
+
+def commit_files(store: Store, run: str, files: list[FileShare]) -> int:
+    """`w_commit_files` on `store`, journaled (ess.udb.journal): a worker that dies inside
+    rolls it back when it starts again, and the stream's next try applies the files once.
+    The group's journal and commit record are its first file's (ess.udb.staging.check_files)."""
     from ess.udb import staging
 
     rows = 0
-    paths = staging.check(store.root, run, file, attempt, batches, store.name)
+    paths = staging.check_files(store.root, run, files, store.name)
     if paths is None:  # applied by an earlier try of this commit
         return 0
-    marker = staging.file_dir(store.root, run, file) / journal.APPLYING
+    marker = staging.file_dir(store.root, run, files[0][0]) / journal.APPLYING
     with journal.journaled(marker, store.root) as superseded:
         for parts, meta, premerged in staging.groups(paths):
             rows += import_into(store, meta["spec"], meta["db"], meta["target"], parts,
                                 premerged=premerged)  # fmt: skip
-    staging.committed(store.root, run, file)  # the commit point: never rolled back after it
+    # the commit point: never rolled back after it
+    staging.committed(store.root, run, [file for file, _, _ in files])
     for old in superseded:
         old.unlink(missing_ok=True)
     return rows

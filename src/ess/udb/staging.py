@@ -111,29 +111,33 @@ def write_batch(path: Path, parts: dict[int, pa.Table], meta: dict[str, Any]) ->
     return table.num_rows
 
 
-def check(root: Path, run: str, file: int, attempt: str, batches: list[tuple[int, int, int]],
-          worker: str) -> list[tuple[Path, int]] | None:  # fmt: skip
-    """The staged files of `batches` [(part, seq, stamp base)] with their bases, or None when
-    this worker has already committed the file (a retry whose first try was applied but whose
-    answer was lost with the worker); refuses (before anything is applied) when one is
-    missing, or when an earlier commit of this file on this worker stopped half-way. Marks
-    the commit as started."""
-    fdir = file_dir(root, run, file)
-    if (fdir / COMMITTED).exists():
+def check_files(root: Path, run: str, files: list[tuple[int, str, list[tuple[int, int, int]]]],
+                worker: str) -> list[tuple[Path, int]] | None:  # fmt: skip
+    """The staged files of consecutive stream files [(file, attempt, [(part, seq, stamp
+    base)])] with their bases, in order, or None when this worker has already committed
+    them (a retry whose first try was applied but whose answer was lost with the worker).
+    The group commits as one: its journal marker and commit record are its first file's
+    (a retry sends the same group). Refuses (before anything is applied) when a batch is
+    missing, or when an earlier commit stopped half-way. Marks the commit as started."""
+    first = file_dir(root, run, files[0][0])
+    if (first / COMMITTED).exists():
         return None
-    marker = fdir / APPLYING
+    marker = first / APPLYING
     if marker.exists():
         raise UdbError(
-            f"worker {worker}: an earlier commit of file #{file} of this run stopped while "
-            "applying it (the worker died): its rows may be partly applied here"
+            f"worker {worker}: an earlier commit of file #{files[0][0]} of this run stopped "
+            "while applying it (the worker died): its rows may be partly applied here"
         )
-    paths = [(batch_path(root, run, file, attempt, p, s), base) for p, s, base in batches]
-    missing = [str(p) for p, _ in paths if not p.exists()]
-    if missing:
-        raise UdbError(
-            f"worker {worker}: {len(missing)} staged batch(es) of file #{file} are missing "
-            f"(e.g. {missing[0]}): nothing of that file was applied"
-        )
+    paths = []
+    for file, attempt, batches in files:
+        mine = [(batch_path(root, run, file, attempt, p, s), base) for p, s, base in batches]
+        missing = [str(p) for p, _ in mine if not p.exists()]
+        if missing:
+            raise UdbError(
+                f"worker {worker}: {len(missing)} staged batch(es) of file #{file} are "
+                f"missing (e.g. {missing[0]}): nothing of that file was applied"
+            )
+        paths.extend(mine)
     marker.write_text(HEADER + "\n")  # ess.udb.journal: the commit's writes follow
     return paths
 
@@ -178,16 +182,20 @@ def _joined(
     return joined, meta, False
 
 
-def committed(root: Path, run: str, file: int) -> None:
-    """The commit point of a file on this worker: its journal marker becomes the record that
-    the file is applied here (one atomic rename: a worker that dies on either side of it is
-    rolled back, or answers a retry "done"), then its staged batches go. The record stays
-    until the stream drops its run's staging."""
-    fdir = file_dir(root, run, file)
-    os.replace(fdir / APPLYING, fdir / COMMITTED)
-    for attempt in fdir.iterdir():
-        if attempt.is_dir():
-            shutil.rmtree(attempt, ignore_errors=True)
+def committed(root: Path, run: str, files: list[int]) -> None:
+    """The commit point of consecutive files on this worker: the journal marker of the first
+    becomes the record that they are applied here (one atomic rename: a worker that dies on
+    either side of it is rolled back, or answers a retry "done"), then their staged batches
+    go (the other files get a record too, for whoever looks). The records stay until the
+    stream drops its run's staging."""
+    fdirs = [file_dir(root, run, file) for file in files]
+    os.replace(fdirs[0] / APPLYING, fdirs[0] / COMMITTED)
+    for fdir in fdirs:
+        if fdir != fdirs[0]:
+            (fdir / COMMITTED).touch()
+        for attempt in fdir.iterdir():
+            if attempt.is_dir():
+                shutil.rmtree(attempt, ignore_errors=True)
 
 
 def w_drop(run: str, file: int | None = None) -> None:
@@ -315,6 +323,11 @@ def s_take_stamped(dask_scheduler: Any, run: str, file: int
         return attempt, parts, None
     total = sum(int(p["rows"]) for p in parts)
     return attempt, parts, reserve_stamps(dask_scheduler, max(total, 1))
+
+
+def s_take_files(dask_scheduler: Any, run: str, files: list[int]) -> list[Any]:
+    """Run on the scheduler: `s_take_stamped` of each of `files`, in one call."""
+    return [s_take_stamped(dask_scheduler, run, file) for file in files]
 
 
 def s_forget(dask_scheduler: Any, run: str) -> None:

@@ -17,6 +17,7 @@ from ess.run.stream import (
     file_values,
     make_batches,
     run_ordered,
+    run_ordered_groups,
     split_balanced,
 )
 
@@ -140,6 +141,30 @@ def test_run_ordered_continues_after_failure_without_quitonerror(tmp_path: Path)
     with LocalPool(threads=2) as pool:
         results = list(run_ordered(pool, _sleepy(tmp_path, 10, fail=3)))
     assert [r.ok for r in results] == [i != 3 for i in range(10)]
+
+
+@pytest.mark.parametrize("gather", [2, 3])
+def test_groups_wait_for_gather_files_while_more_are_running(tmp_path: Path, gather: int) -> None:
+    with LocalPool(threads=1) as pool:  # one at a time: a group never arrives whole by luck
+        groups = list(run_ordered_groups(pool, _sleepy(tmp_path, 11), gather=gather))
+    assert [r.index for g in groups for r in g] == list(range(11))
+    assert all(len(g) >= gather for g in groups[:-1])
+    assert 1 <= len(groups[-1]) and len(groups) <= -(-11 // gather)
+
+
+def test_without_gather_a_ready_file_is_handed_over_at_once(tmp_path: Path) -> None:
+    batches = [(Pipeline(index=i, label=str(i), command=f"sleep {0.3 * i}; echo {i}",
+                         cwd=str(tmp_path)),) for i in range(3)]  # fmt: skip
+    with LocalPool(threads=3) as pool:
+        sizes = [len(g) for g in run_ordered_groups(pool, batches)]
+    assert sizes == [1, 1, 1]
+
+
+def test_a_group_ends_at_the_failure_with_quitonerror(tmp_path: Path) -> None:
+    with LocalPool(threads=1) as pool:
+        groups = list(run_ordered_groups(pool, _sleepy(tmp_path, 8, fail=2), gather=4,
+                                         quitonerror=True))  # fmt: skip
+    assert [[r.index for r in g] for g in groups] == [[0, 1, 2]]
 
 
 @pytest.mark.parametrize("threads", [1, 3])

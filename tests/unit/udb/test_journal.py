@@ -128,3 +128,49 @@ def test_a_commit_tried_again_after_it_was_applied_is_applied_once(tmp_path: Pat
     assert server.commit_staged(back, RUN, 0, "a1", batches) == 0
     for name, frame in state(loaded(store.root)).items():
         assert frame.equals(want[name]), name
+
+
+def test_a_group_of_files_commits_as_one_and_equals_them_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream commits consecutive finished files together (one merge per worker): the
+    result is bit for bit that of committing them one after the other; a group cut short is
+    rolled back whole and applied once by the next try; a retry after it was applied applies
+    nothing, and every file of the group is recorded as committed."""
+    clean = Store(tmp_path / "clean")
+    clean.ready = True
+    for file in (0, 1, 2):
+        server.commit_staged(clean, RUN, file, "a1", stage(clean.root, file, file * 400, 400))
+    want = state(clean)
+
+    store = Store(tmp_path / "w")
+    store.ready = True
+    server.commit_staged(store, RUN, 0, "a1", stage(store.root, 0, 0, 400))
+    after_first = state(store)
+    group = [(f, "a1", stage(store.root, f, f * 400, 400)) for f in (1, 2)]
+
+    real_write = Store.write
+    writes = {"n": 0}
+
+    def dies_part_way(self: Store, *args: object, **kwargs: object) -> None:
+        writes["n"] += 1
+        if writes["n"] == 5:
+            raise KeyboardInterrupt("the worker dies here")
+        real_write(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", dies_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        server.commit_files(store, RUN, group)
+    monkeypatch.setattr(Store, "write", real_write)
+    back = loaded(store.root)
+    for name, frame in state(back).items():
+        assert frame.equals(after_first[name]), name
+    back.ready = True
+    assert server.commit_files(back, RUN, group) > 0
+    for file in (1, 2):
+        assert (staging.file_dir(store.root, RUN, file) / staging.COMMITTED).exists()
+    again = loaded(store.root)
+    again.ready = True
+    assert server.commit_files(again, RUN, group) == 0
+    for name, frame in state(loaded(store.root)).items():
+        assert frame.equals(want[name]), name

@@ -99,7 +99,8 @@ def test_a_stream_that_imports_is_staged_and_committed_by_the_master(tmp_path: P
         ws = workspace(tmp_path)
         out, hooks = prepare_run(RunContext(ws, pool, conn, RunKind.STREAM, "aq_pp -imp d:t"),
                                  pipelines)  # fmt: skip
-        assert len(hooks) == 1 and hooks[0].after_file and hooks[0].finish
+        assert len(hooks) == 1 and hooks[0].after_files and hooks[0].finish
+        assert hooks[0].gather > 1  # consecutive files are committed together
         env = out[0].hooks[-1].fn(out[0].hooks[-1].payload)  # on a local thread: no worker
         assert env["ESS_UDB_STAGE"] == out[0].hooks[-1].payload and env["ESS_UDB_ATTEMPT"]
         assert env["ESS_UDB_ATTEMPT"] != out[0].hooks[-1].fn(out[0].hooks[-1].payload)[

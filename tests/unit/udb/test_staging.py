@@ -81,17 +81,17 @@ def test_commit_refuses_missing_batches_and_a_half_applied_commit(tmp_path: Path
     meta = {"spec": "", "db": "d", "target": "t", "premerged": False}
     staging.write_batch(staging.batch_path(tmp_path, "r", 1, "at", 0, 0), batch(3, [0, 1]), meta)
     with pytest.raises(UdbError, match=r"1 staged batch\(es\) of file #1 are missing"):
-        staging.check(tmp_path, "r", 1, "at", [(0, 0, 100), (0, 1, 100)], "w1")
+        staging.check_files(tmp_path, "r", [(1, "at", [(0, 0, 100), (0, 1, 100)])], "w1")
     assert not (staging.file_dir(tmp_path, "r", 1) / staging.APPLYING).exists()
-    paths = staging.check(tmp_path, "r", 1, "at", [(0, 0, 100)], "w1")
+    paths = staging.check_files(tmp_path, "r", [(1, "at", [(0, 0, 100)])], "w1")
     assert paths is not None and len(paths) == 1  # the commit started: a second is refused
     with pytest.raises(UdbError, match="stopped while applying it"):
-        staging.check(tmp_path, "r", 1, "at", [(0, 0, 100)], "w1")
-    staging.committed(tmp_path, "r", 1)
+        staging.check_files(tmp_path, "r", [(1, "at", [(0, 0, 100)])], "w1")
+    staging.committed(tmp_path, "r", [1])
     fdir = staging.file_dir(tmp_path, "r", 1)
     assert [p.name for p in fdir.iterdir()] == [staging.COMMITTED]  # the batches are gone
     # a retry of the commit (its answer was lost with the worker) is told it is done
-    assert staging.check(tmp_path, "r", 1, "at", [(0, 0, 100)], "w1") is None
+    assert staging.check_files(tmp_path, "r", [(1, "at", [(0, 0, 100)])], "w1") is None
 
 
 def test_consecutive_batches_of_a_target_are_joined_in_order_with_shifted_stamps(
