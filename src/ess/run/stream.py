@@ -223,11 +223,12 @@ def run_ordered_groups(
     on_done: Callable[[int], None] | None = None,
     gather: int = 1,
 ) -> Iterator[list[PipelineResult]]:
-    """`run_ordered`, the results handed over in groups of consecutive files: every batch
-    that is ready in order when the next one is, after waiting until ``gather`` batches are
-    (or the next one is not running: nothing would come sooner). A stream that commits
-    imports commits a group at once (one merge and one snapshot write instead of several).
-    With ``quitonerror`` a group ends at the first failure, and nothing follows it."""
+    """`run_ordered`, the results handed over in groups of consecutive files: up to
+    ``gather`` batches, ready in order; while fewer are ready it waits, unless the next
+    batch is not running (nothing would come sooner). A stream that commits imports commits
+    a group at once (one merge and one snapshot write instead of several). The window is
+    refilled before a group is handed over, so the workers go on while the caller handles
+    it. With ``quitonerror`` a group ends at the first failure, and nothing follows it."""
     window = window or max(4 * pool.total_slots, 8)
     completions = Completions()
     in_flight: dict[int, Any] = {}
@@ -237,21 +238,26 @@ def run_ordered_groups(
     stop_at: int | None = None  # batch holding the failure that stops the stream
     run_id = batches[0][0].run_id if batches and batches[0] else ""
     pool.begin_run(run_id)
+
+    def fill() -> None:
+        nonlocal next_submit
+        while (
+            stop_at is None
+            and next_submit < len(batches)
+            and len(in_flight) + len(ready) < window
+        ):
+            batch = batches[next_submit]
+            if not pool.shared_filesystem:  # workers on other machines get the bytes
+                batch = ship_batch(batch)
+            future = pool.submit(run_pipelines, batch)
+            in_flight[next_submit] = future
+            batch_of[id(future)] = next_submit
+            completions.watch(future)
+            next_submit += 1
+
     try:
         while next_yield < len(batches):
-            while (
-                stop_at is None
-                and next_submit < len(batches)
-                and len(in_flight) + len(ready) < window
-            ):
-                batch = batches[next_submit]
-                if not pool.shared_filesystem:  # workers on other machines get the bytes
-                    batch = ship_batch(batch)
-                future = pool.submit(run_pipelines, batch)
-                in_flight[next_submit] = future
-                batch_of[id(future)] = next_submit
-                completions.watch(future)
-                next_submit += 1
+            fill()
             if not _group_ready(next_yield, ready, in_flight, gather):
                 if not in_flight:
                     return
@@ -273,13 +279,16 @@ def run_ordered_groups(
                         pool.cancel([f for k, f in in_flight.items() if k > b])
                 continue
             group: list[PipelineResult] = []
-            while next_yield in ready:
+            for _ in range(max(gather, 1)):  # a bounded group: its handling stays short
+                if next_yield not in ready:
+                    break
                 group.extend(ready.pop(next_yield))
                 next_yield += 1
             failed = next((i for i, r in enumerate(group) if not r.ok), None)
             if quitonerror and failed is not None:
                 yield group[: failed + 1]
                 return
+            fill()  # the workers go on while the caller handles the group (a commit)
             yield group
             if stop_at is not None and next_yield > stop_at:
                 return
