@@ -80,8 +80,9 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
     try:
         # HTML rows end at `</tr>`, JSON/XML documents anywhere: such input is read, not mapped
         by_lines = attrs.fmt not in ("tab", "jsn", "xml")
-        if path != "-" and by_lines and mapped.usable(stream.fileno()):
-            yield from _mapped_chunks(stream.fileno(), source, attrs, chunk_size)
+        fd = _fileno(stream)
+        if by_lines and fd is not None and mapped.usable(fd):
+            yield from _mapped_input(path, fd, source, attrs, chunk_size)
             return
         pending = b""
         line = 1
@@ -140,12 +141,36 @@ def read_chunks(path: str, attrs: InputAttrs, chunk_size: int = 0) -> Iterator[C
             stream.close()
 
 
-def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int) -> Iterator[Chunk]:
+def _fileno(stream: BinaryIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stdin replaced in-process
+        return None
+
+
+def _mapped_input(path: str, fd: int, source: str, attrs: InputAttrs,
+                  chunk_size: int) -> Iterator[Chunk]:  # fmt: skip
+    """A regular file mapped; stdin too when it is one (``ess stream`` hands a decompressed
+    file over as one, a shell's ``< file`` does): from its current offset, which is left at
+    the end afterwards, as reading it to the end would leave it (a command after aq_pp in
+    ``{ aq_pp ...; cat; } < file`` sees what it would have seen)."""
+    if path != "-":
+        yield from _mapped_chunks(fd, source, attrs, chunk_size)
+        return
+    base = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        yield from _mapped_chunks(fd, source, attrs, chunk_size, base)
+    finally:
+        os.lseek(fd, 0, os.SEEK_END)
+
+
+def _mapped_chunks(fd: int, source: str, attrs: InputAttrs, chunk_size: int,
+                   base: int = 0) -> Iterator[Chunk]:  # fmt: skip
     quoted = quotes_matter(attrs)
     if attrs.skip_unit == "b":
-        start, line = attrs.skip, 1
+        start, line = base + attrs.skip, 1
     else:
-        start, skipped = header_end(fd, attrs.skip, attrs.skip_unit == "r" and quoted)
+        start, skipped = header_end(fd, attrs.skip, attrs.skip_unit == "r" and quoted, base)
         line = 1 + skipped
     views = mapped.regions(fd, start, chunk_size, quoted)
     while True:
@@ -184,15 +209,15 @@ def skip_records(buf: bytes, count: int, quoted: bool) -> tuple[int, int, int]:
     return offset, skipped, lines
 
 
-def header_end(fd: int, count: int, quoted: bool) -> tuple[int, int]:
-    """Offset just past the first `count` records (lines unless `quoted`), and how many lines
-    that was (fewer records at EOF: all of them)."""
+def header_end(fd: int, count: int, quoted: bool, base: int = 0) -> tuple[int, int]:
+    """Offset just past the first `count` records (lines unless `quoted`) from `base`, and
+    how many lines that was (fewer records at EOF: all of them)."""
     size = 1 << 16
     while True:
-        buf = os.pread(fd, size, 0)
+        buf = os.pread(fd, size, base)
         offset, skipped, lines = skip_records(buf, count, quoted)
         if skipped == count or len(buf) < size:
-            return (offset, lines) if skipped == count else (len(buf), lines)
+            return (base + offset, lines) if skipped == count else (base + len(buf), lines)
         size *= 4
 
 

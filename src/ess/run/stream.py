@@ -242,9 +242,7 @@ def run_ordered_groups(
     def fill() -> None:
         nonlocal next_submit
         while (
-            stop_at is None
-            and next_submit < len(batches)
-            and len(in_flight) + len(ready) < window
+            stop_at is None and next_submit < len(batches) and len(in_flight) + len(ready) < window
         ):
             batch = batches[next_submit]
             if not pool.shared_filesystem:  # workers on other machines get the bytes

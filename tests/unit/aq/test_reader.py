@@ -134,3 +134,51 @@ def test_record_skips_with_esc_count_lines_in_both_paths(tmp_path: Path, mode: s
     with reading(mode):
         chunks = list(read_chunks(str(path), InputAttrs(skip=1, skip_unit="r", esc=True), 4))
     assert b"".join(c.data for c in chunks) == b'line"\n1,2\n'
+
+
+def _shell(script: str, cwd: Path) -> bytes:
+    import subprocess
+    import sys
+
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "ESS_WARM": "0", "PATH": f"{bindir}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True,
+                          check=True, timeout=120)  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def test_stdin_as_a_regular_file_is_read_from_its_offset_and_left_at_its_end(
+    tmp_path: Path,
+) -> None:
+    """`ess stream` hands decompressed input over as a regular file, a shell as `< file`:
+    aq_pp maps it (no copy) from the offset the shell left, and leaves the offset at the
+    end, as reading it would. The output is the same as through a pipe."""
+    rows = "".join(f"u{i % 97},{i},{i * 0.25}\n" for i in range(5000))
+    (tmp_path / "in.csv").write_text("user,n,x\n" + rows)
+    pp = "aq_pp -f,+1 - -d s:user i:n f:x -eval i:m 'n*2' -o -"
+    piped = _shell(f"cat in.csv | {pp}", tmp_path)
+    assert piped.count(b"\n") == 5001
+    assert _shell(f"{pp} < in.csv", tmp_path) == piped
+    # head (GNU) puts the offset back just after the line it printed: aq_pp starts there
+    after_head = _shell(f"{{ head -n 1 >/dev/null; {pp.replace(',+1', '')}; cat; }} < in.csv",
+                        tmp_path)  # fmt: skip
+    assert after_head == piped
+    with_tail = _shell(f"{{ {pp}; echo more; cat; }} < in.csv", tmp_path)
+    assert with_tail == piped + b"more\n"  # nothing left for cat: aq_pp read it all
+
+
+def test_stdin_that_is_a_regular_file_is_mapped_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"skip me\n" + b"a,1\n" * 1000)
+    with open(path, "rb") as raw:
+        raw.seek(8)  # what a shell leaves after another command read the first line
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+        chunks = list(read_chunks("-", InputAttrs(fmt="csv"), chunk_size=1 << 12))
+        assert all(isinstance(c.raw, memoryview) for c in chunks)
+        assert b"".join(bytes(c.raw) for c in chunks) == b"a,1\n" * 1000
+        assert os.lseek(raw.fileno(), 0, os.SEEK_CUR) == path.stat().st_size
