@@ -148,15 +148,25 @@ def test_errors_warm_equal_cold(argv: list[str], warm: service.Service, tmp_path
 
 
 def test_the_fast_launchers_are_first_and_private(warm: service.Service, tmp_path: Path) -> None:
-    """A command of a warm stream finds the service's launcher (python -S) before the entry
-    point; the directory and scripts are the user's alone."""
+    """A command of a warm stream finds the service's launcher (in C: this machine has a
+    compiler) before the entry point; the directory and launchers are the user's alone."""
     found = subprocess.run(["bash", "-c", "command -v aq_pp aq_udb"], env=_env(warm, warm=True),
                            capture_output=True, text=True, timeout=60).stdout.split()  # fmt: skip
     assert found == [os.path.join(bin_dir(warm.socket), t) for t in ("aq_pp", "aq_udb")]
     assert stat.S_IMODE(os.stat(bin_dir(warm.socket)).st_mode) == 0o700
     for tool in found:
         assert stat.S_IMODE(os.stat(tool).st_mode) == 0o700
-        assert Path(tool).read_text().splitlines()[0] == f"#!{sys.executable} -S"
+        assert Path(tool).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_without_the_c_launcher_the_fast_launchers_are_python_scripts(tmp_path: Path) -> None:
+    env = {**os.environ, "ESS_WARM_C": "0"}
+    code = "import sys; from ess.warm.fastbin import install; print(install(sys.argv[1]))"
+    made = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.sock")], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    for tool in ("aq_pp", "aq_udb"):
+        first = (Path(made.stdout.strip()) / tool).read_text().splitlines()[0]
+        assert first == f"#!{sys.executable} -S"
 
 
 def _best(cmd: list[str], env: dict[str, str], runs: int = 7) -> float:
@@ -177,12 +187,21 @@ def test_start_up_is_cheap(warm: service.Service) -> None:
     assert hot < cold / 3, (hot, cold)
 
 
-def _start_blocked(svc: service.Service) -> tuple[subprocess.Popen[bytes], int]:
+#: the two ways in: the regular entry point (Python), a warm stream's fast launcher (C)
+LAUNCHERS = ("entry point", "fast launcher")
+
+
+def _launcher(svc: service.Service, which: str) -> str:
+    return str(BIN / "aq_pp") if which == "entry point" else f"{bin_dir(svc.socket)}/aq_pp"
+
+
+def _start_blocked(svc: service.Service, which: str = "entry point"
+                   ) -> tuple[subprocess.Popen[bytes], int]:  # fmt: skip
     """A warm aq_pp waiting on its stdin, and the pid of the child running it."""
     server = _server_pid(svc)
     before = set(_children(server))
     proc = subprocess.Popen(
-        [str(BIN / "aq_pp"), "-f", "-", "-d", "s:a", "-o", "-"],
+        [_launcher(svc, which), "-f", "-", "-d", "s:a", "-o", "-"],
         env=_env(svc, warm=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -210,8 +229,9 @@ def _gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-def test_sigkill_of_the_launcher_kills_the_command(warm: service.Service) -> None:
-    proc, child = _start_blocked(warm)
+@pytest.mark.parametrize("which", LAUNCHERS)
+def test_sigkill_of_the_launcher_kills_the_command(warm: service.Service, which: str) -> None:
+    proc, child = _start_blocked(warm, which)
     proc.kill()
     proc.wait(10)
     assert _gone(child), f"pid {child} outlived its killed launcher"
@@ -229,8 +249,10 @@ def _drain(proc: subprocess.Popen[bytes]) -> bytes:
     return err
 
 
-def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Path) -> None:
-    proc, child = _start_blocked(warm)
+@pytest.mark.parametrize("which", LAUNCHERS)
+def test_sigint_reaches_the_command_as_cold(warm: service.Service, tmp_path: Path,
+                                            which: str) -> None:  # fmt: skip
+    proc, child = _start_blocked(warm, which)
     time.sleep(2)  # let the child reach its read (an interrupt during start-up ends differently)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)  # stdin stays open: an EOF would end the command before the signal

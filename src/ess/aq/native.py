@@ -43,7 +43,7 @@ K_INT64, K_UINT64, K_FLOAT64, K_STR_QUOTED, K_STR_RAW = range(5)
 P_SKIP, P_STR, P_INT, P_UINT, P_FLOAT, P_CHECK = 0, 1, 2, 3, 4, 8  # ess_parse_delimited
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     # not under ESS_CACHE_DIR: that holds per-user state (tests give each case its own), while
     # a build of this source serves every process of the machine
     if os.environ.get("ESS_NATIVE_DIR"):
@@ -53,6 +53,13 @@ def _cache_dir() -> Path:
 
 
 def _compile(target: Path) -> bool:
+    flags = os.environ.get("ESS_NATIVE_CFLAGS", "").split()
+    return build(target, ["-O3", *flags, "-shared", "-fPIC", *map(str, SOURCES), "-lm"])
+
+
+def build(target: Path, args: list[str]) -> bool:
+    """Run the host's C compiler with `args` into `target` (atomically); False when there is
+    none or the build fails (callers then do without)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return False
@@ -63,8 +70,7 @@ def _compile(target: Path) -> bool:
     except OSError:
         return False
     try:
-        flags = os.environ.get("ESS_NATIVE_CFLAGS", "").split()
-        cmd = [cc, "-O3", *flags, "-shared", "-fPIC", "-o", tmp, *map(str, SOURCES), "-lm"]
+        cmd = [cc, "-o", tmp, *args]
         done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
         if done.returncode != 0:
             return False
@@ -87,7 +93,7 @@ def native_library() -> ctypes.CDLL | None:
     # another build: they are part of the name
     flags = os.environ.get("ESS_NATIVE_CFLAGS", "").encode()
     digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + flags).hexdigest()[:12]
-    target = _cache_dir() / f"native-{digest}-{platform.machine()}.so"
+    target = cache_dir() / f"native-{digest}-{platform.machine()}.so"
     if not target.exists() and not _compile(target):
         return None
     try:

@@ -18,6 +18,11 @@ from collections import OrderedDict
 
 from ess.errors import ClusterError
 
+#: Set in a worker's environment: a directory that goes first on the PATH of every command the
+#: worker runs, after whatever the pipeline's own environment says (the worker's warm service's
+#: fast launchers: a stream on workers of this machine passes the caller's PATH, and a UDB
+#: command puts its worker's tools first; both would hide them)
+ENV_COMMAND_PATH = "ESS_COMMAND_PATH"
 #: seconds between SIGTERM and SIGKILL of a cancelled run's process groups
 GRACE = 1.0
 #: cancelled run ids remembered per process (oldest forgotten first; a run id is never reused)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ess.engine.pool import SLOTS, WORKER_THREADS
+from ess.engine.runs import ENV_COMMAND_PATH
 from ess.engine.security import TlsFiles
 from ess.settings import env
 
@@ -167,6 +168,7 @@ def _start_warm_service(marker: str) -> subprocess.Popen[bytes] | None:
     # the service's fast launchers first on the commands' PATH (ess.warm.fastbin: the socket's
     # name + ".bin"; named here so the engine imports nothing of ess.warm)
     os.environ["PATH"] = f"{sock}.bin{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ[ENV_COMMAND_PATH] = f"{sock}.bin"  # also before a pipeline's own PATH
     return proc
 
 

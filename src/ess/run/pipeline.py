@@ -217,6 +217,10 @@ def run_pipeline(p: Pipeline) -> PipelineResult:
             except OSError as exc:
                 why = f"{hook.failure}: {exc}"
                 return PipelineResult(p.index, p.label, command, 1, b"", b"", node, error=why)
+        first = os.environ.get(runs.ENV_COMMAND_PATH)
+        if first:  # this worker's own tools before whatever the pipeline's PATH says
+            env["PATH"] = f"{first}{os.pathsep}{env.get('PATH', '')}"
+        env.pop(runs.ENV_COMMAND_PATH, None)
         script = "set -o pipefail; " + command
         errors: list[str] = []
         feeder = None
