@@ -46,6 +46,22 @@ def state(store: Store) -> dict[str, pl.DataFrame]:
     }
 
 
+def dying_writes(monkeypatch: pytest.MonkeyPatch, at: int) -> dict[str, int]:
+    """Snapshot writes that raise at the `at`-th, as a worker killed there leaves the disk;
+    the count of writes tried so far."""
+    writes = {"n": 0}
+    real_write = Store.write
+
+    def dies_part_way(self: Store, *args: object, **kwargs: object) -> None:
+        writes["n"] += 1
+        if writes["n"] == at:
+            raise KeyboardInterrupt("the worker dies here")
+        real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "write", dies_part_way)
+    return writes
+
+
 def loaded(root: Path) -> Store:
     store = Store(root)
     store.load()
@@ -67,16 +83,8 @@ def test_a_commit_cut_short_is_rolled_back_and_then_applied_once(
     after_first = state(store)
     batches = stage(store.root, 1, 500, 500)
 
-    writes = {"n": 0}
     real_write = Store.write
-
-    def dies_part_way(self: Store, *args: object, **kwargs: object) -> None:
-        writes["n"] += 1
-        if writes["n"] == 9:  # some partitions of the vector already rewritten
-            raise KeyboardInterrupt("the worker dies here")
-        real_write(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Store, "write", dies_part_way)
+    writes = dying_writes(monkeypatch, 9)  # some partitions of the vector already rewritten
     with pytest.raises(KeyboardInterrupt):
         server.commit_staged(store, RUN, 1, "a1", batches)
     monkeypatch.setattr(Store, "write", real_write)
@@ -150,15 +158,7 @@ def test_a_group_of_files_commits_as_one_and_equals_them_one_by_one(
     group = [(f, "a1", stage(store.root, f, f * 400, 400)) for f in (1, 2)]
 
     real_write = Store.write
-    writes = {"n": 0}
-
-    def dies_part_way(self: Store, *args: object, **kwargs: object) -> None:
-        writes["n"] += 1
-        if writes["n"] == 5:
-            raise KeyboardInterrupt("the worker dies here")
-        real_write(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Store, "write", dies_part_way)
+    dying_writes(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         server.commit_files(store, RUN, group)
     monkeypatch.setattr(Store, "write", real_write)
