@@ -46,6 +46,23 @@ def state(store: Store) -> dict[str, pl.DataFrame]:
     }
 
 
+def one_by_one(tmp_path: Path, files: int, rows: int) -> dict[str, pl.DataFrame]:
+    """The state after committing `files` files of `rows` rows one after the other."""
+    clean = Store(tmp_path / "clean")
+    clean.ready = True
+    for file in range(files):
+        server.commit_staged(clean, RUN, file, "a1", stage(clean.root, file, file * rows, rows))
+    return state(clean)
+
+
+def first_committed(tmp_path: Path, rows: int) -> tuple[Store, dict[str, pl.DataFrame]]:
+    """A worker's store with file 0 committed, and its state."""
+    store = Store(tmp_path / "w")
+    store.ready = True
+    server.commit_staged(store, RUN, 0, "a1", stage(store.root, 0, 0, rows))
+    return store, state(store)
+
+
 def dying_writes(monkeypatch: pytest.MonkeyPatch, at: int) -> dict[str, int]:
     """Snapshot writes that raise at the `at`-th, as a worker killed there leaves the disk;
     the count of writes tried so far."""
@@ -71,16 +88,8 @@ def loaded(root: Path) -> Store:
 def test_a_commit_cut_short_is_rolled_back_and_then_applied_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clean = Store(tmp_path / "clean")
-    clean.ready = True
-    for file in (0, 1):
-        server.commit_staged(clean, RUN, file, "a1", stage(clean.root, file, file * 500, 500))
-    want = state(clean)
-
-    store = Store(tmp_path / "w")
-    store.ready = True
-    server.commit_staged(store, RUN, 0, "a1", stage(store.root, 0, 0, 500))
-    after_first = state(store)
+    want = one_by_one(tmp_path, 2, 500)
+    store, after_first = first_committed(tmp_path, 500)
     batches = stage(store.root, 1, 500, 500)
 
     real_write = Store.write
@@ -145,16 +154,8 @@ def test_a_group_of_files_commits_as_one_and_equals_them_one_by_one(
     result is bit for bit that of committing them one after the other; a group cut short is
     rolled back whole and applied once by the next try; a retry after it was applied applies
     nothing, and every file of the group is recorded as committed."""
-    clean = Store(tmp_path / "clean")
-    clean.ready = True
-    for file in (0, 1, 2):
-        server.commit_staged(clean, RUN, file, "a1", stage(clean.root, file, file * 400, 400))
-    want = state(clean)
-
-    store = Store(tmp_path / "w")
-    store.ready = True
-    server.commit_staged(store, RUN, 0, "a1", stage(store.root, 0, 0, 400))
-    after_first = state(store)
+    want = one_by_one(tmp_path, 3, 400)
+    store, after_first = first_committed(tmp_path, 400)
     group = [(f, "a1", stage(store.root, f, f * 400, 400)) for f in (1, 2)]
 
     real_write = Store.write
