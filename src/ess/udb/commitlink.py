@@ -26,11 +26,11 @@ from ess.workspace import Workspace
 
 #: how long a short call on the scheduler may take before the commit gives up
 SCHEDULER_CALL_WAIT = 60.0
-OLD_SCHEDULER = (
-    " (a scheduler started by an older ess does not know the commit's calls): restart the "
-    "cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' and 'ess udbd "
-    "start' on the local default) and run the stream again"
+RESTART = (
+    ": restart the cluster ('ess cluster stop' and 'ess cluster start', or 'ess udbd stop' "
+    "and 'ess udbd start' on the local default) and run the stream again"
 )
+OLD_SCHEDULER = " (a scheduler started by an older ess does not know the commit's calls)" + RESTART
 #: one worker's share of a group of files: [(file, attempt, [(part, seq, stamp base)])]
 Share = list[tuple[int, str, list[tuple[int, int, int]]]]
 Plan = dict[str, Share]
@@ -221,9 +221,25 @@ def _shares(waits: dict[str, Callable[[], Any]], gone: type[Exception]) -> list[
     return missing
 
 
+#: what a scheduler or worker started by an older ess answers to this version's calls
+_OLDER = ("unexpected keyword argument", "has no attribute 'w_commit_files'",
+          "has no attribute 's_take_files'")  # fmt: skip
+
+
 def _result(future: Future[Any], timeout: float = TASK_TIMEOUT, why: str = "") -> Any:
     """`future`'s result within `timeout`, else UdbError (`why` says what to do)."""
     try:
         return future.result(timeout=timeout)
     except TimeoutError:
         raise UdbError(f"a UDB task did not finish within {timeout:.0f} s{why}") from None
+    except Exception as exc:
+        raise older_cluster(exc) from None
+
+
+def older_cluster(exc: Exception) -> Exception:
+    """`exc`, or a UdbError saying to restart the cluster when it is a daemon of an older ess
+    not knowing this version's commit calls (it runs the code it started with)."""
+    text = str(exc)
+    if not any(sign in text for sign in _OLDER):
+        return exc
+    return UdbError(f"the cluster's daemons run an older ess ({text}){RESTART}")
