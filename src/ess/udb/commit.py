@@ -147,6 +147,18 @@ def stream_hooks(ctx: RunContext) -> PipelineEnv | None:
 Taken = tuple[int, str, list[dict[str, Any]], int | None]
 
 
+def _shares(parts: list[dict[str, Any]], base: int) -> dict[str, list[tuple[int, int, int]]]:
+    """Each worker's staged batches of one file [(part, seq, stamp base)]: the file's rows are
+    stamped from `base` on, part after part."""
+    shares: dict[str, list[tuple[int, int, int]]] = {}
+    offset = base
+    for p in parts:
+        for name, seqs in p["workers"].items():
+            shares.setdefault(name, []).extend((p["part"], q, offset) for q in sorted(seqs))
+        offset += int(p["rows"])
+    return shares
+
+
 def _not_applied(exc: Exception) -> str:
     why = str(exc) if isinstance(exc, EssError) else f"{type(exc).__name__}: {exc}"
     return f"UDB import not applied: {why}"
@@ -204,14 +216,7 @@ class Committer:
             if base is None:
                 total = sum(int(p["rows"]) for p in parts)
                 base = int(link.on_scheduler(RESERVE, count=max(total, 1)))
-            shares: dict[str, list[tuple[int, int, int]]] = {}
-            offset = base
-            for p in parts:
-                for name, seqs in p["workers"].items():
-                    shares.setdefault(name, []).extend((p["part"], q, offset)
-                                                       for q in sorted(seqs))  # fmt: skip
-                offset += int(p["rows"])
-            for name, batches in shares.items():
+            for name, batches in _shares(parts, base).items():
                 plan.setdefault(name, []).append((file, attempt, batches))
         deadline = time.monotonic() + REVIVE_WAIT
         while plan:  # a worker that died before it applied its share: again once it is back
