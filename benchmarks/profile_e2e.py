@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from readme_section import replace_section
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PP_ARGS = ["-f,+1", "-", "-d", "s:userid", "i:ts", "i:article", "f:price",
@@ -174,11 +176,30 @@ def main() -> None:
         raise SystemExit(f"no ev_*.csv.gz in {args.data}: run benchmarks/bench_e2e.py first")
     res = profile(files)
     (HERE / "results" / "profile_e2e.json").write_text(json.dumps(res, indent=2) + "\n")
-    print("| stage | CPU ms per file | CPU s, 48 files |")
-    print("|---|---|---|")
+    table = render(res)
+    print(table)
+    replace_section(HERE / "README.md", SECTION, README_TEXT.format(table=table))
+
+
+SECTION = "end to end: CPU per stage"
+README_TEXT = f"""## {SECTION}
+
+`.venv/bin/python benchmarks/profile_e2e.py` (after `bench_e2e.py` made the files; results in
+`results/profile_e2e.json`): each stage of the import job above run with the job's own
+functions on 12 of its files, one after the other in one process, scaled to 48 files; the
+merge in groups of 4 files as a stream commits them. What the stages mean and where the rest
+of the job's CPU goes: docs/performance.md, "CPU per stage".
+
+{{table}}
+"""
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = ["| stage | CPU ms per file | CPU s, 48 files |", "|---|---|---|"]
     for stage, v in res["stages"].items():
         ms = "" if v["ms_per_file"] is None else f"{v['ms_per_file']:.1f}"
-        print(f"| {stage} | {ms} | {v['seconds_48_files']:.2f} |")
+        lines.append(f"| {stage} | {ms} | {v['seconds_48_files']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
