@@ -4,6 +4,7 @@ leaves no process behind; a crashed server comes back; another user cannot use t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -197,19 +198,22 @@ def _launcher(svc: service.Service, which: str) -> str:
 
 def _start_blocked(svc: service.Service, which: str = "entry point"
                    ) -> tuple[subprocess.Popen[bytes], int]:  # fmt: skip
-    """A warm aq_pp waiting on its stdin, and the pid of the child running it."""
+    """A warm aq_pp waiting on its stdin, and the pid of the child running it (a new one or
+    a reused one: the child of the server whose stdin is this command's pipe)."""
     server = _server_pid(svc)
-    before = set(_children(server))
     proc = subprocess.Popen(
         [_launcher(svc, which), "-f", "-", "-d", "s:a", "-o", "-"],
         env=_env(svc, warm=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
+    assert proc.stdin is not None
+    pipe = os.fstat(proc.stdin.fileno()).st_ino
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        new = set(_children(server)) - before
-        if new:
-            return proc, new.pop()
+        for child in _children(server):
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{child}/fd/0").st_ino == pipe:
+                    return proc, child
         time.sleep(0.05)
     proc.kill()
     raise AssertionError("the command did not start in the service")

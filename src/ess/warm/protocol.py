@@ -6,6 +6,8 @@ argv[0..argc), then ``NAME=value`` environment entries (bytes as the OS has them
 Replies, one byte of kind then a signed 4-byte number: ``STARTED`` pid, ``EXITED`` status
 (>= 0 an exit code, < 0 the number of the signal that killed the child), ``REFUSED`` reason.
 While the command runs the launcher sends ``SIGNAL`` signum for each signal it receives.
+Between the service and a child it reuses (ess.warm.reuse): the service sends requests as a
+launcher does; the child answers ``DONE`` code when a command ended and it waits for the next.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 MAGIC = b"ESW1"
 HEADER = struct.Struct("!4sI")
 NUMBER = struct.Struct("!ci")
-STARTED, EXITED, REFUSED, SIGNAL = b"R", b"X", b"N", b"S"
+STARTED, EXITED, REFUSED, SIGNAL, DONE = b"R", b"X", b"N", b"S", b"D"
 #: REFUSED reasons: the launcher then runs the command cold
 STALE, FOREIGN, MISMATCH, BUSY = 1, 2, 3, 4
 MAX_PAYLOAD = 16 << 20

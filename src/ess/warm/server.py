@@ -1,7 +1,9 @@
 """The fork server: ``python -m ess.warm.server --socket PATH`` (started by ess.warm.service).
 
 It imports what aq_pp and aq_udb need (ess.aq, Polars, pyarrow, the UDB client, the C helper)
-once, never runs a query itself, then forks one child per command (:mod:`ess.warm.child`).
+once, never runs a query itself, then forks children that run the commands
+(:mod:`ess.warm.child`); a child whose command ended cleanly waits for the next command with
+its start-up environment (:mod:`ess.warm.reuse`, :mod:`ess.warm.pool`).
 Forking is safe because nothing that holds a lock runs at fork time: Polars starts its rayon
 pool on the first query (each child gets its own, sized by the child's POLARS_MAX_THREADS),
 and the allocators' background threads are turned off before the import (their fork
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from ess.warm import protocol as p
 from ess.warm.child import become  # imported here, once, not in every child
+from ess.warm.pool import Executor, Executors, reuse_enabled, reuse_key
 from ess.warm.request import Request, receive_request
 
 #: Exit code of a server that found its sources changed: the supervisor restarts it at once.
@@ -110,6 +113,8 @@ class Server:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.listener = _listen(self.path)
+        self.execs = Executors()
+        self.reuse = reuse_enabled()
 
     def serve(self) -> int:
         signal.set_wakeup_fd(self.wake_w)
@@ -125,9 +130,13 @@ class Server:
                     code = self._accept() or code
                 elif key.data == "wake":
                     _drain(self.wake_r)
+                elif isinstance(key.data, tuple):  # ("exec", pid): a reused child's message
+                    self._from_executor(key.data[1])
                 else:
                     self._from_launcher(key.data, key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            for ex in self.execs.expired():
+                self._retire(ex)
             if not code and time.monotonic() - self.checked > STALE_CHECK and self._stale():
                 code = EXIT_STALE  # restart now, not when the next command finds out
             if code and self.listener.fileno() >= 0:
@@ -150,7 +159,7 @@ class Server:
         return bool(self.idle) and not self.jobs and time.monotonic() - self.last > self.idle
 
     def close(self) -> None:
-        for pid in list(self.jobs):
+        for pid in {*self.jobs, *self.execs.by_pid}:
             _kill(pid, signal.SIGKILL)
         if self.listener.fileno() >= 0:
             _unlink_own(self.path, self.listener)
@@ -191,13 +200,11 @@ class Server:
         if len(fds) != 3 or _python_env(req) != self.python_env:
             _refuse(conn, p.MISMATCH)
             return 0
-        server_pid = os.getpid()
-        keep_out = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno(),
-                    *(s.fileno() for s in self.jobs.values()), _selector_fd(self.sel)]  # fmt: skip
-        pid = os.fork()
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            become(req, fds, server_pid=server_pid, close=[fd for fd in keep_out if fd >= 0])
+        pid, broken = self.execs.hand(req, fds) if self.reuse else (None, [])
+        for ex in broken:
+            self._retire(ex)
+        if pid is None:
+            pid = self._fork(req, fds, conn)
         conn.settimeout(None)
         self.jobs[pid] = conn
         self.served += 1
@@ -207,6 +214,49 @@ class Server:
         except OSError:
             _kill(pid, signal.SIGKILL)
         return 0
+
+    def _fork(self, req: Request, fds: list[int], conn: socket.socket) -> int:
+        """A new child for `req`: reusable (with a control socket) unless reuse is off."""
+        control, child_end = socket.socketpair() if self.reuse else (None, None)
+        keep_out = [self.listener.fileno(), self.wake_r, self.wake_w, conn.fileno(),
+                    *(s.fileno() for s in self.jobs.values()), _selector_fd(self.sel),
+                    *(ex.control.fileno() for ex in self.execs.by_pid.values()),
+                    control.fileno() if control else -1]  # fmt: skip
+        server_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            become(req, fds, server_pid=server_pid, close=[fd for fd in keep_out if fd >= 0],
+                   control=child_end)  # fmt: skip
+        if control is not None and child_end is not None:
+            child_end.close()
+            self.execs.add(pid, control, reuse_key(req))
+            self.sel.register(control, selectors.EVENT_READ, ("exec", pid))
+        return pid
+
+    def _from_executor(self, pid: int) -> None:
+        """A reused child's message: its command ended (DONE code), or it is going (EOF)."""
+        ex = self.execs.by_pid.get(pid)
+        if ex is None:
+            return
+        try:
+            msg = p.read_number(ex.control)
+        except OSError:
+            msg = None
+        if msg is None or msg[0] != p.DONE:  # ending: the reaping reports its command
+            self._retire(self.execs.forget(pid))
+            return
+        self._report(pid, msg[1])
+        self._retire(self.execs.park(pid))
+
+    def _retire(self, ex: Executor | None) -> None:
+        """Stop listening to a reused child and close its control socket: an idle child
+        ends at once; a running one ends after its command."""
+        if ex is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(ex.control)
+        ex.control.close()
 
     def _from_launcher(self, pid: int, conn: socket.socket) -> None:
         try:
@@ -229,16 +279,35 @@ class Server:
                 return
             if pid == 0:
                 return
-            conn = self.jobs.pop(pid, None)
-            if conn is None:
-                continue
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            with contextlib.suppress(OSError):
-                conn.sendall(p.number(p.EXITED, code))
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(conn)
-            conn.close()
-            self.last = time.monotonic()
+            ex = self.execs.forget(pid)
+            if ex is not None:
+                done = _pending_done(ex.control)  # it ended its command, then died: unread
+                self._retire(ex)
+                code = code if done is None else done
+            self._report(pid, code)
+
+    def _report(self, pid: int, code: int) -> None:
+        """Tell the launcher of the command `pid` ran how it ended."""
+        conn = self.jobs.pop(pid, None)
+        if conn is None:
+            return
+        with contextlib.suppress(OSError):
+            conn.sendall(p.number(p.EXITED, code))
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn)
+        conn.close()
+        self.last = time.monotonic()
+
+
+def _pending_done(control: socket.socket) -> int | None:
+    """The exit code a reused child reported and the service did not read yet, if any."""
+    control.setblocking(False)
+    try:
+        msg = p.read_number(control)
+    except OSError:
+        return None
+    return msg[1] if msg is not None and msg[0] == p.DONE else None
 
 
 def _python_env(req: Request) -> dict[str, str]:
