@@ -9,7 +9,8 @@ server), :mod:`ess.warm.child` (what a forked child does), :mod:`ess.warm.comman
 set-up and ending), :mod:`ess.warm.reuse` and :mod:`ess.warm.pool` (reused children),
 :mod:`ess.warm.service` (the supervisor that restarts a crashed server, and start/stop
 helpers), :mod:`ess.warm.hooks` (the node's worker and the local default start one). With no
-service, or ``ESS_WARM=0``, the commands run cold, in their own process, exactly as before. See docs/performance.md.
+service, or ``ESS_WARM=0``, the commands run cold, in their own process, exactly as before.
+See docs/performance.md.
 
 This package must stay cheap to import: the launcher runs in every ``aq_pp`` process.
 """
