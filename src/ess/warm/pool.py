@@ -23,8 +23,9 @@ ENV_REUSE = "ESS_WARM_REUSE"
 #: Variables that differ between the commands of a stream, or a shell's, read per command.
 PER_COMMAND = (b"_", b"PWD", b"OLDPWD", b"SHLVL", b"ESS_STDIN_NAME")
 PER_COMMAND_PREFIXES = (b"ESS_FILE", b"ESS_UDB_")
-#: Idle children kept per start-up environment, and how long one waits before it is ended.
-MAX_IDLE = 4
+#: Idle children kept per start-up environment (a worker runs up to about one command per
+#: core at once), and how long one waits before it is ended.
+MAX_IDLE = max(4, os.cpu_count() or 1)
 IDLE_SECONDS = 30.0
 #: Seconds to hand a command to an idle child (it is waiting for it: this is a bound).
 SEND_TIMEOUT = 10.0

@@ -159,8 +159,10 @@ class Server:
         return bool(self.idle) and not self.jobs and time.monotonic() - self.last > self.idle
 
     def close(self) -> None:
-        for pid in {*self.jobs, *self.execs.by_pid}:
+        children = {*self.jobs, *self.execs.by_pid}
+        for pid in children:
             _kill(pid, signal.SIGKILL)
+        _wait_for(children, timeout=2.0)  # reaped here: their CPU time is counted upwards
         if self.listener.fileno() >= 0:
             _unlink_own(self.path, self.listener)
             self.listener.close()
@@ -298,6 +300,19 @@ class Server:
             self.sel.unregister(conn)
         conn.close()
         self.last = time.monotonic()
+
+
+def _wait_for(pids: set[int], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pids.discard(pid)
+            except ChildProcessError:
+                pids.discard(pid)
+        if pids:
+            time.sleep(0.01)
 
 
 def _pending_done(control: socket.socket) -> int | None:
