@@ -52,6 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
     _S("ESS_WARM_SOCKET", "command", "", "the warm service aq_pp/aq_udb hand their command to"),
     _S("ESS_WARM_C", "tuning", "1", "0: warm services install Python, not C, fast launchers"),
     _S("ESS_WARM_REUSE", "tuning", "1", "0: a warm service forks a fresh child for every command"),
+    _S("ESS_HUGE_PAGES", "tuning", "0", "1: daemons keep the system's transparent huge pages"),
     _S("ESS_COMMAND_PATH", "command", "", "a worker's directory put first on its commands' PATH"),
     _S(
         "ESS_NO_GATEWAY", "tuning", "", "non-empty: tasks go through a Dask client, not the gateway"

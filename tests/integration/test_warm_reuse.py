@@ -168,3 +168,14 @@ def test_reuse_off_forks_a_child_per_command(tmp_path_factory: pytest.TempPathFa
             assert not _kids(svc), "a child outlived its command with reuse off"
     finally:
         next(gen, None)
+
+
+def test_the_service_and_its_children_run_without_huge_pages(
+    warm: service.Service, tmp_path: Path
+) -> None:
+    tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
+    before = _kids(warm)
+    _aq(warm, tmp_path, OK, **tag)
+    (child,) = _settled(warm, 1, before)
+    for pid in (warm.pid, _server_pid(warm), child):  # ess.engine.hugepages, inherited
+        assert "THP_enabled:\t0" in Path(f"/proc/{pid}/status").read_text(), pid

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ess.engine.hugepages import no_huge_pages
 from ess.engine.pool import SLOTS, WORKER_THREADS
 from ess.engine.runs import ENV_COMMAND_PATH
 from ess.engine.security import TlsFiles
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-dir")
     parser.add_argument("--death-timeout", type=float, default=60)
     args = parser.parse_args(argv)
+    no_huge_pages()  # before the first big allocation; the warm service inherits it
     _configure()
     from ess.engine.watchdog import watch_pid_file  # exit once our pid file is gone
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ess.engine import daemon
+from ess.engine.hugepages import no_huge_pages
 from ess.warm.paths import socket_for
 from ess.warm.server import EXIT_STALE
 
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-pid", type=int, default=0)
     parser.add_argument("--idle", type=float, default=0)
     args = parser.parse_args(argv)
+    no_huge_pages()  # inherited by the server and the children that run the commands
     # the launchers' directory is named after the socket the caller asked for (its PATH names
     # it), the socket itself may be one in the runtime dir when that name is too long for it
     launchers = _install_launchers(args.socket)
