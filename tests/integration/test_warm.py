@@ -33,11 +33,17 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
-    home = tmp_path_factory.mktemp("warm")
+def running_service(home: Path, **env: str) -> Iterator[service.Service]:
+    """A service started as ess starts it, with `env` added to its own environment; stopped
+    at the end, with nothing of it left behind."""
     os.chmod(home, 0o700)
-    svc = service.start(socket=str(home / "s.sock"), log=home / "warm.log")
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        svc = service.start(socket=str(home / "s.sock"), log=home / "warm.log")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
     try:
         assert svc.ready(timeout=300), (home / "warm.log").read_text()
         yield svc
@@ -46,6 +52,11 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
     assert not _processes_mentioning(svc.socket), "the service left processes behind"
     assert not os.path.exists(svc.socket)
     assert not os.path.exists(bin_dir(svc.socket)), "the fast launchers outlived the service"
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
+    yield from running_service(tmp_path_factory.mktemp("warm"))
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -22,10 +22,10 @@ from tests.integration.test_warm import (
     _children,
     _env,
     _gone,
-    _processes_mentioning,
     _run,
     _server_pid,
     _start_blocked,
+    running_service,
 )
 
 pytestmark = pytest.mark.slow
@@ -34,26 +34,9 @@ OK = ["-f", "-", "-d", "s:a", "-eval", "s:b", "a + a", "-o", "-"]
 FAILS = ["-f", "-", "-d", "s:a", "-o", "/nonexistent/dir/out.csv"]
 
 
-def _start(home: Path, **env: str) -> Iterator[service.Service]:
-    os.chmod(home, 0o700)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the service's own environment (ESS_WARM_REUSE is read there)
-    try:
-        svc = service.start(socket=str(home / "s.sock"), log=home / "warm.log")
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.update({k: v})
-    try:
-        assert svc.ready(timeout=300), (home / "warm.log").read_text()
-        yield svc
-    finally:
-        svc.stop()
-    assert not _processes_mentioning(svc.socket), "the service left processes behind"
-
-
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
-    yield from _start(tmp_path_factory.mktemp("reuse"))
+    yield from running_service(tmp_path_factory.mktemp("reuse"))
 
 
 def _aq(svc: service.Service, cwd: Path, argv: list[str], *, warm: bool = True,
@@ -156,7 +139,7 @@ def test_a_killed_launcher_kills_its_reused_child(warm: service.Service, tmp_pat
 
 
 def test_reuse_off_forks_a_child_per_command(tmp_path_factory: pytest.TempPathFactory) -> None:
-    gen = _start(tmp_path_factory.mktemp("noreuse"), ESS_WARM_REUSE="0")
+    gen = running_service(tmp_path_factory.mktemp("noreuse"), ESS_WARM_REUSE="0")
     svc = next(gen)
     try:
         cwd = tmp_path_factory.mktemp("cwd")

@@ -276,6 +276,30 @@ void ess_string_hash(const int64_t *offsets, const unsigned char *data, int64_t 
     for (int64_t i = 0; i < n; i++) out[i] = (int64_t)string_hash(data, offsets[i], offsets[i + 1], base);
 }
 
+/* Arrow string views of the n strings [offsets[i], offsets[i + 1]) of `data`, 16 bytes each into
+ * `views`: the length, then the bytes when they fit in 12, else their first 4 bytes, buffer 0
+ * and the offset (offsets must be below 2^31). Polars' strings are such views: it takes the
+ * column without converting it (a large_string column is copied into views, 2-5 ms per
+ * 400,000 strings). */
+void ess_string_views(const int64_t *offsets, const unsigned char *data, int64_t n,
+                      unsigned char *views) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t start = offsets[i];
+        int32_t len = (int32_t)(offsets[i + 1] - start);
+        unsigned char *v = views + 16 * i;
+        memset(v, 0, 16);
+        memcpy(v, &len, 4);
+        if (len <= 12) {
+            memcpy(v + 4, data + start, (size_t)len);
+        } else {
+            int32_t buffer = 0, offset = (int32_t)start;
+            memcpy(v + 4, data + start, 4);
+            memcpy(v + 8, &buffer, 4);
+            memcpy(v + 12, &offset, 4);
+        }
+    }
+}
+
 /* The UDB's cut of a batch keyed by one string column, in two passes and no sort: each row's
  * partition (its hash mod `partitions`, at most 256) into `part`, then a stable counting sort:
  * `order` lists the rows partition after partition, in row order within each; `counts[p]` is

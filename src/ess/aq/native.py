@@ -115,6 +115,7 @@ def _signatures() -> dict[str, tuple[Any, list[Any]]]:
         "ess_format_g": (i64, [p, p, i64, i64, i, p, p]),
         "ess_render_csv": (i64, [ctypes.POINTER(CsvColumn), i32, i64, i32, i32, p, p]),
         "ess_string_hash": (None, [p, p, i64, u64, p]),
+        "ess_string_views": (None, [p, p, i64, p]),
         "ess_string_partition_order": (None, [p, p, i64, u64, i32, p, p, p]),
         "ess_parse_delimited": (i64, [p, i64, i32, i32, i32, p, p, p, i64]),
         "ess_sum_f64": (f64, [p, i64, f64]),
@@ -175,6 +176,18 @@ def sum_f64(values: pa.Array, init: float) -> float | None:
     return float(lib.ess_sum_f64(data.address + 8 * values.offset, len(values), init))
 
 
+def _strings(lib: Any, rows: int, ends: Any, text: Any) -> Any:
+    """A parsed string column: Arrow string views over `text` (Polars takes them as they are),
+    or large_string offsets when `text` is too big for the views' 32-bit offsets."""
+    import pyarrow as pa
+
+    if text.size >= 1 << 31:
+        return pa.Array.from_buffers(pa.large_string(), rows, [None, ends, text])
+    views = pa.allocate_buffer(16 * rows)
+    lib.ess_string_views(ends.address, text.address, rows, views.address)
+    return pa.Array.from_buffers(pa.string_view(), rows, [None, views, text])
+
+
 def parse_delimited(
     data: Bytes, sep: bytes, quoted: bool, kinds: list[int], max_rows: int
 ) -> tuple[pa.Table, int] | None:
@@ -216,7 +229,7 @@ def parse_delimited(
     arrays, names = [], []
     for i, kind, buf, ends in keep:
         if kind == P_STR:
-            arr = pa.Array.from_buffers(pa.large_string(), got, [None, ends, buf])
+            arr = _strings(lib, got, ends, buf)
         else:
             typ = pa.float64() if kind == P_FLOAT else pa.int64()
             arr = pa.Array.from_buffers(typ, got, [None, buf])

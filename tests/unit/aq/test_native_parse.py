@@ -329,3 +329,17 @@ def test_checked_int_column_keeps_the_empty_record_rule() -> None:
     assert _native(b"x,\n", ["X", "L"], frozenset({"c1"}))[0] is None
     assert _agrees(b"x,\ny,\n", ["S", "I"], frozenset({"c1"}))
     assert _agrees(b"x,-\n", ["X", "I", "I"], frozenset({"c1"})) is False  # ragged: refused
+
+
+def test_strings_come_as_views_polars_takes_as_they_are() -> None:
+    texts = ["", "a", "twelve bytes", "thirteen byte", "é" * 7, "x" * 300, "tail"]
+    data = "".join(f"{t},{i}\n" for i, t in enumerate(texts)).encode()
+    got = native.parse_delimited(data, b",", True, [native.P_STR, native.P_INT], len(texts) + 1)
+    assert got is not None
+    column = got[0].column("f0")
+    assert str(column.type) == "string_view"  # Polars' own layout: no conversion on import
+    assert column.to_pylist() == texts
+    frame = pl.from_arrow(got[0])
+    assert isinstance(frame, pl.DataFrame)
+    assert frame.get_column("f0").to_list() == texts
+    assert frame.get_column("f0").str.len_bytes().to_list() == [len(t.encode()) for t in texts]
