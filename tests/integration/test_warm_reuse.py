@@ -162,3 +162,17 @@ def test_the_service_and_its_children_run_without_huge_pages(
     (child,) = _settled(warm, 1, before)
     for pid in (warm.pid, _server_pid(warm), child):  # ess.engine.hugepages, inherited
         assert "THP_enabled:\t0" in Path(f"/proc/{pid}/status").read_text(), pid
+
+
+def test_a_waiting_child_that_dies_is_reaped_and_replaced(
+    warm: service.Service, tmp_path: Path
+) -> None:
+    tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
+    cold = _aq(warm, tmp_path, OK, warm=False, **tag)
+    before = _kids(warm)
+    _aq(warm, tmp_path, OK, **tag)
+    (child,) = _settled(warm, 1, before)
+    os.kill(child, signal.SIGKILL)  # e.g. the OOM killer, while no command of it runs
+    assert _gone(child, timeout=5), "a dead waiting child was left a zombie"
+    assert _aq(warm, tmp_path, OK, **tag) == cold
+    assert _settled(warm, 1, before) != {child}

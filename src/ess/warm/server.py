@@ -274,7 +274,7 @@ class Server:
             _kill(pid, signum)
 
     def _reap(self) -> None:
-        while self.jobs:
+        while True:  # also the reused children that ended while waiting (no zombies)
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
