@@ -80,10 +80,18 @@ def _children_of(parents: list[int]) -> list[int]:
 
 
 def _warm_children(env: EssEnv) -> list[int]:
-    """Commands the workers' warm services are running (forked children of their servers)."""
+    """Commands the workers' warm services are running: children of their servers, except the
+    reused children waiting for their next command (their stdin is /dev/null meanwhile)."""
     servers = _procs_with(f"{env.work_dir}/cluster/".encode() + b"worker")
     servers = [p for p in servers if p in set(_procs_with(b"ess.warm.server"))]
-    return _children_of(servers)
+    return [pid for pid in _children_of(servers) if not _waiting(pid)]
+
+
+def _waiting(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0") == os.devnull
+    except OSError:  # gone meanwhile
+        return True
 
 
 def _describe(pids: list[int]) -> str:
