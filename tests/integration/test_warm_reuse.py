@@ -62,6 +62,17 @@ def _settled(svc: service.Service, want: int, before: set[int]) -> set[int]:
     raise AssertionError(f"expected {want} new children, have {_kids(svc) - before}")
 
 
+def _one_waiting(svc: service.Service, cwd: Path) -> tuple[dict[str, str], tuple, set[int], int]:
+    """(a tag of its own, the cold result of OK with it, the server's children before, the
+    child that ran OK warm and now waits for the next command)."""
+    tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
+    cold = _aq(svc, cwd, OK, warm=False, **tag)
+    before = _kids(svc)
+    _aq(svc, cwd, OK, **tag)
+    (child,) = _settled(svc, 1, before)
+    return tag, cold, before, child
+
+
 def test_consecutive_commands_run_in_one_child(warm: service.Service, tmp_path: Path) -> None:
     tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
     cold = _aq(warm, tmp_path, OK, warm=False, **tag)
@@ -110,11 +121,7 @@ def test_per_file_variables_do_not_stop_reuse(warm: service.Service, tmp_path: P
 def test_a_late_signal_never_reaches_the_next_command(
     warm: service.Service, tmp_path: Path
 ) -> None:
-    tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
-    cold = _aq(warm, tmp_path, OK, warm=False, **tag)
-    before = _kids(warm)
-    _aq(warm, tmp_path, OK, **tag)
-    (child,) = _settled(warm, 1, before)
+    tag, cold, before, child = _one_waiting(warm, tmp_path)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # as a relay that came late
         os.kill(child, sig)
     time.sleep(0.3)
@@ -167,11 +174,7 @@ def test_the_service_and_its_children_run_without_huge_pages(
 def test_a_waiting_child_that_dies_is_reaped_and_replaced(
     warm: service.Service, tmp_path: Path
 ) -> None:
-    tag = {"ESS_TEST_TAG": uuid.uuid4().hex}
-    cold = _aq(warm, tmp_path, OK, warm=False, **tag)
-    before = _kids(warm)
-    _aq(warm, tmp_path, OK, **tag)
-    (child,) = _settled(warm, 1, before)
+    tag, cold, before, child = _one_waiting(warm, tmp_path)
     os.kill(child, signal.SIGKILL)  # e.g. the OOM killer, while no command of it runs
     assert _gone(child, timeout=5), "a dead waiting child was left a zombie"
     assert _aq(warm, tmp_path, OK, **tag) == cold
