@@ -287,7 +287,7 @@ static inline void block_masks(const unsigned char *b, unsigned char sep, int qu
 #if defined(__SSE2__) && !defined(ESS_NO_SIMD)
     const __m128i vsep = _mm_set1_epi8((char)sep), vnl = _mm_set1_epi8('\n');
     const __m128i vcr = _mm_set1_epi8('\r'), vnul = _mm_setzero_si128();
-    const __m128i vq = _mm_set1_epi8(quoted ? '"' : '\n');
+    const __m128i vq = _mm_set1_epi8(quoted ? '"' : '\r');
     for (int k = 0; k < 4; k++) {
         __m128i v = _mm_loadu_si128((const __m128i *)(b + 16 * k));
         __m128i n1 = _mm_cmpeq_epi8(v, vnl), s1 = _mm_or_si128(_mm_cmpeq_epi8(v, vsep), n1);
@@ -321,7 +321,7 @@ static inline ESS_TARGET_AVX2 void block_masks_avx2(const unsigned char *b, unsi
                                                     uint64_t *high) {
     const __m256i vsep = _mm256_set1_epi8((char)sep), vnl = _mm256_set1_epi8('\n');
     const __m256i vcr = _mm256_set1_epi8('\r'), vnul = _mm256_setzero_si256();
-    const __m256i vq = _mm256_set1_epi8(quoted ? '"' : '\n');
+    const __m256i vq = _mm256_set1_epi8(quoted ? '"' : '\r');
     uint64_t m[4][2];
     for (int k = 0; k < 2; k++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(b + 32 * k));

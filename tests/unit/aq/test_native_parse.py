@@ -63,13 +63,15 @@ def _native(
     return reader.native_typed(chunk, InputAttrs(**attrs), specs, names, check), chunk, specs
 
 
-def _agrees(data: bytes, types: list[str], check: frozenset[str] = frozenset()) -> bool:
+def _agrees(
+    data: bytes, types: list[str], check: frozenset[str] = frozenset(), **attrs: object
+) -> bool:
     """Whether the C parser accepted the chunk; asserts it agrees with the Polars path."""
-    got, chunk, specs = _native(data, types, check)
+    got, chunk, specs = _native(data, types, check, **attrs)
     if got is None:
         return False
     names = [s.name for s in specs]
-    want, bad = _reference(chunk, InputAttrs(), specs, names)
+    want, bad = _reference(chunk, InputAttrs(**attrs), specs, names)  # type: ignore[arg-type]
     assert not bad.any(), f"C accepted a chunk the general path rejects: {data!r}"
     kept = [n for n in want.columns if n not in check]
     if not kept:
@@ -151,6 +153,15 @@ def test_clean_chunk_is_taken_by_the_c_parser() -> None:
     assert _agrees(data, ["X", "I", "I", "F"], frozenset({"c1", "c2"}))
     assert _agrees(data[:-1], ["S", "IS", "LS", "F"])  # no final newline
     assert _agrees("a,é,-3,1e-5\nb,日本,7,-0.0\n".encode(), ["S", "S", "LS", "F"])
+
+
+@pytest.mark.parametrize("sep", [",", "\t", "|"])
+def test_unquoted_clean_chunk_is_taken_by_the_c_parser(sep: str) -> None:
+    """Without csv quoting (`noq`, `tab`, `sep=`) too: the SIMD masks once flagged every
+    newline of such a chunk as a byte to refuse, so only the portable build took them."""
+    rows = [sep.join([f"u{i}", '"q"', str(i), str(i / 4)]) for i in range(3000)]
+    data = ("\n".join(rows) + "\n").encode()
+    assert _agrees(data, ["S", "S", "I", "F"], quoted=False, sep=sep)
 
 
 @pytest.mark.parametrize(
