@@ -26,6 +26,8 @@ from tests.conftest import PROJECT, free_port
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "essadmin"
 PASSWORD = "s3cret-Pg-word!"
+PREFIX = "ess-pg-"  # each server's directory under the temporary directory
+OWNER = "owner"  # the pid of the test process that started it
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def _as_server_user(argv: list[str]) -> list[str]:
 def running_postgres() -> Iterator[Postgres]:
     if not (PG_BIN / "initdb").exists():
         raise RuntimeError("PostgreSQL 15 is not installed: run scripts/setup-system.sh")
-    root = Path(tempfile.mkdtemp(prefix="ess-pg-"))
+    _stop_orphans()
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
+    (root / OWNER).write_text(f"{os.getpid()}\n")
     datadir = root / "data"
     pwfile = root / "pw"
     pwfile.write_text(PASSWORD + "\n")
@@ -137,13 +141,30 @@ def running_postgres() -> Iterator[Postgres]:
         yield pg
     finally:
         if started:
-            subprocess.run(
-                _as_server_user(
-                    [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]
-                ),
-                capture_output=True,
-                timeout=60,
-            )
+            _stop(datadir)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(datadir: Path) -> None:
+    subprocess.run(
+        _as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]),
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _stop_orphans() -> None:
+    """Stop and remove the servers of earlier test runs that were killed (SIGKILL skips the
+    `finally` above): their owner process is gone, their postgres would run on forever."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((root / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner == os.getpid() or Path(f"/proc/{owner}").exists():
+            continue
+        if (root / "data" / "postmaster.pid").exists():
+            _stop(root / "data")
         shutil.rmtree(root, ignore_errors=True)
 
 
