@@ -18,13 +18,11 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from ess.warm.protocol import RELAYED
 from ess.warm.request import Request
 
 #: The entry points the service runs, by name (as the console scripts name them).
 ENTRY_POINTS = {"aq_pp": "ess.cli.aq_pp", "aq_udb": "ess.cli.aq_udb"}
-#: Signals the service relays from a command's launcher (ess.warm.launcher.RELAYED).
-RELAYED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-           signal.SIGUSR2}  # fmt: skip
 #: Variables read once when the C helper is loaded: a child that differs reloads it.
 NATIVE_VARS = ("ESS_NATIVE", "ESS_NATIVE_CFLAGS", "ESS_NATIVE_DIR", "XDG_CACHE_HOME", "CC")
 
@@ -52,7 +50,7 @@ def take(req: Request, fds: list[int]) -> Callable[[list[str]], object]:
 
         native_library.cache_clear()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (*(RELAYED - {signal.SIGINT}), signal.SIGCHLD):
+    for sig in (*(set(RELAYED) - {signal.SIGINT}), signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     return importlib.import_module(ENTRY_POINTS[req.tool]).main
 

@@ -18,10 +18,6 @@ import sys
 from ess.warm import protocol as p
 from ess.warm.paths import ENV_SOCKET, socket_for, user_socket, warm_enabled
 
-#: Signals a terminal or a supervisor sends to the command; the launcher passes them on.
-RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-           signal.SIGUSR2)  # fmt: skip
-
 
 def handoff(tool: str) -> None:
     """Run this process's command (``sys.argv``) in the warm service and exit with its status;
@@ -85,7 +81,7 @@ def _relay_until_exit(sock: socket.socket, tool: str) -> None:
         except OSError:
             pass
 
-    for sig in RELAYED:
+    for sig in p.RELAYED:
         signal.signal(sig, relay)
     try:
         reply = p.read_number(sock)
@@ -98,7 +94,7 @@ def _relay_until_exit(sock: socket.socket, tool: str) -> None:
         os._exit(1)
     status = reply[1]
     if status < 0:  # died of a signal: die of the same one
-        for sig in RELAYED:
+        for sig in p.RELAYED:
             signal.signal(sig, signal.SIG_DFL)
         if -status not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(-status, signal.SIG_DFL)

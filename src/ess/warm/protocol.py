@@ -12,12 +12,17 @@ launcher does; the child answers ``DONE`` code when a command ended and it waits
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum, ~4 ms in every launcher
 import struct
 
 TYPE_CHECKING = False  # typing and socket cost start-up time the launcher does not need
 if TYPE_CHECKING:
     import _socket as socket  # the launcher's (socket.socket is a subclass)
 
+#: Signals a terminal or a supervisor sends to a command: the launcher passes them on, the
+#: service relays them to the command's child (the C launcher has the same list).
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)  # fmt: skip
 MAGIC = b"ESW1"
 HEADER = struct.Struct("!4sI")
 NUMBER = struct.Struct("!ci")

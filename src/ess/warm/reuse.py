@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ess.warm import protocol as p
-from ess.warm.command import RELAYED, flush_streams, outcome, take
+from ess.warm.command import flush_streams, outcome, take
 from ess.warm.request import receive_request
 
 #: Commands one executor runs before it ends (its frozen objects and heap only grow).
@@ -136,7 +136,7 @@ def _ignore_late_signals() -> None:
     """Ignore (and so drop: POSIX discards a pending signal set to SIG_IGN) what a launcher
     relays until the next command's handlers are set. Not a mask: a mask is per thread, and
     a signal for the process goes to any thread (Polars' pool) that does not block it."""
-    for sig in RELAYED:
+    for sig in p.RELAYED:
         signal.signal(sig, signal.SIG_IGN)
 
 
