@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tests.conftest import PROJECT
 from tests.integration.pg_harness import running_postgres
+from tests.unit.udb.harness import _alive
 
 HOLD = """
 from tests.integration.pg_harness import running_postgres
@@ -19,14 +19,6 @@ with running_postgres() as pg:
     import time
     time.sleep(600)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def test_a_server_of_a_killed_run_is_stopped_by_the_next_one() -> None:
