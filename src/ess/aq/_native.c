@@ -322,6 +322,98 @@ void ess_string_partition_order(const int64_t *offsets, const unsigned char *dat
     for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
 }
 
+/* ------------------------------------------------------------ the cut on Arrow string views
+ * A view is 16 bytes: the length, then the bytes when they fit in 12, else their first 4 bytes,
+ * the index of the data buffer in `buffers` and the offset there. */
+static const unsigned char *view_bytes(const unsigned char *v, const unsigned char *const *buffers,
+                                       int32_t *len) {
+    int32_t n, buffer, offset;
+    memcpy(&n, v, 4);
+    *len = n;
+    if (n <= 12) return v + 4;
+    memcpy(&buffer, v + 8, 4);
+    memcpy(&offset, v + 12, 4);
+    return buffers[buffer] + offset;
+}
+
+/* ess_string_partition_order on n string views: the same hash of the same bytes, so the same
+ * partitions, without converting Polars' views to offsets first. */
+void ess_view_partition_order(const unsigned char *views, const unsigned char *const *buffers,
+                              int64_t n, uint64_t base, int32_t partitions, uint8_t *part,
+                              int64_t *order, int64_t *counts) {
+    int64_t next[256];
+    /* an inline string (at most 12 bytes) hashes as sum(byte[j] * base^j) with the powers
+     * below 2^31: each term is below 2^39 and their sum below 2^43, so one reduction at the
+     * end, and the terms do not wait on each other as Horner's steps do */
+    uint64_t pw[12];
+    pw[0] = 1;
+    for (int j = 1; j < 12; j++) pw[j] = mod_m31(pw[j - 1] * base);
+    for (int32_t p = 0; p < partitions; p++) counts[p] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t len;
+        const unsigned char *s = view_bytes(views + 16 * i, buffers, &len);
+        uint64_t h;
+        if (len <= 12) {
+            h = 0;
+            for (int32_t j = 0; j < len; j++) h += s[j] * pw[j];
+            h = mod_m31(h);
+        } else {
+            h = string_hash(s, 0, len, base);
+        }
+        uint8_t p = (uint8_t)(h % (uint64_t)partitions);
+        part[i] = p;
+        counts[p]++;
+    }
+    int64_t at = 0;
+    for (int32_t p = 0; p < partitions; p++) {
+        next[p] = at;
+        at += counts[p];
+    }
+    for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
+}
+
+/* Bytes of the strings longer than 12 among n views (rows order[0..n), or the first n when
+ * order is NULL): what a compacted copy keeps in its one data buffer. */
+int64_t ess_view_long_bytes(const unsigned char *views, const int64_t *order, int64_t n) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t len;
+        memcpy(&len, views + 16 * (order ? order[i] : i), 4);
+        if (len > 12) total += len;
+    }
+    return total;
+}
+
+/* The views of rows order[0..n) into out_views, compacted: a long string's bytes are copied
+ * into out_data (buffer 0, sized by ess_view_long_bytes, below 2^31) in output order, so the
+ * result holds only its own rows' bytes, not the whole parsed text the input views point
+ * into (a staged file of a few rows would otherwise carry it all). Short strings are inline:
+ * one 16-byte copy each, where a take of offsets and bytes copies every string separately. */
+void ess_view_gather(const unsigned char *views, const unsigned char *const *buffers,
+                     const int64_t *order, int64_t n, unsigned char *out_views,
+                     unsigned char *out_data) {
+    int32_t at = 0, zero = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const unsigned char *v = views + 16 * order[i];
+        unsigned char *o = out_views + 16 * i;
+        memcpy(o, v, 16);
+        int32_t len;
+        const unsigned char *s = view_bytes(v, buffers, &len);
+        if (len > 12) {
+            memcpy(out_data + at, s, (size_t)len);
+            memcpy(o + 8, &zero, 4);
+            memcpy(o + 12, &at, 4);
+            at += len;
+        }
+    }
+}
+
+/* Rows order[0..n) of a column of 8-byte values (no bounds checks: the order is the cut's own
+ * permutation). */
+void ess_gather_8(const uint64_t *values, const int64_t *order, int64_t n, uint64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = values[order[i]];
+}
+
 /* Left-to-right sum of x[0..n) onto init, as a C loop adds: the order decides the exact result
  * of a float -var total, so no pairwise or vectorised summation (never build with fast-math). */
 double ess_sum_f64(const double *x, int64_t n, double init) {

@@ -159,6 +159,27 @@ def _fold(start: pl.Series, values: pl.Series, idx: np.ndarray, mask: np.ndarray
         rows = np.flatnonzero(mask)[len(where) - 1 - pos]
         return start.scatter(targets, values.gather(rows))
     acc = start.to_numpy().copy()  # writable, the column's own dtype
+    folded = values.to_numpy()[mask]
     with np.errstate(all="ignore"):  # ints wrap, inf - inf is NaN: as in the group-by
-        _UFUNC[action].at(acc, where, values.to_numpy()[mask])
+        _UFUNC[action].at(acc, where, folded)
+    if col.typ == "F" and action in ("+min", "+max"):
+        _first_zero_wins(acc, start.to_numpy(), where, folded)
     return pl.Series(col.name, acc, dtype=col.dtype)
+
+
+def _first_zero_wins(acc: np.ndarray, start: np.ndarray, where: np.ndarray,
+                     folded: np.ndarray) -> None:  # fmt: skip
+    """The sign of a float ``+min``/``+max`` that ends at zero, as a sequential ``if (v < cur)
+    cur = v`` leaves it: -0.0 and 0.0 tie, so the first zero of the row's sequence (its
+    stored or first value, then its rows in order) stays, where NumPy's minimum and maximum
+    take the later one."""
+    ends_zero = acc == 0
+    if not ends_zero.any():
+        return
+    zero_rows = np.flatnonzero(folded == 0)
+    targets, first = np.unique(where[zero_rows], return_index=True)
+    firsts = folded[zero_rows[first]]  # the first zero folded into each row
+    mine = ends_zero[targets]
+    acc[targets[mine]] = firsts[mine]
+    kept = ends_zero & (start == 0)  # a zero a row starts with comes before every folded one
+    acc[kept] = start[kept]

@@ -70,13 +70,21 @@ def _merge_expr(col: Column) -> pl.Expr:
             return c.cum_sum().last()
         return c.sum().cast(col.dtype, wrap_numerical=True)
     values = c.filter(later | pl.col(S))
-    if action == "+min":
-        return values.min()
-    if action == "+max":
-        return values.max()
+    if action in ("+min", "+max"):
+        return extreme(values, action, col.typ)
     if action == "+bor":
         return values.bitwise_or()
     raise AssertionError(action)  # pragma: no cover - spec.parse_column checks actions
+
+
+def extreme(values: pl.Expr, action: str, typ: str) -> pl.Expr:
+    """`+min`/`+max` of `values` in import order. A float extreme that is zero keeps the sign
+    of the first zero, as a sequential ``if (v < cur) cur = v`` does (-0.0 and 0.0 tie);
+    Polars' min and max return either (docs/udb.md, "Signed zeros")."""
+    m = values.min() if action == "+min" else values.max()
+    if typ != "F":
+        return m
+    return pl.when(m == 0).then(values.filter(values == 0).first()).otherwise(m)
 
 
 def merge_rows(
@@ -138,10 +146,9 @@ def _combine_pair(col: Column, old: pl.Expr, new: pl.Expr) -> pl.Expr:
         return pl.coalesce(new, old)
     if action == "+add":  # integers only (combinable); nulls count as nothing, as in sum()
         return pl.sum_horizontal(old, new).cast(col.dtype, wrap_numerical=True)
-    if action == "+min":
-        return pl.min_horizontal(old, new)
-    if action == "+max":
-        return pl.max_horizontal(old, new)
+    if action in ("+min", "+max"):  # a tie keeps the stored value (signed zeros: `extreme`)
+        either = pl.min_horizontal(old, new) if action == "+min" else pl.max_horizontal(old, new)
+        return pl.when(old == new).then(old).otherwise(either)
     if action == "+bor":
         return pl.when(old.is_null()).then(new).when(new.is_null()).then(old).otherwise(old | new)
     raise AssertionError(action)  # pragma: no cover - spec.parse_column checks actions
@@ -212,8 +219,9 @@ def combine(batch: pl.DataFrame, group: list[str], columns: Sequence[Column]) ->
     aggs = []
     for col in columns:
         c = pl.col(col.name)
-        agg = {"+first": c.first(), "+last": c.last(), "+min": c.min(), "+max": c.max(),
-               "+bor": c.bitwise_or(), "+add": c.sum()}[col.action]  # fmt: skip
+        agg = {"+first": c.first(), "+last": c.last(), "+min": extreme(c, "+min", col.typ),
+               "+max": extreme(c, "+max", col.typ), "+bor": c.bitwise_or(),
+               "+add": c.sum()}[col.action]  # fmt: skip
         aggs.append(agg.cast(col.dtype, wrap_numerical=True).alias(col.name))
     # lazily: the optimised plan is cheaper than the eager group-by (same rows, same order
     # within groups)

@@ -177,9 +177,23 @@ def _joined(
     if len(batches) == 1:
         return batches[0][0], meta, bool(meta["premerged"])
     pids = sorted({pid for parts, _ in batches for pid in parts})
-    joined = {pid: pa.concat_tables([parts[pid] for parts, _ in batches if pid in parts])
+    joined = {pid: pa.concat_tables(_alike([parts[pid] for parts, _ in batches if pid in parts]))
               for pid in pids}  # fmt: skip
     return joined, meta, False
+
+
+def _alike(tables: list[pa.Table]) -> list[pa.Table]:
+    """`tables` with one schema: a file cut on string views (the common case) and one cut
+    on large_string (a key with nulls, no C helper on its node) differ only in those types,
+    and become large_string together."""
+    if all(t.schema == tables[0].schema for t in tables):
+        return tables
+    out = []
+    for table in tables:
+        fields = [f.with_type(pa.large_string()) if f.type == pa.string_view() else f
+                  for f in table.schema]  # fmt: skip
+        out.append(table.cast(pa.schema(fields)))
+    return out
 
 
 def committed(root: Path, run: str, files: list[int]) -> None:
@@ -223,7 +237,25 @@ def _read(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     with pa.memory_map(str(path), "r") as src:  # no copy: the merge copies what it keeps
         table = ipc.open_file(src).read_all()
     meta = json.loads((table.schema.metadata or {})[b"ess"])
-    return table.replace_schema_metadata(None), meta
+    return _own_views(table.replace_schema_metadata(None)), meta
+
+
+def _own_views(table: pa.Table) -> pa.Table:
+    """`table` with its string view columns copied out of the file's mapping (16 bytes a row,
+    and the long strings' bytes): a merge keeps the views of new keys as they are, in
+    Polars' gathers and concatenations that share the data buffers, and one shared buffer of
+    the mapping would hold the whole removed staged file (its disk space, its pages) for as
+    long as the vector keeps the key."""
+    for i, field in enumerate(table.schema):
+        if field.type == pa.string_view():
+            chunks = [_copied(chunk) for chunk in table.column(i).chunks]
+            table = table.set_column(i, field, pa.chunked_array(chunks, field.type))
+    return table
+
+
+def _copied(arr: pa.Array) -> pa.Array:
+    bufs = [None if b is None else pa.py_buffer(b.to_pybytes()) for b in arr.buffers()]
+    return pa.Array.from_buffers(arr.type, len(arr), bufs, arr.null_count, arr.offset)
 
 
 def _shift(table: pa.Table, base: int) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,7 +130,7 @@ def test_cut_stamps_number_the_rows_in_frame_order(n: int) -> None:
     want = cut_by_partition(stamped, ["k"], 32)
     assert got.keys() == want.keys()
     for pid, table in got.items():
-        assert table.equals(want[pid])
+        assert _frame(table).equals(_frame(want[pid]))
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 5000])
@@ -141,7 +142,67 @@ def test_the_cut_of_a_string_key_is_partition_by_in_row_order(n: int) -> None:
     got = cut_by_partition(frame, ["k"], 32)
     with_p = frame.with_columns(partition_of(frame, ["k"], 32))
     parts = with_p.partition_by("__p", as_dict=True, include_key=False)
-    want = {int(k[0]): v.to_arrow() for k, v in parts.items()}
+    want = {int(k[0]): v for k, v in parts.items()}
     assert got.keys() == want.keys()
     for pid, table in got.items():
-        assert table.equals(want[pid])
+        assert _frame(table).equals(want[pid])
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _mixed_keys(n: int) -> pl.DataFrame:
+    """Keys inline in their views (up to 12 bytes) and out of line, multi-byte, empty; a
+    string column with nulls, one without, and 8-byte, 4-byte and boolean columns."""
+    words = ["", "a", "u123", "x" * 12, "y" * 13, "ü" * 7, "a long key of row {}"]
+    keys = [words[(i * 7919) % len(words)].format(i) for i in range(n)]
+    return pl.DataFrame(
+        {
+            "k": keys,
+            "s": [None if i % 3 == 0 else k for i, k in enumerate(keys)],
+            "t": [k[::-1] for k in keys],
+            "x": pl.int_range(0, n, eager=True),
+            "f": [i / 3 for i in range(n)],
+            "i32": pl.int_range(0, n, eager=True).cast(pl.Int32),
+            "b": [i % 2 == 0 for i in range(n)],
+        },
+        schema_overrides={"k": pl.String, "s": pl.String, "t": pl.String},
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_the_cut_on_string_views_equals_partition_by(n: int, hasher: str) -> None:
+    """The C cut on Polars' string views gives every partition's rows in row order, with
+    their stamps, and compacted views: each part holds only its own long strings."""
+    frame = _mixed_keys(n)
+    got = cut_by_partition(frame, ["k"], 16, stamps=("__r", 7))
+    stamped = frame.with_columns((pl.int_range(0, n, dtype=pl.Int64) + 7).alias("__r"))
+    with_p = stamped.with_columns(partition_of(frame, ["k"], 16))
+    want = {int(k[0]): v for k, v in
+            with_p.partition_by("__p", as_dict=True, include_key=False).items()}  # fmt: skip
+    assert got.keys() == want.keys()
+    for pid, table in got.items():
+        assert _frame(table).equals(want[pid])
+        if hasher == "native":
+            key = table.column("k").combine_chunks()
+            assert key.type == pa.string_view() and table.column("t").type == pa.string_view()
+            assert table.column("s").type == pa.large_string()  # nulls: Arrow's take
+            long_bytes = sum(len(v.encode()) for v in key.to_pylist() if len(v.encode()) > 12)
+            assert sum(b.size for b in key.buffers()[2:]) == long_bytes
+
+
+def test_the_cut_of_several_chunks_with_many_buffers() -> None:
+    """A frame made of several chunks (each its own data buffers) is cut as one."""
+    one = pl.DataFrame({"k": [f"{'z' * 20}{i}" for i in range(300)], "x": range(300)})
+    frame = pl.concat([one, one.with_columns(pl.col("k") + "b"), one.head(5)], rechunk=False)
+    assert frame.n_chunks() > 1
+    got = cut_by_partition(frame, ["k"], 8)
+    with_p = frame.with_columns(partition_of(frame, ["k"], 8))
+    want = {int(k[0]): v for k, v in
+            with_p.partition_by("__p", as_dict=True, include_key=False).items()}  # fmt: skip
+    assert {p: _frame(t) for p, t in got.items()}.keys() == want.keys()
+    for pid, table in got.items():
+        assert _frame(table).equals(want[pid])

@@ -152,3 +152,45 @@ def test_sweep_removes_only_old_runs(tmp_path: Path) -> None:
     os.utime(old, (0, 0))
     staging.sweep(tmp_path)
     assert not old.exists() and new.exists()
+
+
+def _maps_of(path: Path) -> list[str]:
+    return [line for line in Path("/proc/self/maps").read_text().splitlines()
+            if str(path) in line]  # fmt: skip
+
+
+def test_a_kept_key_does_not_hold_the_removed_staged_file(tmp_path: Path) -> None:
+    """Polars shares the data buffers of string views through gathers and concatenations: a
+    key a merge keeps would keep the whole memory-mapped staged file (its disk space and
+    pages) after the commit removed it, unless loading copies the views out of the map."""
+    import polars as pl
+
+    keys = pa.array([f"user{i}" for i in range(2000)] + ["a key longer than twelve"],
+                    pa.string_view())  # fmt: skip
+    table = pa.table({"k": keys, "__r": pa.array(range(len(keys)), pa.int64())})
+    path = tmp_path / "f0" / "a" / "0000-00000000.arrow"
+    staging.write_batch(path, {0: table}, {"target": "v"})
+    parts, _ = staging.load(path, 0)
+    frame = pl.from_arrow(parts[0])
+    assert isinstance(frame, pl.DataFrame)
+    kept = pl.concat([frame.select("k").head(0), frame.select("k").gather([1, 2000])],
+                     rechunk=True)  # fmt: skip
+    del parts, frame
+    path.unlink()
+    assert _maps_of(path) == []
+    assert kept.get_column("k").to_list() == ["user1", "a key longer than twelve"]
+
+
+def test_a_commit_joins_files_cut_on_views_and_on_large_strings(tmp_path: Path) -> None:
+    """One file's key cut as string views (the C cut), the next as large_string (a key with
+    a null): the group's merge gets one table per partition, in file order."""
+    views = pa.table({"k": pa.array(["a", "b" * 20], pa.string_view()), "__r": [0, 1]})
+    large = pa.table({"k": pa.array([None, "c"], pa.large_string()), "__r": [0, 1]})
+    paths = []
+    for i, table in enumerate((views, large)):
+        path = tmp_path / f"{i}.arrow"
+        staging.write_batch(path, {3: table}, {"target": "v", "premerged": False})
+        paths.append((path, 10 * i))
+    [(parts, _, _)] = list(staging.groups(paths))
+    assert parts[3].column("k").to_pylist() == ["a", "b" * 20, None, "c"]
+    assert parts[3].column("__r").to_pylist() == [0, 1, 10, 11]
