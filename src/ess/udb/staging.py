@@ -241,16 +241,24 @@ def _read(path: Path) -> tuple[pa.Table, dict[str, Any]]:
 
 
 def _own_views(table: pa.Table) -> pa.Table:
-    """`table` with its string view columns copied out of the file's mapping (16 bytes a row,
-    and the long strings' bytes): a merge keeps the views of new keys as they are, in
-    Polars' gathers and concatenations that share the data buffers, and one shared buffer of
-    the mapping would hold the whole removed staged file (its disk space, its pages) for as
-    long as the vector keeps the key."""
+    """`table` with its string view columns that hold long strings (over 12 bytes) copied out
+    of the file's mapping: Polars shares such a column's data buffers through the gathers
+    and concatenations of a merge, and a shared buffer keeps the whole imported column, so
+    a key the vector keeps would keep the removed staged file's pages and disk space. A
+    column of inline strings only has no data to share: Polars' gathers copy its views and
+    drop the empty buffers (tests/unit/udb/test_staging.py checks both)."""
     for i, field in enumerate(table.schema):
-        if field.type == pa.string_view():
-            chunks = [_copied(chunk) for chunk in table.column(i).chunks]
-            table = table.set_column(i, field, pa.chunked_array(chunks, field.type))
+        if field.type != pa.string_view():
+            continue
+        chunks = table.column(i).chunks
+        if any(_holds_long_strings(chunk) for chunk in chunks):
+            table = table.set_column(i, field, pa.chunked_array([_copied(c) for c in chunks],
+                                                                field.type))  # fmt: skip
     return table
+
+
+def _holds_long_strings(arr: pa.Array) -> bool:
+    return any(b is not None and b.size for b in arr.buffers()[2:])
 
 
 def _copied(arr: pa.Array) -> pa.Array:
