@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SOURCES = [Path(__file__).with_name(name) for name in ("_native.c", "_parse.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("_native.c", "_parse.c", "_keyset.c")]
 
 
 class CsvColumn(ctypes.Structure):
@@ -108,7 +108,7 @@ def native_library() -> ctypes.CDLL | None:
 
 def _signatures() -> dict[str, tuple[Any, list[Any]]]:
     """The C helper's functions: (return type, argument types) for ctypes, in the order of
-    their C prototypes (_native.c, _parse.c), which name and explain each argument."""
+    their C prototypes (_native.c, _parse.c, _keyset.c), which name and explain each argument."""
     p, i32, i64, u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
     i, f64 = ctypes.c_int, ctypes.c_double
     return {
@@ -121,6 +121,9 @@ def _signatures() -> dict[str, tuple[Any, list[Any]]]:
         "ess_view_long_bytes": (i64, [p, p, i64]),
         "ess_view_gather": (None, [p, p, p, i64, p, p]),
         "ess_gather_8": (None, [p, p, i64, p]),
+        "ess_keyset_new": (p, [i64]),
+        "ess_keyset_free": (None, [p]),
+        "ess_keyset_add_views": (i64, [p, p, p, i64, i64, p, p]),
         "ess_parse_delimited": (i64, [p, i64, i32, i32, i32, p, p, p, i64]),
         "ess_sum_f64": (f64, [p, i64, f64]),
         "ess_count_byte": (i64, [p, i64, i]),

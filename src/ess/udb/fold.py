@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from ess.udb.keyset import key_rows
 from ess.udb.merge import K, R, zero_of
 from ess.udb.spec import Column
 
@@ -110,6 +111,12 @@ def _row_index(
 ) -> tuple[np.ndarray, pl.DataFrame]:
     """The merged-frame row of each batch row, and the new keys (their first row's stamp and
     position ``__at``) in order of first appearance; new rows follow the stored ones."""
+    if len(pkey) == 1:
+        native = key_rows(current, batch, pkey[0])
+        if native is not None:
+            rows, first = native
+            at = pl.Series("__at", first, dtype=pl.UInt32)
+            return rows, batch[at].select(*pkey, R).with_columns(at)
     n_cur = current.height
     found = (
         batch.select(pkey)
@@ -150,7 +157,10 @@ def _fold(start: pl.Series, values: pl.Series, idx: np.ndarray, mask: np.ndarray
     action = col.action
     if action == "+first":
         return start
-    where = idx[mask]
+    # every row folds (no new key's first row, no +nozero zero: all groups after the first
+    # on the benchmark): no masked copies of the batch, whose fresh pages cost more than the fold
+    whole = bool(mask.all())
+    where = idx if whole else idx[mask]
     if action == "+last":  # the last masked row of each target row wins
         if not len(where):
             return start
@@ -159,7 +169,7 @@ def _fold(start: pl.Series, values: pl.Series, idx: np.ndarray, mask: np.ndarray
         rows = np.flatnonzero(mask)[len(where) - 1 - pos]
         return start.scatter(targets, values.gather(rows))
     acc = start.to_numpy().copy()  # writable, the column's own dtype
-    folded = values.to_numpy()[mask]
+    folded = values.to_numpy() if whole else values.to_numpy()[mask]
     with np.errstate(all="ignore"):  # ints wrap, inf - inf is NaN: as in the group-by
         _UFUNC[action].at(acc, where, folded)
     if col.typ == "F" and action in ("+min", "+max"):

@@ -224,7 +224,7 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
     order = np.empty(n, dtype=np.int64)
     counts = np.empty(partitions, dtype=np.int64)
     scratch = np.empty(n, dtype=np.uint8)
-    where, buffers = _view_addresses(key)
+    where, buffers = view_addresses(key)
     lib.ess_view_partition_order(where, buffers, n, B, partitions, scratch.ctypes.data,
                                  order.ctypes.data, counts.ctypes.data)  # fmt: skip
     take = _int64_array(order)
@@ -257,7 +257,7 @@ def _one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
-def _view_addresses(arr: pa.Array) -> tuple[int, Any]:
+def view_addresses(arr: pa.Array) -> tuple[int, Any]:
     """(address of the first view, a C array of the data buffers' addresses) of a string view
     array, its slice offset applied; the C array keeps nothing alive: `arr` must."""
     import ctypes
@@ -269,7 +269,7 @@ def _view_addresses(arr: pa.Array) -> tuple[int, Any]:
 
 def _long_bytes(lib: Any, arr: pa.Array, order: Any = None) -> int:
     """Bytes of the strings longer than 12 among a view array's rows (`order`: those rows)."""
-    where, _ = _view_addresses(arr)
+    where, _ = view_addresses(arr)
     if order is None:
         return int(lib.ess_view_long_bytes(where, None, len(arr)))
     return int(lib.ess_view_long_bytes(where, order.ctypes.data, len(order)))
@@ -280,7 +280,7 @@ def _gather_views(lib: Any, arr: pa.Array, order: Any) -> pa.Array:
     result's one data buffer holds only its own long strings (below 2 GiB: the caller
     checks the whole array)."""
     n = len(order)
-    where, buffers = _view_addresses(arr)
+    where, buffers = view_addresses(arr)
     views = pa.allocate_buffer(16 * n)
     data = pa.allocate_buffer(_long_bytes(lib, arr, order))
     lib.ess_view_gather(where, buffers, order.ctypes.data, n, views.address, data.address)

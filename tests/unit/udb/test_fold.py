@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -15,6 +16,20 @@ from ess.udb.merge import K, R
 from ess.udb.spec import Column
 
 I64 = (-(2**63), 2**63 - 1)
+
+
+@pytest.fixture(autouse=True, params=["native", "polars"])
+def joiner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs with the C helper's key set (ess.udb.keyset) and with Polars' joins."""
+    from ess.aq.native import native_library
+
+    monkeypatch.setenv("ESS_NATIVE", "1" if request.param == "native" else "0")
+    native_library.cache_clear()
+    assert (native_library() is not None) == (request.param == "native")
+    yield request.param
+    native_library.cache_clear()
+
+
 U64 = (0, 2**64 - 1)
 
 
@@ -140,3 +155,32 @@ def test_fold_matches_group_by_merge(rows: list[list[tuple]], action: str, nozer
 def test_empty_and_single(n: int) -> None:
     cols = [Column("F", "f", ("+add",))]
     run(cols, [{"k": ["a"] * n, "f": [1.5] * n}] if n else [{"k": ["a"], "f": [2.0]}])
+
+
+def test_key_rows_number_stored_then_new_keys_in_order_of_first_appearance(joiner: str) -> None:
+    """Thousands of keys (the set grows and rehashes), inline and long ones, stored and batch
+    keys in several chunks each: every row gets its key's number."""
+    from ess.udb.keyset import key_rows
+
+    def keys(lo: int, hi: int) -> list[str]:
+        return [f"k{i}" if i % 3 else f"a key longer than twelve bytes {i}" for i in range(lo, hi)]
+
+    stored = pl.concat([pl.DataFrame({"k": keys(0, 3000)}), pl.DataFrame({"k": keys(3000, 4000)})],
+                       rechunk=False)  # fmt: skip
+    rows = [f"k{(i * 7919) % 9000}" if i % 5 else f"a key longer than twelve bytes {i % 4500}"
+            for i in range(12000)]  # fmt: skip
+    batch = pl.concat([pl.DataFrame({"k": rows[:5000]}), pl.DataFrame({"k": rows[5000:]})],
+                      rechunk=False)  # fmt: skip
+    got = key_rows(stored, batch, "k")
+    if joiner == "polars":
+        assert got is None
+        return
+    assert got is not None and stored.n_chunks() == 2 and batch.n_chunks() == 2
+    number = {k: i for i, k in enumerate(stored.get_column("k").to_list())}
+    want, first = [], []
+    for i, k in enumerate(rows):
+        if k not in number:
+            number[k] = len(number)
+            first.append(i)
+        want.append(number[k])
+    assert got[0].tolist() == want and got[1].tolist() == first

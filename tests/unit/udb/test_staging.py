@@ -167,8 +167,8 @@ def test_a_kept_key_does_not_hold_the_removed_staged_file(tmp_path: Path, long: 
     of the map. Inline strings only (no data buffer) are not copied and hold nothing."""
     import polars as pl
 
-    keys = pa.array([f"user{i}" for i in range(2000)] + ["a key longer than twelve" if long
-                                                         else "inline"], pa.string_view())  # fmt: skip
+    last = "a key longer than twelve" if long else "inline"
+    keys = pa.array([f"user{i}" for i in range(2000)] + [last], pa.string_view())
     table = pa.table({"k": keys, "__r": pa.array(range(len(keys)), pa.int64())})
     path = tmp_path / "f0" / "a" / "0000-00000000.arrow"
     staging.write_batch(path, {0: table}, {"target": "v"})
