@@ -28,7 +28,7 @@ typedef struct {
 } keyset;
 
 /* The canonical view of v into out, and the key's bytes (inline ones are in out). */
-static const unsigned char *canonical(const unsigned char *v, const unsigned char *const *buffers,
+static inline const unsigned char *canonical(const unsigned char *v, const unsigned char *const *buffers,
                                       unsigned char *out, int32_t *len) {
     int32_t n, buffer, offset;
     memcpy(&n, v, 4);
@@ -53,7 +53,7 @@ static uint64_t mix(uint64_t h) {
 }
 
 /* An inline key hashes its canonical view's two words; a longer one all its bytes. */
-static uint64_t key_hash(const unsigned char *view, const unsigned char *s, int32_t len) {
+static inline uint64_t key_hash(const unsigned char *view, const unsigned char *s, int32_t len) {
     uint64_t a, b;
     memcpy(&a, view, 8);
     memcpy(&b, view + 8, 8);
@@ -74,7 +74,7 @@ static uint64_t key_hash(const unsigned char *view, const unsigned char *s, int3
     return h;
 }
 
-static int same_key(const keyset *ks, int64_t k, const unsigned char *view,
+static inline int same_key(const keyset *ks, int64_t k, const unsigned char *view,
                     const unsigned char *s, int32_t len) {
     const unsigned char *mine = ks->views + 16 * k;
     if (memcmp(mine, view, len <= 12 ? 16 : 8) != 0) return 0;
@@ -135,42 +135,55 @@ void *ess_keyset_new(int64_t expected) {
 
 /* Each of n views: its key's number into idx[i], the key added with the next number when it
  * is new, and then row_base + i noted in first[] (rows where a new key first appears, in
- * order). Returns how many keys were new, or -1 when out of memory. */
+ * order). Returns how many keys were new, or -1 when out of memory.
+ *
+ * Rows go in blocks: the block's keys are hashed and their slots prefetched first, then
+ * probed, so the slots' cache misses overlap instead of following one another. */
+#define BLOCK 16
 int64_t ess_keyset_add_views(void *handle, const unsigned char *views,
                              const unsigned char *const *buffers, int64_t n, int64_t row_base,
                              int64_t *idx, int64_t *first) {
     keyset *ks = handle;
     int64_t fresh = 0;
-    unsigned char view[16];
-    for (int64_t i = 0; i < n; i++) {
-        int32_t len;
-        const unsigned char *s = canonical(views + 16 * i, buffers, view, &len);
-        uint64_t h = key_hash(view, s, len);
-        uint64_t tag = h >> 32 << 32;
-        int64_t at = (int64_t)(h & (uint64_t)ks->mask);
-        int64_t found = -1;
-        for (;;) {
-            uint64_t slot = ks->slots[at];
-            if (!slot) break;
-            if ((slot & 0xffffffff00000000ULL) == tag) {
-                int64_t k = (int64_t)(slot & 0xffffffffULL) - 1;
-                if (same_key(ks, k, view, s, len)) {
-                    found = k;
-                    break;
+    unsigned char canon[BLOCK][16];
+    const unsigned char *bytes[BLOCK];
+    int32_t lens[BLOCK];
+    uint64_t hashes[BLOCK];
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t m = n - start < BLOCK ? n - start : BLOCK;
+        for (int64_t j = 0; j < m; j++) {
+            bytes[j] = canonical(views + 16 * (start + j), buffers, canon[j], &lens[j]);
+            hashes[j] = key_hash(canon[j], bytes[j], lens[j]);
+            __builtin_prefetch(&ks->slots[hashes[j] & (uint64_t)ks->mask]);
+        }
+        for (int64_t j = 0; j < m; j++) {
+            uint64_t h = hashes[j], tag = h >> 32 << 32;
+            int64_t at = (int64_t)(h & (uint64_t)ks->mask);
+            int64_t found = -1;
+            for (;;) {
+                uint64_t slot = ks->slots[at];
+                if (!slot) break;
+                if ((slot & 0xffffffff00000000ULL) == tag) {
+                    int64_t k = (int64_t)(slot & 0xffffffffULL) - 1;
+                    if (same_key(ks, k, canon[j], bytes[j], lens[j])) {
+                        found = k;
+                        break;
+                    }
                 }
+                at = (at + 1) & ks->mask;
             }
-            at = (at + 1) & ks->mask;
+            if (found < 0) {
+                if (ks->n == ks->room && grow_keys(ks) != 0) return -1;
+                found = ks->n++;
+                memcpy(ks->views + 16 * found, canon[j], 16);
+                /* an inline key's bytes are in its canonical view: no pointer to keep */
+                ks->longs[found] = lens[j] <= 12 ? NULL : bytes[j];
+                ks->slots[at] = tag | (uint64_t)(found + 1);
+                first[fresh++] = row_base + start + j;
+                if (2 * ks->n > ks->mask && grow_slots(ks, 2 * (ks->mask + 1)) != 0) return -1;
+            }
+            idx[start + j] = found;
         }
-        if (found < 0) {
-            if (ks->n == ks->room && grow_keys(ks) != 0) return -1;
-            found = ks->n++;
-            memcpy(ks->views + 16 * found, view, 16);
-            ks->longs[found] = len <= 12 ? NULL : s;
-            ks->slots[at] = tag | (uint64_t)(found + 1);
-            first[fresh++] = row_base + i;
-            if (2 * ks->n > ks->mask && grow_slots(ks, 2 * (ks->mask + 1)) != 0) return -1;
-        }
-        idx[i] = found;
     }
     return fresh;
 }

@@ -229,13 +229,15 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
                                  order.ctypes.data, counts.ctypes.data)  # fmt: skip
     take = _int64_array(order)
     whole: dict[str, pa.Array] = {}  # gathered at once, then sliced by partition
-    by_part: dict[str, pa.Array] = {}  # string views gathered partition by partition
+    # string views gathered partition by partition (and whether any string is long)
+    by_part: dict[str, tuple[pa.Array, bool]] = {}
     for name in frame.columns:
         col = frame.get_column(name)
         if col.dtype == pl.String and not col.null_count():
             arr = _one_chunk(views.column(name))
-            if _long_bytes(lib, arr) < 1 << 31:  # the views' offsets are 32-bit
-                by_part[name] = arr
+            long_bytes = _long_bytes(lib, arr)
+            if long_bytes < 1 << 31:  # the views' offsets are 32-bit
+                by_part[name] = (arr, long_bytes > 0)
                 continue
         whole[name] = _gather_fixed(lib, _one_chunk(col.to_arrow()), order, take)
     if stamps is not None:
@@ -246,7 +248,7 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
     for pid, count in enumerate(counts.tolist()):
         if count:
             rows = order[start : start + count]
-            cols = [_gather_views(lib, by_part[name], rows) if name in by_part
+            cols = [_gather_views(lib, *by_part[name], rows) if name in by_part
                     else whole[name].slice(start, count) for name in names]  # fmt: skip
             out[pid] = pa.Table.from_arrays(cols, names=names)
         start += count
@@ -254,7 +256,10 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
 
 
 def _one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    """The column as one array: its only chunk as it is (combine_chunks copies even one)."""
+    if not isinstance(arr, pa.ChunkedArray):
+        return arr
+    return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
 
 
 def view_addresses(arr: pa.Array) -> tuple[int, Any]:
@@ -275,14 +280,14 @@ def _long_bytes(lib: Any, arr: pa.Array, order: Any = None) -> int:
     return int(lib.ess_view_long_bytes(where, order.ctypes.data, len(order)))
 
 
-def _gather_views(lib: Any, arr: pa.Array, order: Any) -> pa.Array:
+def _gather_views(lib: Any, arr: pa.Array, long: bool, order: Any) -> pa.Array:
     """Rows `order` of a string view array without nulls, compacted (ess_view_gather): the
     result's one data buffer holds only its own long strings (below 2 GiB: the caller
-    checks the whole array)."""
+    checks the whole array; `long`: whether it has any)."""
     n = len(order)
     where, buffers = view_addresses(arr)
     views = pa.allocate_buffer(16 * n)
-    data = pa.allocate_buffer(_long_bytes(lib, arr, order))
+    data = pa.allocate_buffer(_long_bytes(lib, arr, order) if long else 0)
     lib.ess_view_gather(where, buffers, order.ctypes.data, n, views.address, data.address)
     return pa.Array.from_buffers(pa.string_view(), n, [None, views, data])
 
