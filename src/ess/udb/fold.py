@@ -90,8 +90,10 @@ def fold_partitions(
     stored = [currents[p].height for p in pids]
     whole, fresh = fold_vector(pl.concat([currents[p] for p in pids], rechunk=True), batch,
                                pkey, columns)  # fmt: skip
-    owner = np.repeat(np.asarray(pids, dtype=np.int64), [sizes.get(p, 0) for p in pids])
-    new_pid = owner[fresh.get_column("__at").to_numpy()]
+    # the partition of each new key's first row: the batch holds the partitions end to end
+    ends = np.cumsum([sizes.get(p, 0) for p in pids])
+    at = fresh.get_column("__at").to_numpy()
+    new_pid = np.asarray(pids, dtype=np.int64)[np.searchsorted(ends, at, side="right")]
     tail = whole.slice(sum(stored))
     out: dict[int, tuple[pl.DataFrame, pl.DataFrame]] = {}
     offset = 0

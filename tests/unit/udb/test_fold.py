@@ -184,3 +184,37 @@ def test_key_rows_number_stored_then_new_keys_in_order_of_first_appearance(joine
             first.append(i)
         want.append(number[k])
     assert got[0].tolist() == want and got[1].tolist() == first
+
+
+@pytest.mark.parametrize("with_new", [True, False])
+def test_partitions_folded_together_equal_each_folded_alone(with_new: bool) -> None:
+    """`fold_partitions` (one join and one fold over a worker's partitions end to end) gives
+    each partition what `fold_vector` gives it alone: stored rows, new keys in its own order,
+    a partition the batch does not touch unchanged."""
+    cols = [Column("I", "n", ("+add",)), Column("F", "f", ("+min",))]
+    stored = {
+        pid: pl.DataFrame({"k": [f"p{pid}k{i}" for i in range(5)], "n": [1] * 5,
+                           "f": [float(i) for i in range(5)], K: [pid * 100 + i for i in range(5)]})
+        for pid in (2, 5, 9)
+    }  # fmt: skip
+    parts = {}
+    for pid in (2, 9):  # 5 gets no rows
+        keys = [f"p{pid}k{i % 7 if with_new else i % 5}" for i in range(12)]
+        parts[pid] = pl.DataFrame({"k": keys, "n": list(range(12)),
+                                   "f": [float(-i) for i in range(12)]})  # fmt: skip
+    stamp, batches = 1000, {}
+    for pid, rows in parts.items():
+        batches[pid] = rows.with_columns((pl.int_range(0, rows.height) + stamp).alias(R))
+        stamp += rows.height
+    batch = pl.concat([batches[p] for p in sorted(batches)])
+    sizes = {p: b.height for p, b in batches.items()}
+    got = fold.fold_partitions(stored, batch, sizes, ["k"], cols)
+    for pid, current in stored.items():
+        if pid in batches:
+            want = fold.fold_vector(current, batches[pid], ["k"], cols)
+        else:
+            want = (current, pl.DataFrame())
+        assert got[pid][0].equals(want[0])
+        assert got[pid][1].height == want[1].height
+        if want[1].height:
+            assert got[pid][1].equals(want[1].drop("__at"))
