@@ -199,7 +199,9 @@ def test_partitions_folded_together_equal_each_folded_alone(with_new: bool) -> N
     }  # fmt: skip
     parts = {}
     for pid in (2, 9):  # 5 gets no rows
-        keys = [f"p{pid}k{i % 7 if with_new else i % 5}" for i in range(12)]
+        # a new key on the first row of a partition (its first row in the batch is the end of
+        # the partition before)
+        keys = [f"p{pid}k{(i + 5) % 7 if with_new else i % 5}" for i in range(12)]
         parts[pid] = pl.DataFrame({"k": keys, "n": list(range(12)),
                                    "f": [float(-i) for i in range(12)]})  # fmt: skip
     stamp, batches = 1000, {}
