@@ -18,6 +18,7 @@
  * numbers are converted 8 digits at a time (SWAR) without a branch per digit. Integer columns
  * that are only checked (P_CHECK) are validated, not converted: one 16-byte compare a field.
  */
+#include <float.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -138,6 +139,32 @@ static inline int parse_int(const unsigned char *s, const unsigned char *e,
     return 1;
 }
 
+/* w * 10^e10 for 17-19 significant digits (such as 46.230000000000004, which a float's shortest
+ * repr gives), where w no longer fits a double exactly: in x87 extended precision, w (below
+ * 2^64) and 10^|e10| (5^27 < 2^64) are exact and the product or quotient is rounded once, to 64
+ * bits; rounding that to 53 bits gives the correctly rounded double unless it fell exactly on
+ * a midpoint between two doubles (its 11 lowest bits 10000000000), the one case where rounding
+ * twice can differ from once: those go to strtod. 0 when not applicable (no 64-bit long
+ * double, or |e10| > 27). */
+static int wide_pow10(uint64_t w, int e10, double *out) {
+#if LDBL_MANT_DIG == 64
+    static const long double P10[28] = {
+        1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+        1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+        1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+    if (e10 < -27 || e10 > 27) return 0;
+    long double x = e10 >= 0 ? (long double)w * P10[e10] : (long double)w / P10[-e10];
+    uint64_t mant;
+    memcpy(&mant, &x, 8); /* the explicit 64-bit significand */
+    if ((mant & 0x7FF) == 0x400) return 0;
+    *out = (double)x;
+    return 1;
+#else
+    (void)w, (void)e10, (void)out;
+    return 0;
+#endif
+}
+
 static int parse_float_slow(const unsigned char *s, const unsigned char *e, double *out) {
     const unsigned char *start = s;
     int neg = 0;
@@ -176,6 +203,10 @@ static int parse_float_slow(const unsigned char *s, const unsigned char *e, doub
         double v = (double)w;
         v = e10 >= 0 ? v * EXACT10[e10] : v / EXACT10[-e10];
         *out = neg ? -v : v;
+        return 1;
+    }
+    if (exact && wide_pow10(w, e10, out)) {
+        if (neg) *out = -*out;
         return 1;
     }
     char buf[64];

@@ -354,3 +354,36 @@ def test_strings_come_as_views_polars_takes_as_they_are() -> None:
     assert isinstance(frame, pl.DataFrame)
     assert frame.get_column("f0").to_list() == texts
     assert frame.get_column("f0").str.len_bytes().to_list() == [len(t.encode()) for t in texts]
+
+
+def _wide_floats() -> list[str]:
+    """17 to 19 significant digits (a float's shortest repr often has 17), and decimal integers
+    that are exact midpoints between two doubles, the one case where rounding to 64 bits then
+    to 53 can differ from rounding once."""
+    import random
+
+    rng = random.Random(11)
+    out = ["46.230000000000004", "0.30000000000000004", "9007199254740993", "-9007199254740993"]
+    for _ in range(20000):
+        out.append(repr(rng.uniform(0, 1e4)))
+        out.append(f"{rng.uniform(-1e6, 1e6):.19g}")
+        out.append(f"0.{rng.randrange(10**18):018d}")
+        ulp = 2 ** rng.randint(1, 9)  # doubles in [2^53 ulp, 2^54 ulp) are ulp apart
+        out.append(str(2**53 * ulp + rng.randrange(2**52) * ulp + ulp // 2))
+        out.append(str(rng.randrange(10**18, 10**19)))
+    return out
+
+
+def test_wide_floats_are_correctly_rounded() -> None:
+    """The x87 path for 17-19 significant digits gives Python's (correctly rounded) float,
+    bit for bit, midpoints included (they go to strtod)."""
+    import math
+
+    values = _wide_floats()
+    parsed = native.parse_delimited(("\n".join(values) + "\n").encode(), b",", False,
+                                    [native.P_FLOAT], len(values) + 1)  # fmt: skip
+    assert parsed is not None
+    got = parsed[0].column(0).to_pylist()
+    wrong = [(v, g) for v, g in zip(values, got, strict=True)
+             if g != float(v) or math.copysign(1, g) != math.copysign(1, float(v))]  # fmt: skip
+    assert wrong == []
