@@ -170,3 +170,25 @@ def test_the_stream_commits_without_a_dask_client_of_its_own(box: Sandbox, tmp_p
     got = exported(box)
     assert got.get_column("n").to_list() == want.get_column("n").to_list()
     box.run("aq_udb -clr db:vec")
+
+
+def test_parts_of_one_command_numbered_by_gateway_and_scheduler_never_meet(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """Two aq_pp -imp processes in one command line are two parts of the file's attempt: the
+    gateway numbers its own parts (no scheduler call), a process started with
+    ESS_UDB_GATEWAY=0 gets the scheduler's number, and each part's batches are committed
+    (a shared number would make one part's staged files replace the other's: 1x, not 2x)."""
+    frames = [rows(f * 300, 300) for f in range(6)]
+    category(box, tmp_path / "twice", "twice", frames)
+    imp = f'aq_pp -f "$T" -d {COLS} -imp db:vec'
+    command = (f'T=$(mktemp) && cat > "$T" && {imp} && {imp} && ESS_UDB_GATEWAY=0 {imp}'
+               ' && rm -f "$T"')  # fmt: skip
+    box.run(f"ess stream twice '*' '*' '{command}' --threads 2")
+    want = pl.concat(frames).group_by("k").agg(pl.col("n").sum() * 3, pl.col("x").sum() * 3)
+    want = want.sort("k")
+    got = exported(box)
+    assert got.get_column("k").to_list() == want.get_column("k").to_list()
+    assert got.get_column("n").to_list() == want.get_column("n").to_list()
+    assert got.get_column("x").to_list() == pytest.approx(want.get_column("x").to_list())
+    box.run("aq_udb -clr db:vec")

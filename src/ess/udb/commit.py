@@ -18,7 +18,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,12 +56,15 @@ class Stager:
     file: int
     attempt: str
     runner: str
-    part: int | None = None  # asked of the scheduler at the first batch
+    part: int | None = None  # asked of the scheduler (or `numbering`) at the first batch
     rows: int = 0  # stamps handed out (offsets within the part)
     seq: int = 0
     sent: dict[str, list[int]] = field(default_factory=dict)  # worker name -> seqs staged
     failed: bool = False  # a batch could not be staged: the manifest says incomplete
     direct: bool = False  # not in a stream: this process commits its own import at its end
+    #: the worker's own part numbers, when every part of this attempt asks the same worker
+    #: process (its import gateway: ess.udb.gateway.PartNumbers); None: the scheduler's
+    numbering: Callable[[str, int, str], int] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Stager:
@@ -94,7 +97,9 @@ class Stager:
         """`count` row stamps (offsets within this part); the first call asks for the part."""
         from ess.udb.staging import s_part
 
-        if self.part is None:
+        if self.part is None and self.numbering is not None:
+            self.part = self.numbering(self.run, self.file, self.attempt)
+        elif self.part is None:
             self.part = int(client.run_on_scheduler(s_part, run=self.run, file=self.file,
                                                     attempt=self.attempt))  # fmt: skip
         base = self.rows

@@ -211,6 +211,31 @@ def connect(ws: Workspace, environ: Mapping[str, str] | None = None) -> GatewayS
 
 
 # ---------------------------------------------------------------------------- worker's side
+class PartNumbers:
+    """Part numbers of the attempts whose processes import through this gateway, in the order
+    they first import, without a scheduler call each (docs/udb.md, "Staging").
+
+    Every process of one attempt (one execution of a file's command) runs on this worker and,
+    with the gateway on, imports through it. A process of the same command line started with
+    ``ESS_UDB_GATEWAY=0`` asks the scheduler instead, whose numbers start at 0: these start at
+    LOCAL_BASE, so the two never meet."""
+
+    LOCAL_BASE = 1_000_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next: dict[tuple[str, int, str], int] = {}
+
+    def __call__(self, run: str, file: int, attempt: str) -> int:
+        with self.lock:
+            key = (run, file, attempt)
+            number = self.next.get(key, self.LOCAL_BASE)
+            self.next[key] = number + 1
+            if len(self.next) > 4096:  # attempts long finished: their parts are numbered
+                del self.next[next(iter(self.next))]
+            return number
+
+
 class Gateway:
     """One socket and one shared UdbSession (made at the first import) for one cluster."""
 
@@ -220,6 +245,7 @@ class Gateway:
         self.lock = threading.Lock()
         self.checked = (-PLACEMENT_TTL, 0)  # (when, id of the session) of the last passed check
         self.roots: dict[str, str | None] = {}  # worker name -> staging root (ess.udb.direct)
+        self.parts = PartNumbers()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -309,8 +335,10 @@ class Gateway:
                        aws_dir=Path(header["aws_dir"]))  # fmt: skip
         try:
             shared = self.shared(ws)
-            view = shared.share(ws, Stager.from_env(header.get("env", {})),
-                                can_revive=self.conn.shared_filesystem)  # fmt: skip
+            stager = Stager.from_env(header.get("env", {}))
+            if not stager.direct:
+                stager.numbering = self.parts
+            view = shared.share(ws, stager, can_revive=self.conn.shared_filesystem)
             check = view.check_placement
 
             def check_placement() -> None:
