@@ -45,7 +45,7 @@ ENV_FILE = "ESS_FILE_INDEX"
 IMPORT_WORDS = ("-imp", "-udb")
 #: finished files a stream's commit waits for, when more are running, to apply them as one
 #: (per worker one merge and one snapshot write instead of one per file: docs/udb.md)
-COMMIT_GATHER = 4
+COMMIT_GATHER = 8
 
 
 @dataclass
