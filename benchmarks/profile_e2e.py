@@ -5,7 +5,7 @@ functions the job runs, and reports CPU milliseconds per file and CPU seconds fo
 job (48 files): decompress (isal, as the stream's feeder), start + parse + eval (an
 ``aq_pp`` forked as the warm service forks it, minus the same on an empty input), hash/route
 (the cut: row stamps, key hash, split by partition), staged write, commit read, merge (the
-in-order fold and the snapshot write, in groups of 4 files as a stream commits), render (the
+in-order fold and the snapshot write, in groups of files as a stream commits), render (the
 export of the final vector). One process, sequential: it measures the work, not the overlap
 (the job runs on 2 cores).
 
@@ -152,8 +152,8 @@ def profile(files: list[Path]) -> dict[str, Any]:
             "load_average": os.getloadavg()}  # fmt: skip
 
 
-MERGE = "merge (fold + snapshot write), in groups of 4 files after the first"
-MERGE_FIRST = "merge of the first group of 4 files (makes every key; once per job)"
+MERGE = "merge (fold + snapshot write), in groups of files after the first (as a stream commits)"
+MERGE_FIRST = "merge of the first group of files (makes every key; once per job)"
 
 
 def _joined(group: list[dict[int, Any]]) -> dict[int, Any]:
@@ -169,7 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "ess-bench-e2e-19200000"),
                     help="bench_e2e.py's generated files (run it once first)")  # fmt: skip
-    ap.add_argument("--files", type=int, default=12)
+    ap.add_argument("--files", type=int, default=24)
     args = ap.parse_args()
     files = sorted(Path(args.data).glob("ev_*.csv.gz"))[: args.files]
     if not files:
@@ -186,7 +186,7 @@ README_TEXT = f"""## {SECTION}
 
 `.venv/bin/python benchmarks/profile_e2e.py` (after `bench_e2e.py` made the files; results in
 `results/profile_e2e.json`): each stage of the import job above run with the job's own
-functions on 12 of its files, one after the other in one process, scaled to 48 files; the
+functions on 24 of its files, one after the other in one process, scaled to 48 files; the
 merge in groups of 4 files as a stream commits them. What the stages mean and where the rest
 of the job's CPU goes: docs/performance.md, "CPU per stage".
 
