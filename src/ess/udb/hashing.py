@@ -209,7 +209,6 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
     on its own: 0.5 s of the benchmark's 19.2M rows). The staged files then hold views, which
     the worker's Polars takes as they are (no conversion back). None: not such a batch, no
     helper, or more than 2 GiB of long strings (the views' 32-bit offsets)."""
-    import numpy as np
 
     from ess.aq.native import native_library
 
@@ -219,14 +218,7 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
     if lib is None or frame.get_column(columns[0]).null_count():
         return None
     views = frame.select(pl.col(pl.String)).to_arrow(compat_level=pl.CompatLevel.newest())
-    key = _one_chunk(views.column(columns[0]))
-    n = len(key)
-    order = np.empty(n, dtype=np.int64)
-    counts = np.empty(partitions, dtype=np.int64)
-    scratch = np.empty(n, dtype=np.uint8)
-    where, buffers = view_addresses(key)
-    lib.ess_view_partition_order(where, buffers, n, B, partitions, scratch.ctypes.data,
-                                 order.ctypes.data, counts.ctypes.data)  # fmt: skip
+    order, counts = _view_order(lib, _one_chunk(views.column(columns[0])), partitions)
     take = _int64_array(order)
     whole: dict[str, pa.Array] = {}  # gathered at once, then sliced by partition
     # string views gathered partition by partition (and whether any string is long)
@@ -253,6 +245,20 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
             out[pid] = pa.Table.from_arrays(cols, names=names)
         start += count
     return out
+
+
+def _view_order(lib: Any, key: pa.Array, partitions: int) -> tuple[Any, Any]:
+    """(order, counts) of the cut (as `_native_cut`) from a string view key column."""
+    import numpy as np
+
+    n = len(key)
+    order = np.empty(n, dtype=np.int64)
+    counts = np.empty(partitions, dtype=np.int64)
+    scratch = np.empty(n, dtype=np.uint8)
+    where, buffers = view_addresses(key)
+    lib.ess_view_partition_order(where, buffers, n, B, partitions, scratch.ctypes.data,
+                                 order.ctypes.data, counts.ctypes.data)  # fmt: skip
+    return order, counts
 
 
 def _one_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -37,14 +37,14 @@ def key_rows(current: pl.DataFrame, batch: pl.DataFrame, key: str
         return None
     handle = lib.ess_keyset_new(current.height + 1024)  # it grows with the new keys
     if not handle:
-        raise MemoryError("the key set of a vector merge")
+        raise UdbError("out of memory in the key set of a vector merge")
     try:
-        # the views must outlive the set: it points at their bytes
-        known = _chunks(current, key)
-        _add(lib, handle, known, np.empty(current.height, dtype=np.int64))
+        # the set points at the stored long keys' bytes: their chunks stay referenced here
+        # until it is freed
+        stored_chunks = _chunks(current, key)
+        _add(lib, handle, stored_chunks, np.empty(current.height, dtype=np.int64))
         rows = np.empty(batch.height, dtype=np.int64)
         first = _add(lib, handle, _chunks(batch, key), rows)
-        del known
         return rows, first
     finally:
         lib.ess_keyset_free(handle)
