@@ -300,6 +300,19 @@ void ess_string_views(const int64_t *offsets, const unsigned char *data, int64_t
     }
 }
 
+/* The stable counting sort of the cut: rows partition after partition (`part[i]` each row's,
+ * `counts` each partition's rows), in row order within each. */
+static void counting_order(const uint8_t *part, int64_t n, int32_t partitions,
+                           const int64_t *counts, int64_t *order) {
+    int64_t next[256];
+    int64_t at = 0;
+    for (int32_t p = 0; p < partitions; p++) {
+        next[p] = at;
+        at += counts[p];
+    }
+    for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
+}
+
 /* The UDB's cut of a batch keyed by one string column, in two passes and no sort: each row's
  * partition (its hash mod `partitions`, at most 256) into `part`, then a stable counting sort:
  * `order` lists the rows partition after partition, in row order within each; `counts[p]` is
@@ -307,19 +320,13 @@ void ess_string_views(const int64_t *offsets, const unsigned char *data, int64_t
 void ess_string_partition_order(const int64_t *offsets, const unsigned char *data, int64_t n,
                                 uint64_t base, int32_t partitions, uint8_t *part, int64_t *order,
                                 int64_t *counts) {
-    int64_t next[256];
     for (int32_t p = 0; p < partitions; p++) counts[p] = 0;
     for (int64_t i = 0; i < n; i++) {
         uint8_t p = (uint8_t)(string_hash(data, offsets[i], offsets[i + 1], base) % (uint64_t)partitions);
         part[i] = p;
         counts[p]++;
     }
-    int64_t at = 0;
-    for (int32_t p = 0; p < partitions; p++) {
-        next[p] = at;
-        at += counts[p];
-    }
-    for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
+    counting_order(part, n, partitions, counts, order);
 }
 
 /* ------------------------------------------------------------ the cut on Arrow string views
@@ -341,7 +348,6 @@ static const unsigned char *view_bytes(const unsigned char *v, const unsigned ch
 void ess_view_partition_order(const unsigned char *views, const unsigned char *const *buffers,
                               int64_t n, uint64_t base, int32_t partitions, uint8_t *part,
                               int64_t *order, int64_t *counts) {
-    int64_t next[256];
     /* an inline string (at most 12 bytes) hashes as sum(byte[j] * base^j) with the powers
      * below 2^31: each term is below 2^39 and their sum below 2^43, so one reduction at the
      * end, and the terms do not wait on each other as Horner's steps do */
@@ -364,12 +370,7 @@ void ess_view_partition_order(const unsigned char *views, const unsigned char *c
         part[i] = p;
         counts[p]++;
     }
-    int64_t at = 0;
-    for (int32_t p = 0; p < partitions; p++) {
-        next[p] = at;
-        at += counts[p];
-    }
-    for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
+    counting_order(part, n, partitions, counts, order);
 }
 
 /* Bytes of the strings longer than 12 among n views (rows order[0..n), or the first n when
