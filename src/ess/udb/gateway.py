@@ -212,28 +212,26 @@ def connect(ws: Workspace, environ: Mapping[str, str] | None = None) -> GatewayS
 
 # ---------------------------------------------------------------------------- worker's side
 class PartNumbers:
-    """Part numbers of the attempts whose processes import through this gateway, in the order
-    they first import, without a scheduler call each (docs/udb.md, "Staging").
+    """Part numbers of the attempts whose processes import through this gateway, without a
+    scheduler call each (docs/udb.md, "Staging"). A part's number need only be unique within
+    its attempt and follow the order in which the attempt's parts first import: one counter
+    for all of them does both, with no table to keep or prune (an attempt may run for hours).
 
     Every process of one attempt (one execution of a file's command) runs on this worker and,
     with the gateway on, imports through it. A process of the same command line started with
-    ``ESS_UDB_GATEWAY=0`` asks the scheduler instead, whose numbers start at 0: these start at
-    LOCAL_BASE, so the two never meet."""
+    ``ESS_UDB_GATEWAY=0`` asks the scheduler instead, whose numbers start at 0 for each
+    attempt: these start at LOCAL_BASE, so the two never meet."""
 
     LOCAL_BASE = 1_000_000
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.next: dict[tuple[str, int, str], int] = {}
+        self.issued = 0
 
     def __call__(self, run: str, file: int, attempt: str) -> int:
         with self.lock:
-            key = (run, file, attempt)
-            number = self.next.get(key, self.LOCAL_BASE)
-            self.next[key] = number + 1
-            if len(self.next) > 4096:  # attempts long finished: their parts are numbered
-                del self.next[next(iter(self.next))]
-            return number
+            self.issued += 1
+            return self.LOCAL_BASE + self.issued - 1
 
 
 class Gateway:
