@@ -313,22 +313,6 @@ static void counting_order(const uint8_t *part, int64_t n, int32_t partitions,
     for (int64_t i = 0; i < n; i++) order[next[part[i]]++] = i;
 }
 
-/* The UDB's cut of a batch keyed by one string column, in two passes and no sort: each row's
- * partition (its hash mod `partitions`, at most 256) into `part`, then a stable counting sort:
- * `order` lists the rows partition after partition, in row order within each; `counts[p]` is
- * the number of rows of partition p. */
-void ess_string_partition_order(const int64_t *offsets, const unsigned char *data, int64_t n,
-                                uint64_t base, int32_t partitions, uint8_t *part, int64_t *order,
-                                int64_t *counts) {
-    for (int32_t p = 0; p < partitions; p++) counts[p] = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint8_t p = (uint8_t)(string_hash(data, offsets[i], offsets[i + 1], base) % (uint64_t)partitions);
-        part[i] = p;
-        counts[p]++;
-    }
-    counting_order(part, n, partitions, counts, order);
-}
-
 /* ------------------------------------------------------------ the cut on Arrow string views
  * A view is 16 bytes: the length, then the bytes when they fit in 12, else their first 4 bytes,
  * the index of the data buffer in `buffers` and the offset there. */
@@ -343,8 +327,10 @@ static const unsigned char *view_bytes(const unsigned char *v, const unsigned ch
     return buffers[buffer] + offset;
 }
 
-/* ess_string_partition_order on n string views: the same hash of the same bytes, so the same
- * partitions, without converting Polars' views to offsets first. */
+/* The UDB's cut of a batch keyed by one string column, on its n Arrow string views, in two
+ * passes and no sort: each row's partition (the key hash of ess_string_hash, mod `partitions`,
+ * at most 256) into `part`, then a stable counting sort: `order` lists the rows partition after
+ * partition, in row order within each; `counts[p]` is the number of rows of partition p. */
 void ess_view_partition_order(const unsigned char *views, const unsigned char *const *buffers,
                               int64_t n, uint64_t base, int32_t partitions, uint8_t *part,
                               int64_t *order, int64_t *counts) {

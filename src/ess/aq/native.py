@@ -116,7 +116,6 @@ def _signatures() -> dict[str, tuple[Any, list[Any]]]:
         "ess_render_csv": (i64, [ctypes.POINTER(CsvColumn), i32, i64, i32, i32, p, p]),
         "ess_string_hash": (None, [p, p, i64, u64, p]),
         "ess_string_views": (None, [p, p, i64, p]),
-        "ess_string_partition_order": (None, [p, p, i64, u64, i32, p, p, p]),
         "ess_view_partition_order": (None, [p, p, i64, u64, i32, p, p, p]),
         "ess_view_long_bytes": (i64, [p, p, i64]),
         "ess_view_gather": (None, [p, p, p, i64, p, p]),

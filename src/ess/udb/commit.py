@@ -64,7 +64,7 @@ class Stager:
     direct: bool = False  # not in a stream: this process commits its own import at its end
     #: the worker's own part numbers, when every part of this attempt asks the same worker
     #: process (its import gateway: ess.udb.gateway.PartNumbers); None: the scheduler's
-    numbering: Callable[[str, int, str], int] | None = None
+    numbering: Callable[[], int] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Stager:
@@ -98,7 +98,7 @@ class Stager:
         from ess.udb.staging import s_part
 
         if self.part is None and self.numbering is not None:
-            self.part = self.numbering(self.run, self.file, self.attempt)
+            self.part = self.numbering()
         elif self.part is None:
             self.part = int(client.run_on_scheduler(s_part, run=self.run, file=self.file,
                                                     attempt=self.attempt))  # fmt: skip

@@ -226,12 +226,12 @@ class PartNumbers:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.issued = 0
+        self.next = self.LOCAL_BASE
 
-    def __call__(self, run: str, file: int, attempt: str) -> int:
+    def __call__(self) -> int:
         with self.lock:
-            self.issued += 1
-            return self.LOCAL_BASE + self.issued - 1
+            number, self.next = self.next, self.next + 1
+            return number
 
 
 class Gateway:

@@ -177,16 +177,12 @@ def cut_by_partition(
     if viewed is not None:
         return viewed
     table = frame.to_arrow()
-    cut = _native_cut(frame, columns, table, partitions)
-    if cut is not None:
-        order, counts = cut
-    else:
-        # NumPy <-> Arrow without copies and without Polars' or pa.array's NumPy conversions,
-        # which import numpy.ma at first use: 12 ms of CPU in every aq_pp -imp
-        part = (key_hash(frame, columns, table) % partitions).cast(pl.UInt8).to_arrow()
-        part = part.to_numpy(zero_copy_only=True)
-        order = np.argsort(part, kind="stable").astype(np.int64, copy=False)
-        counts = np.bincount(part, minlength=partitions)
+    # NumPy <-> Arrow without copies and without Polars' or pa.array's NumPy conversions,
+    # which import numpy.ma at first use: 12 ms of CPU in every aq_pp -imp
+    part = (key_hash(frame, columns, table) % partitions).cast(pl.UInt8).to_arrow()
+    part = part.to_numpy(zero_copy_only=True)
+    order = np.argsort(part, kind="stable").astype(np.int64, copy=False)
+    counts = np.bincount(part, minlength=partitions)
     ordered = table.take(_int64_array(order))  # Arrow's take: 9 ms where Polars' gather took 13
     if stamps is not None:
         name, base = stamps
@@ -207,9 +203,9 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
     gathers every string column without nulls as compacted views (`ess_view_gather`: a
     16-byte copy per short string, where Arrow's take of a large_string copied each string
     on its own: 0.5 s of the benchmark's 19.2M rows). The staged files then hold views, which
-    the worker's Polars takes as they are (no conversion back). None: not such a batch, no
-    helper, or more than 2 GiB of long strings (the views' 32-bit offsets)."""
-
+    the worker's Polars takes as they are (no conversion back); a string column with nulls or
+    more than 2 GiB of long strings (the views' 32-bit offsets) is taken by Arrow as
+    large_string. None: not such a batch, or no helper (the caller's general cut)."""
     from ess.aq.native import native_library
 
     if len(columns) != 1 or frame.schema[columns[0]] != pl.String:
@@ -248,7 +244,8 @@ def _view_cut(frame: pl.DataFrame, columns: list[str], partitions: int,
 
 
 def _view_order(lib: Any, key: pa.Array, partitions: int) -> tuple[Any, Any]:
-    """(order, counts) of the cut (as `_native_cut`) from a string view key column."""
+    """(order, counts) of the cut from a string view key column: each row's partition (the
+    key hash mod `partitions`), then the rows partition after partition, in row order."""
     import numpy as np
 
     n = len(key)
@@ -309,31 +306,6 @@ def _gather_fixed(lib: Any, arr: pa.Array, order: Any, take: pa.Array) -> pa.Arr
     lib.ess_gather_8(arr.buffers()[1].address + 8 * arr.offset, order.ctypes.data, n,
                      out.address)  # fmt: skip
     return pa.Array.from_buffers(arr.type, n, [None, out])
-
-
-def _native_cut(frame: pl.DataFrame, columns: list[str], table: pa.Table, partitions: int
-                ) -> tuple[Any, Any] | None:  # fmt: skip
-    """(order, counts) of `cut_by_partition` from the C helper, for a key of one string column
-    without nulls (the common key): hash, partition and counting sort in two passes, where the
-    Polars/NumPy steps took about 19 ms on a 400,000-row batch. None: not such a key, or no
-    helper."""
-    import numpy as np
-
-    from ess.aq.native import native_library
-
-    if len(columns) != 1 or frame.schema[columns[0]] != pl.String:
-        return None
-    lib = native_library()
-    if lib is None or frame.get_column(columns[0]).null_count():
-        return None
-    arr = _large_strings(table.column(columns[0]))
-    n = len(arr)
-    order = np.empty(n, dtype=np.int64)
-    counts = np.empty(partitions, dtype=np.int64)
-    scratch = np.empty(n, dtype=np.uint8)
-    lib.ess_string_partition_order(*_addresses(arr), n, B, partitions, scratch.ctypes.data,
-                                   order.ctypes.data, counts.ctypes.data)  # fmt: skip
-    return order, counts
 
 
 def _int64_array(values: Any) -> pa.Array:

@@ -19,6 +19,8 @@ import pyarrow as pa
 from ess.errors import UdbError
 from ess.udb.hashing import view_addresses
 
+_NO_MEMORY = "out of memory in the key set of a vector merge"
+
 
 def key_rows(current: pl.DataFrame, batch: pl.DataFrame, key: str
              ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
@@ -37,7 +39,7 @@ def key_rows(current: pl.DataFrame, batch: pl.DataFrame, key: str
         return None
     handle = lib.ess_keyset_new(current.height + 1024)  # it grows with the new keys
     if not handle:
-        raise UdbError("out of memory in the key set of a vector merge")
+        raise UdbError(_NO_MEMORY)
     try:
         # the set points at the stored long keys' bytes: their chunks stay referenced here
         # until it is freed
@@ -68,7 +70,7 @@ def _add(lib: Any, handle: int, chunks: list[pa.Array], rows: np.ndarray) -> np.
                                             rows[base:].ctypes.data,
                                             first[fresh:].ctypes.data))  # fmt: skip
         if got < 0:
-            raise UdbError("out of memory in the key set of a vector merge")
+            raise UdbError(_NO_MEMORY)
         fresh += got
         base += n
     return first[:fresh]

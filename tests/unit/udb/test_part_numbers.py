@@ -12,12 +12,12 @@ def test_parts_are_numbered_in_order_of_asking_apart_from_the_schedulers() -> No
     """Unique within an attempt and in the order its parts first import, whatever other
     attempts ask in between (one counter: no table of attempts to prune)."""
     numbers = PartNumbers()
-    got = [numbers("r", 3, "a"), numbers("r", 4, "b"), numbers("r", 3, "a"), numbers("q", 3, "a")]
+    got = [numbers(), numbers(), numbers(), numbers()]
     assert got == sorted(got) and len(set(got)) == 4
     assert min(got) >= PartNumbers.LOCAL_BASE  # the scheduler's numbers start at 0
     for _ in range(10_000):  # many attempts later, an old attempt's next part is still new
-        numbers("r", 9, "x")
-    assert numbers("r", 3, "a") > got[2]
+        numbers()
+    assert numbers() > got[2]
 
 
 def test_concurrent_parts_get_distinct_numbers() -> None:
@@ -27,7 +27,7 @@ def test_concurrent_parts_get_distinct_numbers() -> None:
 
     def take() -> None:
         for _ in range(200):
-            n = numbers("r", 0, "a")
+            n = numbers()
             with lock:
                 got.append(n)
 
